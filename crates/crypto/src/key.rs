@@ -1,0 +1,201 @@
+use std::fmt;
+
+use k256::ecdsa::{RecoveryId, Signature as EcdsaSignature, SigningKey, VerifyingKey};
+use sha3::{Digest, Keccak256};
+use zeroize::Zeroizing;
+
+use crate::{Error, Result};
+
+/// A 20-byte Ethereum address.
+pub type Address = [u8; 20];
+
+/// A 65-byte `r‖s‖v` signature, `v` in {27, 28}.
+pub type Signature = [u8; 65];
+
+/// Keccak-256.
+pub fn keccak256(data: &[u8]) -> [u8; 32] {
+    Keccak256::digest(data).into()
+}
+
+/// The EIP-191 version 0x45 digest: keccak256("\x19Ethereum Signed Message:\n" ‖ len ‖ message).
+pub fn personal_message_hash(message: &[u8]) -> [u8; 32] {
+    let mut h = Keccak256::new();
+    h.update(b"\x19Ethereum Signed Message:\n");
+    h.update(message.len().to_string().as_bytes());
+    h.update(message);
+    h.finalize().into()
+}
+
+fn address_of(key: &VerifyingKey) -> Address {
+    let point = key.to_encoded_point(false);
+    // Uncompressed SEC1: 0x04 ‖ X ‖ Y; the address is the last 20 bytes of keccak(X ‖ Y).
+    let hash = keccak256(&point.as_bytes()[1..]);
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&hash[12..]);
+    out
+}
+
+/// EIP-55 mixed-case `0x` address.
+pub fn format_address(addr: &Address) -> String {
+    let lower = hex::encode(addr);
+    let hash = keccak256(lower.as_bytes());
+    let mut out = String::with_capacity(42);
+    out.push_str("0x");
+    for (i, c) in lower.chars().enumerate() {
+        let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
+        out.push(if c.is_ascii_alphabetic() && nibble >= 8 { c.to_ascii_uppercase() } else { c });
+    }
+    out
+}
+
+/// Parses a `0x` address (any case; the checksum is not enforced).
+pub fn address_from_hex(s: &str) -> Result<Address> {
+    let s = s.trim();
+    let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let mut out = [0u8; 20];
+    hex::decode_to_slice(s, &mut out).map_err(|_| Error::MalformedAddress)?;
+    Ok(out)
+}
+
+/// Parses `0x` + 130 hex digits into a signature.
+pub fn parse_signature(s: &str) -> Result<Signature> {
+    let s = s.trim();
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    let mut out = [0u8; 65];
+    hex::decode_to_slice(s, &mut out).map_err(|_| Error::MalformedSignature)?;
+    Ok(out)
+}
+
+/// Recovers the address that signed `message` with EIP-191 `personal_sign`.
+pub fn recover_personal(message: &[u8], sig: &Signature) -> Result<Address> {
+    let digest = personal_message_hash(message);
+    recover_prehash(&digest, sig)
+}
+
+fn recover_prehash(digest: &[u8; 32], sig: &Signature) -> Result<Address> {
+    let v = sig[64];
+    let rec = match v {
+        27 | 28 => v - 27,
+        0 | 1 => v,
+        other => return Err(Error::BadRecoveryId(other)),
+    };
+    let rec = RecoveryId::from_byte(rec).ok_or(Error::BadRecoveryId(v))?;
+    let ecdsa = EcdsaSignature::from_slice(&sig[..64]).map_err(|_| Error::MalformedSignature)?;
+    let key =
+        VerifyingKey::recover_from_prehash(digest, &ecdsa, rec).map_err(|_| Error::RecoveryFailed)?;
+    Ok(address_of(&key))
+}
+
+/// The node's signing key. Lives only in memory; `Debug` shows the address, never the secret.
+pub struct EnclaveKey {
+    inner: SigningKey,
+    address: Address,
+}
+
+impl EnclaveKey {
+    /// A fresh random key from the OS RNG.
+    pub fn generate() -> Self {
+        let inner = SigningKey::random(&mut rand::rngs::OsRng);
+        Self::from_signing_key(inner)
+    }
+
+    /// A key from 32 secret bytes (for the dstack `GetKey` derivation). The input is not kept.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
+        let bytes = Zeroizing::new(bytes.to_vec());
+        let inner = SigningKey::from_slice(&bytes).map_err(|_| Error::InvalidSecretKey)?;
+        Ok(Self::from_signing_key(inner))
+    }
+
+    fn from_signing_key(inner: SigningKey) -> Self {
+        let address = address_of(inner.verifying_key());
+        Self { inner, address }
+    }
+
+    /// The Ethereum address of this key.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// The EIP-55 `0x` address.
+    pub fn address_hex(&self) -> String {
+        format_address(&self.address)
+    }
+
+    /// The uncompressed SEC1 public key (65 bytes).
+    pub fn public_key_uncompressed(&self) -> Vec<u8> {
+        self.inner.verifying_key().to_encoded_point(false).as_bytes().to_vec()
+    }
+
+    /// Signs a 32-byte digest; returns `r‖s‖v` with `v` in {27, 28}.
+    pub fn sign_prehash(&self, digest: &[u8; 32]) -> Signature {
+        // k256 only fails on a zero/overflowing digest scalar for deterministic RFC 6979 nonces,
+        // which cannot happen for a 32-byte digest; the fallback keeps the signature type total.
+        let (sig, rec) = match self.inner.sign_prehash_recoverable(digest) {
+            Ok(pair) => pair,
+            Err(_) => return [0u8; 65],
+        };
+        let mut out = [0u8; 65];
+        out[..64].copy_from_slice(&sig.to_bytes());
+        out[64] = 27 + rec.to_byte();
+        out
+    }
+
+    /// EIP-191 `personal_sign` over `message`.
+    pub fn sign_personal(&self, message: &[u8]) -> Signature {
+        self.sign_prehash(&personal_message_hash(message))
+    }
+
+    /// `personal_sign` as `0x`-prefixed hex.
+    pub fn sign_personal_hex(&self, message: &[u8]) -> String {
+        format!("0x{}", hex::encode(self.sign_personal(message)))
+    }
+}
+
+impl fmt::Debug for EnclaveKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnclaveKey").field("address", &self.address_hex()).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_vector_matches_ethereum_tooling() {
+        // Private key 0x..01 has the well-known address 0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf.
+        let mut sk = [0u8; 32];
+        sk[31] = 1;
+        let key = EnclaveKey::from_secret_bytes(&sk).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(key.address_hex(), "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf");
+        // EIP-191 prefix digest of "hello", as computed by ethers/web3 hashMessage.
+        assert_eq!(
+            hex::encode(personal_message_hash(b"hello")),
+            "50b2c43fd39106bafbba0da34fc430e1f91e3c96ea2acee2bc34119f92b37750"
+        );
+    }
+
+    #[test]
+    fn sign_and_recover_round_trip_and_tamper() {
+        let key = EnclaveKey::generate();
+        let sig = key.sign_personal(b"abc:def");
+        assert_eq!(recover_personal(b"abc:def", &sig).ok(), Some(key.address()));
+        assert_ne!(recover_personal(b"abc:deg", &sig).ok(), Some(key.address()));
+        let mut bad = sig;
+        bad[64] = 5;
+        assert!(matches!(recover_personal(b"abc:def", &bad), Err(Error::BadRecoveryId(5))));
+        assert!(parse_signature("0x1234").is_err());
+        let hexsig = key.sign_personal_hex(b"x");
+        assert_eq!(parse_signature(&hexsig).ok(), Some(key.sign_personal(b"x")));
+    }
+
+    #[test]
+    fn debug_never_prints_secret() {
+        let sk = [0x5a; 32];
+        let key = EnclaveKey::from_secret_bytes(&sk).unwrap_or_else(|e| panic!("{e}"));
+        let dbg = format!("{key:?} {key:#?}");
+        assert!(dbg.contains("address"));
+        assert!(!dbg.to_lowercase().contains("5a5a5a5a"), "{dbg}");
+        assert!(!dbg.contains("90, 90, 90"), "{dbg}");
+    }
+}

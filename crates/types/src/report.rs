@@ -1,0 +1,210 @@
+//! The attestation report served at `GET /v1/attestation/report` and the report_data layout.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A 32-byte nonce, written as 64 hex digits on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Nonce(pub [u8; 32]);
+
+impl Nonce {
+    /// Lower-case hex without `0x`.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Nonce({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl FromStr for Nonce {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let s = s.strip_prefix("0x").unwrap_or(s);
+        if s.len() != 64 {
+            return Err(Error::BadNonce);
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| Error::BadNonce)?;
+        Ok(Self(out))
+    }
+}
+
+/// The 64 bytes a TEE quote carries for its caller.
+///
+/// Layout (ECDSA signing keys): the 20-byte signing address right-padded with zeros to 32 bytes,
+/// then the 32-byte nonce. This is the layout of the Phala/NEAR private-ml-sdk proxies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ReportData(pub [u8; 64]);
+
+impl ReportData {
+    /// Binds a signing address and a nonce.
+    pub fn new(signing_address: [u8; 20], nonce: Nonce) -> Self {
+        let mut out = [0u8; 64];
+        out[..20].copy_from_slice(&signing_address);
+        out[32..].copy_from_slice(&nonce.0);
+        Self(out)
+    }
+
+    /// Reads report_data from a slice that must be exactly 64 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        let arr: [u8; 64] = bytes.try_into().map_err(|_| Error::BadReportDataLength(bytes.len()))?;
+        Ok(Self(arr))
+    }
+
+    /// The first 20 bytes (the signing address under the ECDSA layout).
+    pub fn signing_address(&self) -> [u8; 20] {
+        let mut a = [0u8; 20];
+        a.copy_from_slice(&self.0[..20]);
+        a
+    }
+
+    /// Whether bytes 20..32 are the zero padding the layout requires.
+    pub fn padding_is_zero(&self) -> bool {
+        self.0[20..32].iter().all(|b| *b == 0)
+    }
+
+    /// The last 32 bytes.
+    pub fn nonce(&self) -> Nonce {
+        let mut n = [0u8; 32];
+        n.copy_from_slice(&self.0[32..]);
+        Nonce(n)
+    }
+
+    /// Whether this report_data binds exactly `signing_address` and `nonce`.
+    pub fn binds(&self, signing_address: [u8; 20], nonce: Nonce) -> bool {
+        *self == Self::new(signing_address, nonce)
+    }
+}
+
+impl fmt::Debug for ReportData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReportData({})", hex::encode(self.0))
+    }
+}
+
+/// Which kind of TEE produced the evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeeKind {
+    /// Intel TDX quote from Linux configfs-tsm.
+    Tdx,
+    /// Intel TDX quote from the dstack guest agent (with its event log and app info).
+    Dstack,
+    /// Development only: a TDX-shaped quote with a dev signature. Every verifier refuses it unless
+    /// explicitly told to accept simulated evidence.
+    Simulated,
+}
+
+impl fmt::Display for TeeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tdx => "tdx",
+            Self::Dstack => "dstack",
+            Self::Simulated => "simulated",
+        })
+    }
+}
+
+/// The signature scheme of the response-signing key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningAlgo {
+    /// secp256k1 ECDSA, EIP-191 `personal_sign`, Ethereum address as the key id.
+    Ecdsa,
+}
+
+/// The attestation report JSON, in the shape the Phala/NEAR private-ml-sdk proxies serve, plus
+/// Cloister's own fields (`tee`, `hpke_public_key`, `key_binding`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttestationReport {
+    /// `0x`-prefixed Ethereum address of the signing key.
+    pub signing_address: String,
+    /// Always `ecdsa` for Cloister nodes.
+    pub signing_algo: String,
+    /// The nonce the client asked for, 64 hex digits.
+    pub request_nonce: String,
+    /// Hex of the TDX quote whose report_data binds `signing_address` and `request_nonce`.
+    pub intel_quote: String,
+    /// JSON string `{nonce, evidence_list, arch}` with NVIDIA GPU evidence, or null without a GPU.
+    #[serde(default)]
+    pub nvidia_payload: Option<String>,
+    /// Event log (dstack: JSON text of the RTMR event list; otherwise empty).
+    #[serde(default)]
+    pub event_log: serde_json::Value,
+    /// Free-form TEE information (dstack `Info`, or the node's own description).
+    #[serde(default)]
+    pub info: serde_json::Value,
+    /// Which evidence source produced `intel_quote`. Absent in third-party reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tee: Option<TeeKind>,
+    /// HPKE public key for end-to-end encryption (hex), when the node offers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpke_public_key: Option<String>,
+    /// EIP-191 signature by the signing key over the HPKE key, models and expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_binding: Option<String>,
+}
+
+/// Parses a `0x`-prefixed (or bare) 20-byte hex address.
+pub fn parse_address(s: &str) -> Result<[u8; 20]> {
+    let s = s.trim();
+    let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let mut out = [0u8; 20];
+    hex::decode_to_slice(s, &mut out).map_err(|_| Error::BadAddress)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_parsing_is_strict() {
+        assert!("ab".parse::<Nonce>().is_err());
+        assert!("zz".repeat(32).parse::<Nonce>().is_err());
+        assert!("00".repeat(33).parse::<Nonce>().is_err());
+        let n: Nonce = format!("0x{}", "0f".repeat(32)).parse().unwrap_or(Nonce([0; 32]));
+        assert_eq!(n.0, [0x0f; 32]);
+    }
+
+    #[test]
+    fn report_data_layout() {
+        let nonce = Nonce([7; 32]);
+        let rd = ReportData::new([1; 20], nonce);
+        assert_eq!(&rd.0[..20], &[1; 20]);
+        assert_eq!(&rd.0[20..32], &[0; 12]);
+        assert_eq!(&rd.0[32..], &[7; 32]);
+        assert!(rd.binds([1; 20], nonce));
+        assert!(!rd.binds([2; 20], nonce));
+        assert!(!rd.binds([1; 20], Nonce([8; 32])));
+        assert!(ReportData::from_slice(&[0; 63]).is_err());
+    }
+
+    #[test]
+    fn report_json_round_trip_and_third_party_shape() {
+        // A Phala/NEAR report has no `tee` field and a null nvidia_payload: both must parse.
+        let json = r#"{"signing_address":"0x00","signing_algo":"ecdsa","request_nonce":"aa",
+            "intel_quote":"00","nvidia_payload":null,"event_log":"[]","info":{}}"#;
+        let r: AttestationReport = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.tee, None);
+        let again: AttestationReport =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r, again);
+    }
+}
