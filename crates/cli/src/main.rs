@@ -1,2 +1,82 @@
-//! placeholder
-fn main() {}
+//! `cloister`: run a confidential inference node, verify what a node proves, chat with proof,
+//! and measure.
+
+mod attest_cmd;
+mod bench;
+mod chat_cmd;
+mod demo;
+mod node_cmd;
+mod proof;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Confidential AI inference with proof: TEE-attested nodes that sign every answer.
+#[derive(Debug, Parser)]
+#[command(name = "cloister", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (also RUST_LOG), e.g. `info`, `cloister_node=debug`.
+    #[arg(long, global = true, env = "CLOISTER_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run and manage a node.
+    #[command(subcommand)]
+    Node(node_cmd::NodeCommand),
+    /// Verify a node's attestation.
+    #[command(subcommand)]
+    Attest(attest_cmd::AttestCommand),
+    /// Verify one TDX/SGX quote file against collateral at a given time.
+    VerifyQuote(attest_cmd::VerifyQuoteArgs),
+    /// Ask a node one question and verify the answer (attestation, binding, signature).
+    Chat(chat_cmd::ChatArgs),
+    /// One command: start a local node (built-in engine, simulated TEE), ask a verified question,
+    /// print the proof.
+    Demo(demo::DemoArgs),
+    /// Benchmarks: node overhead against its upstream, built-in engine against llama.cpp.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Node(cmd) => node_cmd::run(cmd).await,
+            Command::Attest(cmd) => attest_cmd::run(cmd).await,
+            Command::VerifyQuote(args) => attest_cmd::verify_quote(args),
+            Command::Chat(args) => chat_cmd::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,55 @@
-//! placeholder
+//! Inference engines behind one [`Engine`] trait.
+//!
+//! - [`builtin`]: a GGUF model run in-process by llama.cpp (through `llama-cpp-2`), with the
+//!   tokenizer and chat template taken from the GGUF metadata, and several requests decoded together
+//!   in one batch.
+//! - [`upstream`]: any OpenAI-compatible server (vLLM, SGLang, llama.cpp server, Ollama); streams
+//!   pass through chunk by chunk.
+//!
+//! The HTTP layer never knows which engine runs: it holds an `Arc<dyn Engine>`.
+//!
+//! Stream contract: every stream starts with a chunk whose delta carries `role: "assistant"`, carries
+//! the text in order, sets `finish_reason` on its last content chunk, and always ends with one chunk
+//! with empty `choices` and `usage` set (the node meters from it, and drops it if the client did not
+//! ask for usage).
+
+mod error;
+
+pub mod builtin;
+pub mod source;
+pub mod upstream;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use cloister_types::openai::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
+use futures::Stream;
+
+pub use error::{Error, Result};
+
+/// A stream of chat-completion chunks.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatCompletionChunk>> + Send>>;
+
+/// A model an engine serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelCard {
+    /// The id clients put in `model`.
+    pub id: String,
+    /// SHA-256 (hex) of the weights file, where the engine has the file (built-in engine).
+    pub sha256: Option<String>,
+    /// Owner label for `/v1/models`.
+    pub owned_by: String,
+}
+
+/// Something that answers chat completions.
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// The models served.
+    fn models(&self) -> Vec<ModelCard>;
+
+    /// One whole completion. `req.stream` is ignored.
+    async fn complete(&self, req: ChatCompletionRequest) -> Result<ChatCompletion>;
+
+    /// A streamed completion (see the crate docs for the stream contract). `req.stream` is ignored.
+    async fn stream(&self, req: ChatCompletionRequest) -> Result<ChunkStream>;
+}

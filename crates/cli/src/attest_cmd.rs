@@ -1,0 +1,141 @@
+//! `cloister attest verify <url>` and `cloister verify-quote <file>`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use cloister_attest::verify::{Policy, verify_quote as verify_quote_bytes};
+use serde_json::json;
+
+use crate::proof::{VerifyOpts, http_client, verify_node};
+use crate::table::render_checks;
+
+/// Attestation commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AttestCommand {
+    /// Fetch a node's attestation report with a fresh nonce and verify it: quote, TCB status,
+    /// report_data binding of the signing key and the nonce.
+    Verify(AttestVerifyArgs),
+}
+
+/// `cloister attest verify`.
+#[derive(Debug, Args)]
+pub(crate) struct AttestVerifyArgs {
+    /// Node URL, e.g. http://127.0.0.1:8080
+    pub url: String,
+    #[command(flatten)]
+    pub verify: VerifyOpts,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cloister verify-quote`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyQuoteArgs {
+    /// Quote file: binary, or hex (with or without 0x).
+    pub file: PathBuf,
+    /// Collateral JSON (dcap-qvl QuoteCollateralV3).
+    #[arg(long)]
+    pub collateral: Option<PathBuf>,
+    /// Verification time in unix seconds (required: collateral validity depends on it).
+    #[arg(long)]
+    pub at: u64,
+    /// TCB statuses to accept (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "UpToDate")]
+    pub accept_tcb: Vec<String>,
+    /// DEVELOPMENT ONLY: accept a simulated quote.
+    #[arg(long)]
+    pub allow_simulated: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(crate) async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AttestCommand::Verify(args) => attest_verify(args).await,
+    }
+}
+
+async fn attest_verify(args: AttestVerifyArgs) -> anyhow::Result<ExitCode> {
+    let client = http_client()?;
+    let proof = verify_node(&client, &args.url, &args.verify).await?;
+    if args.json {
+        let out = json!({
+            "url": proof.url,
+            "nonce": proof.nonce,
+            "passed": proof.passed,
+            "signing_address": proof.report.signing_address,
+            "tee": proof.report.tee,
+            "tcb_status": proof.verdict.quote.tcb_status,
+            "advisory_ids": proof.verdict.quote.advisory_ids,
+            "checks": proof.verdict.checks,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("node             {}", proof.url);
+        println!("signing address  {}", proof.report.signing_address);
+        println!(
+            "tee              {}",
+            proof.report.tee.map(|t| t.to_string()).unwrap_or_else(|| "(not stated)".into())
+        );
+        println!("nonce            {}", proof.nonce);
+        println!();
+        print!("{}", render_checks(&proof.verdict.checks));
+        println!();
+        println!("verdict: {}", if proof.passed { "VERIFIED" } else { "NOT VERIFIED" });
+    }
+    Ok(if proof.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+pub(crate) fn verify_quote(args: VerifyQuoteArgs) -> anyhow::Result<ExitCode> {
+    let raw = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let quote = cloister_attest::quote::decode_quote_bytes(&raw)
+        .with_context(|| format!("{} is neither a binary nor a hex quote", args.file.display()))?;
+    let collateral = match &args.collateral {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                cloister_attest::collateral::load_collateral_json(&bytes)
+                    .with_context(|| format!("parsing collateral {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let policy = Policy {
+        accepted_tcb_statuses: args.accept_tcb.clone(),
+        allow_simulated: args.allow_simulated,
+        ..Policy::default()
+    };
+    let verdict = verify_quote_bytes(&quote, collateral.as_ref(), args.at, &policy);
+    let passed = verdict.passed();
+    if args.json {
+        let out = json!({
+            "file": args.file,
+            "at": args.at,
+            "passed": passed,
+            "tcb_status": verdict.tcb_status,
+            "advisory_ids": verdict.advisory_ids,
+            "qe_status": verdict.qe_status,
+            "platform_status": verdict.platform_status,
+            "error": verdict.error,
+            "checks": verdict.checks,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("quote  {}", args.file.display());
+        println!("at     {}", args.at);
+        println!();
+        print!("{}", render_checks(&verdict.checks));
+        println!();
+        let status = verdict.tcb_status.as_deref().unwrap_or("-");
+        match &verdict.error {
+            Some(e) => println!("verdict: NOT VERIFIED ({e})"),
+            None if passed => println!("verdict: VERIFIED, TCB status {status}"),
+            None => println!("verdict: NOT VERIFIED, TCB status {status}"),
+        }
+    }
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,369 @@
+//! `cloister bench`: measured against a peer in the same run, ratios printed.
+//!
+//! - `overhead`: a node in front of a fast loopback OpenAI-compatible upstream, against calling that
+//!   upstream directly, interleaved in rounds. Requests/s and p50/p99 latency, and what the node adds.
+//! - `engine`: built-in engine tokens/s against llama.cpp's `llama-bench` on the same GGUF and threads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use cloister_attest::collect::{DetectOptions, detect};
+use cloister_engine::upstream::{UpstreamConfig, UpstreamEngine};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Node overhead in front of an upstream, against the upstream called directly.
+    Overhead(OverheadArgs),
+    /// Built-in engine tokens/s against llama.cpp (llama-bench) on the same model and threads.
+    Engine(EngineArgs),
+}
+
+/// `cloister bench overhead`.
+#[derive(Debug, Args)]
+pub(crate) struct OverheadArgs {
+    /// Requests per round per target.
+    #[arg(long, default_value_t = 1000)]
+    pub requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Rounds (direct and via-node interleaved).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Streamed requests instead of plain ones.
+    #[arg(long)]
+    pub stream: bool,
+}
+
+/// `cloister bench engine`.
+#[derive(Debug, Args)]
+pub(crate) struct EngineArgs {
+    /// GGUF model.
+    #[arg(long, env = "CLOISTER_MODEL", default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    pub model: PathBuf,
+    /// Threads for both engines.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    pub gen: u32,
+    /// Rounds (ours and llama.cpp interleaved).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// llama-bench binary [default: tools/llama.cpp/bin/llama-bench, then PATH].
+    #[arg(long, env = "LLAMA_BENCH")]
+    pub llama_bench: Option<PathBuf>,
+}
+
+pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Overhead(args) => overhead(args).await,
+        BenchCommand::Engine(args) => engine(args).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// overhead
+
+const REFERENCE_ANSWER: &str = r#"{"id":"chatcmpl-ref","object":"chat.completion","created":1700000000,"model":"ref-model","choices":[{"index":0,"message":{"role":"assistant","content":"The sky is blue because air scatters short wavelengths of sunlight more than long ones."},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":17,"total_tokens":41}}"#;
+
+fn reference_stream() -> String {
+    let words = ["The", " sky", " is", " blue", " because", " air", " scatters", " blue", " light", "."];
+    let mut out = String::new();
+    for (i, w) in words.iter().enumerate() {
+        let role = if i == 0 { r#""role":"assistant","# } else { "" };
+        out.push_str(&format!(
+            "data: {{\"id\":\"chatcmpl-ref\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"ref-model\",\"choices\":[{{\"index\":0,\"delta\":{{{role}\"content\":\"{w}\"}},\"finish_reason\":null}}]}}\n\n"
+        ));
+    }
+    out.push_str("data: {\"id\":\"chatcmpl-ref\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"ref-model\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+    out.push_str("data: {\"id\":\"chatcmpl-ref\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"ref-model\",\"choices\":[],\"usage\":{\"prompt_tokens\":24,\"completion_tokens\":10,\"total_tokens\":34}}\n\n");
+    out.push_str("data: [DONE]\n\n");
+    out
+}
+
+/// A minimal OpenAI-compatible upstream on loopback that answers instantly: the fastest possible
+/// upstream, so the comparison isolates what the node itself adds.
+async fn start_reference_upstream() -> anyhow::Result<SocketAddr> {
+    let stream_body = Bytes::from(reference_stream());
+    let app = Router::new()
+        .route(
+            "/v1/models",
+            get(|| async {
+                ([("content-type", "application/json")], r#"{"object":"list","data":[{"id":"ref-model","object":"model","created":0,"owned_by":"bench"}]}"#)
+            }),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(move |body: Bytes| {
+                let stream_body = stream_body.clone();
+                async move {
+                    let wants_stream = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v.get("stream").and_then(|s| s.as_bool()))
+                        .unwrap_or(false);
+                    if wants_stream {
+                        ([("content-type", "text/event-stream")], stream_body)
+                    } else {
+                        ([("content-type", "application/json")], Bytes::from_static(REFERENCE_ANSWER.as_bytes()))
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RoundStats {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn load_round(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Bytes,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<RoundStats> {
+    let mut latencies = Vec::with_capacity(requests);
+    let started = Instant::now();
+    let mut inflight = FuturesUnordered::new();
+    let mut sent = 0usize;
+    let one = |client: reqwest::Client, url: String, body: Bytes| async move {
+        let t = Instant::now();
+        let resp = client.post(&url).header("content-type", "application/json").body(body).send().await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if !status.is_success() || bytes.is_empty() {
+            bail!("{url} answered {status}");
+        }
+        Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
+    };
+    while sent < requests.min(concurrency) {
+        inflight.push(one(client.clone(), url.to_owned(), body.clone()));
+        sent += 1;
+    }
+    while let Some(result) = inflight.next().await {
+        latencies.push(result?);
+        if sent < requests {
+            inflight.push(one(client.clone(), url.to_owned(), body.clone()));
+            sent += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    Ok(RoundStats {
+        rps: requests as f64 / elapsed,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+    })
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
+    let upstream = start_reference_upstream().await?;
+    let upstream_url = format!("http://{upstream}/v1");
+    let engine = UpstreamEngine::connect(UpstreamConfig {
+        base_url: upstream_url.clone(),
+        api_key: None,
+        models: vec!["ref-model".into()],
+        timeout: Duration::from_secs(30),
+    })
+    .await
+    .context("connecting the node to the reference upstream")?;
+    // The benchmark machine has no TEE: the node attests with the simulator. Attestation is not on
+    // the request path, so this does not change what is measured.
+    let attester = detect(&DetectOptions { dev_simulated: true, ..Default::default() }).await?;
+    let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
+    let mut config = cloister_node::NodeConfig::default();
+    config.max_concurrent_requests = config.max_concurrent_requests.max(args.concurrency * 2);
+    let state = cloister_node::AppState::new(Arc::new(engine), attester, key, config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let node = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cloister_node::serve(listener, state, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let body = Bytes::from(serde_json::to_vec(&serde_json::json!({
+        "model": "ref-model",
+        "messages": [{"role": "user", "content": "Why is the sky blue?"}],
+        "max_tokens": 32,
+        "stream": args.stream,
+    }))?);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+    let direct_url = format!("{upstream_url}/chat/completions");
+    let node_url = format!("http://{node}/v1/chat/completions");
+    // Warm up both paths (connection pools, first-request allocations).
+    load_round(&client, &direct_url, &body, 50, args.concurrency).await?;
+    load_round(&client, &node_url, &body, 50, args.concurrency).await?;
+
+    let mut direct = Vec::new();
+    let mut via_node = Vec::new();
+    for round in 1..=args.rounds {
+        let d = load_round(&client, &direct_url, &body, args.requests, args.concurrency).await?;
+        let n = load_round(&client, &node_url, &body, args.requests, args.concurrency).await?;
+        eprintln!(
+            "round {round}: direct {:.0} req/s p50 {:.3} ms p99 {:.3} ms | via node {:.0} req/s p50 {:.3} ms p99 {:.3} ms",
+            d.rps, d.p50_ms, d.p99_ms, n.rps, n.p50_ms, n.p99_ms
+        );
+        direct.push(d);
+        via_node.push(n);
+    }
+    let _ = stop_tx.send(());
+    let _ = server.await;
+
+    let d_rps = median(direct.iter().map(|s| s.rps));
+    let n_rps = median(via_node.iter().map(|s| s.rps));
+    let d50 = median(direct.iter().map(|s| s.p50_ms));
+    let n50 = median(via_node.iter().map(|s| s.p50_ms));
+    let d99 = median(direct.iter().map(|s| s.p99_ms));
+    let n99 = median(via_node.iter().map(|s| s.p99_ms));
+    println!(
+        "node overhead ({} requests x {} rounds, concurrency {}, {}; medians over rounds)",
+        args.requests,
+        args.rounds,
+        args.concurrency,
+        if args.stream { "streamed" } else { "plain" }
+    );
+    println!("| path | req/s | p50 ms | p99 ms |");
+    println!("|---|---:|---:|---:|");
+    println!("| upstream direct | {d_rps:.0} | {d50:.3} | {d99:.3} |");
+    println!("| through node (verify-free path: parse, engine call, re-serialise, sign) | {n_rps:.0} | {n50:.3} | {n99:.3} |");
+    println!(
+        "ratio node/direct throughput {:.2}x; added latency p50 {:+.3} ms, p99 {:+.3} ms",
+        n_rps / d_rps.max(f64::MIN_POSITIVE),
+        n50 - d50,
+        n99 - d99
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// engine
+
+#[derive(Debug, serde::Deserialize)]
+struct LlamaBenchRow {
+    n_prompt: u32,
+    n_gen: u32,
+    avg_ts: f64,
+}
+
+fn find_llama_bench(given: Option<PathBuf>) -> Option<PathBuf> {
+    if let Some(p) = given {
+        return Some(p);
+    }
+    let local = PathBuf::from("tools/llama.cpp/bin/llama-bench");
+    if local.is_file() {
+        return Some(local);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|d| d.join("llama-bench")).find(|p| p.is_file())
+    })
+}
+
+fn run_llama_bench(bin: &PathBuf, args: &EngineArgs, n_prompt: u32) -> anyhow::Result<(f64, f64)> {
+    let out = std::process::Command::new(bin)
+        .args(["-m"])
+        .arg(&args.model)
+        .args(["-t", &args.threads.to_string(), "-p", &n_prompt.to_string(), "-n", &args.gen.to_string()])
+        .args(["-r", "1", "-o", "json"])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let rows: Vec<LlamaBenchRow> =
+        serde_json::from_slice(&out.stdout).context("llama-bench -o json output")?;
+    let pp = rows.iter().find(|r| r.n_prompt > 0 && r.n_gen == 0).map(|r| r.avg_ts).unwrap_or(0.0);
+    let tg = rows.iter().find(|r| r.n_gen > 0 && r.n_prompt == 0).map(|r| r.avg_ts).unwrap_or(0.0);
+    Ok((pp, tg))
+}
+
+async fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
+    use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine};
+    let mut config = BuiltinConfig::new(args.model.clone());
+    config.threads = Some(args.threads);
+    config.slots = 1;
+    let engine = tokio::task::spawn_blocking(move || BuiltinEngine::load(config))
+        .await
+        .context("load task")?
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let engine = Arc::new(engine);
+    let peer = find_llama_bench(args.llama_bench.clone());
+    if peer.is_none() {
+        eprintln!("llama-bench not found (run scripts/build-llama-cpp.sh, or pass --llama-bench): measuring ours only");
+    }
+    let prompt = "Explain in a few sentences why the sky is blue.";
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for round in 1..=args.rounds {
+        let e = engine.clone();
+        let gen = args.gen;
+        let figures = tokio::task::spawn_blocking(move || e.bench_decode(prompt, gen))
+            .await
+            .context("bench task")??;
+        eprintln!(
+            "round {round}: cloister pp{} {:.1} tok/s, tg{} {:.1} tok/s",
+            figures.prompt_tokens, figures.prompt_tok_per_s, figures.gen_tokens, figures.gen_tok_per_s
+        );
+        if let Some(bin) = &peer {
+            let (pp, tg) = run_llama_bench(bin, &args, figures.prompt_tokens as u32)?;
+            eprintln!("round {round}: llama.cpp pp{} {pp:.1} tok/s, tg{} {tg:.1} tok/s", figures.prompt_tokens, args.gen);
+            theirs.push((pp, tg));
+        }
+        ours.push(figures);
+    }
+    let our_pp = median(ours.iter().map(|f| f.prompt_tok_per_s));
+    let our_tg = median(ours.iter().map(|f| f.gen_tok_per_s));
+    let n_prompt = ours.first().map(|f| f.prompt_tokens).unwrap_or(0);
+    println!(
+        "engine throughput ({}, {} threads, prompt {} tokens, {} generated; medians of {} rounds)",
+        args.model.display(),
+        args.threads,
+        n_prompt,
+        args.gen,
+        args.rounds
+    );
+    println!("| engine | prompt tok/s | generation tok/s |");
+    println!("|---|---:|---:|");
+    println!("| cloister built-in (llama-cpp-2) | {our_pp:.1} | {our_tg:.1} |");
+    if !theirs.is_empty() {
+        let pp = median(theirs.iter().map(|t| t.0));
+        let tg = median(theirs.iter().map(|t| t.1));
+        println!("| llama.cpp llama-bench | {pp:.1} | {tg:.1} |");
+        println!("ratio cloister/llama.cpp: prompt {:.2}x, generation {:.2}x", our_pp / pp.max(f64::MIN_POSITIVE), our_tg / tg.max(f64::MIN_POSITIVE));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,250 @@
+//! `cloister node run`: flags and a TOML config file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use cloister_attest::collect::{Attester, DetectOptions, detect};
+use cloister_engine::Engine;
+use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine};
+use cloister_engine::source::ModelSource;
+use cloister_engine::upstream::{UpstreamConfig, UpstreamEngine};
+use cloister_node::{AppState, NodeConfig};
+use serde::Deserialize;
+
+/// Node commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// Serve the OpenAI-compatible API with attestation and signed answers.
+    Run(RunArgs),
+}
+
+/// `cloister node run` flags. Every flag can also be set in the `--config` TOML file (same names,
+/// with `_` for `-`); a flag given on the command line wins over the file.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) struct RunArgs {
+    /// TOML config file.
+    #[arg(long, short = 'c')]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Built-in engine: a local GGUF path, or a Hugging Face file `hf:owner/repo/file.gguf`.
+    #[arg(long, conflicts_with = "upstream")]
+    pub model: Option<String>,
+    /// Model id to serve the built-in model as [default: the file name without .gguf].
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Upstream OpenAI-compatible server instead of the built-in engine (vLLM, SGLang, llama.cpp
+    /// server, Ollama), e.g. `http://127.0.0.1:8000/v1`.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Models the upstream serves (repeatable) [default: ask the upstream's /models].
+    #[arg(long = "upstream-model")]
+    #[serde(default)]
+    pub upstream_models: Vec<String>,
+    /// Bearer key for the upstream (also CLOISTER_UPSTREAM_API_KEY).
+    #[arg(long, env = "CLOISTER_UPSTREAM_API_KEY", hide_env_values = true)]
+    pub upstream_api_key: Option<String>,
+    /// Engine threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Sequences the built-in engine decodes together [default: 4].
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// Context tokens per sequence [default: 2048].
+    #[arg(long)]
+    pub ctx_per_slot: Option<u32>,
+    /// Layers to offload to a GPU (needs a `cuda` build) [default: 0].
+    #[arg(long)]
+    pub gpu_layers: Option<u32>,
+    /// DEVELOPMENT ONLY: without a TEE, attest with a simulated quote that every verifier refuses
+    /// unless told to accept simulated evidence.
+    #[arg(long)]
+    #[serde(default)]
+    pub dev_simulated_tee: bool,
+    /// dstack guest agent socket [default: /var/run/dstack.sock if present].
+    #[arg(long)]
+    pub dstack_socket: Option<PathBuf>,
+    /// configfs-tsm report directory [default: /sys/kernel/config/tsm/report].
+    #[arg(long)]
+    pub configfs_root: Option<PathBuf>,
+    /// Largest accepted request body in bytes [default: 1048576].
+    #[arg(long)]
+    pub body_limit: Option<usize>,
+    /// Request timeout in seconds [default: 300].
+    #[arg(long)]
+    pub request_timeout_secs: Option<u64>,
+}
+
+impl RunArgs {
+    /// Fills every flag not given on the command line from `file`.
+    fn merge(mut self, file: RunArgs) -> Self {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
+        }
+        take!(listen, model, model_id, upstream, upstream_api_key, threads, slots, ctx_per_slot, gpu_layers,
+              dstack_socket, configfs_root, body_limit, request_timeout_secs);
+        if self.upstream_models.is_empty() {
+            self.upstream_models = file.upstream_models;
+        }
+        self.dev_simulated_tee |= file.dev_simulated_tee;
+        self
+    }
+}
+
+pub(crate) fn load_config(path: &Path) -> anyhow::Result<RunArgs> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+pub(crate) async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        NodeCommand::Run(args) => run_node(args).await,
+    }
+}
+
+/// Builds the engine the flags ask for.
+pub(crate) async fn build_engine(args: &RunArgs) -> anyhow::Result<Arc<dyn Engine>> {
+    if let Some(url) = &args.upstream {
+        let engine = UpstreamEngine::connect(UpstreamConfig {
+            base_url: url.clone(),
+            api_key: args.upstream_api_key.clone(),
+            models: args.upstream_models.clone(),
+            timeout: Duration::from_secs(args.request_timeout_secs.unwrap_or(300)),
+        })
+        .await
+        .with_context(|| format!("connecting to upstream {url}"))?;
+        return Ok(Arc::new(engine));
+    }
+    let Some(spec) = &args.model else {
+        bail!("no engine: give --model <gguf path | hf:owner/repo/file.gguf> or --upstream <url>");
+    };
+    let source: ModelSource = spec.parse().with_context(|| format!("model `{spec}`"))?;
+    let path = source.resolve(true).await.with_context(|| format!("resolving model `{spec}`"))?;
+    let mut config = BuiltinConfig::new(path.clone());
+    config.model_id = args.model_id.clone();
+    config.threads = args.threads;
+    if let Some(s) = args.slots {
+        config.slots = s;
+    }
+    if let Some(c) = args.ctx_per_slot {
+        config.ctx_per_slot = c;
+    }
+    if let Some(g) = args.gpu_layers {
+        config.gpu_layers = g;
+    }
+    let engine = tokio::task::spawn_blocking(move || BuiltinEngine::load(config))
+        .await
+        .context("model loading task panicked")?
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok(Arc::new(engine))
+}
+
+/// Picks dstack, then configfs-tsm, then (only with the dev flag) the simulator.
+pub(crate) async fn build_attester(args: &RunArgs) -> anyhow::Result<Arc<dyn Attester>> {
+    let opts = DetectOptions {
+        dev_simulated: args.dev_simulated_tee,
+        dstack_socket: args.dstack_socket.clone(),
+        configfs_root: args.configfs_root.clone(),
+    };
+    detect(&opts).await.context("choosing the TEE evidence source")
+}
+
+pub(crate) fn node_config(args: &RunArgs) -> NodeConfig {
+    let mut config = NodeConfig::default();
+    if let Some(limit) = args.body_limit {
+        config.body_limit = limit;
+    }
+    if let Some(secs) = args.request_timeout_secs {
+        config.request_timeout = Duration::from_secs(secs);
+    }
+    config
+}
+
+async fn run_node(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let args = match &args.config {
+        Some(path) => {
+            let file = load_config(path)?;
+            args.merge(file)
+        }
+        None => args,
+    };
+    let attester = build_attester(&args).await?;
+    let engine = build_engine(&args).await?;
+    let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
+    let listen = args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let models: Vec<String> = engine.models().into_iter().map(|m| m.id).collect();
+    tracing::info!(
+        listen = %listener.local_addr().unwrap_or(listen),
+        tee = %attester.tee(),
+        signing_address = %key.address_hex(),
+        models = ?models,
+        "node serving"
+    );
+    let state = AppState::new(engine, attester, key, node_config(&args));
+    cloister_node::serve(listener, state, shutdown_signal()).await.context("serving HTTP")?;
+    tracing::info!("node stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_fills_missing_flags_and_flags_win() {
+        let file: RunArgs = toml::from_str(
+            r#"listen = "127.0.0.1:9000"
+               model = "models/a.gguf"
+               slots = 2
+               dev_simulated_tee = true"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let flags = RunArgs { slots: Some(8), ..Default::default() };
+        let merged = flags.merge(file);
+        assert_eq!(merged.listen, Some(SocketAddr::from(([127, 0, 0, 1], 9000))));
+        assert_eq!(merged.model.as_deref(), Some("models/a.gguf"));
+        assert_eq!(merged.slots, Some(8));
+        assert!(merged.dev_simulated_tee);
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let r: Result<RunArgs, _> = toml::from_str("listn = \"x\"");
+        assert!(r.is_err());
+    }
+}
