@@ -113,7 +113,9 @@ pub enum Error {
     )]
     NoTee,
     /// The configfs-tsm report directory does not exist.
-    #[error("configfs-tsm report directory {0} does not exist (not a TDX guest, or configfs/tsm not mounted)")]
+    #[error(
+        "configfs-tsm report directory {0} does not exist (not a TDX guest, or configfs/tsm not mounted)"
+    )]
     ConfigfsMissing(PathBuf),
     /// A file-system operation on configfs-tsm failed.
     #[error("configfs-tsm: {op} {path}: {source}")]

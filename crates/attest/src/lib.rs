@@ -1,1 +1,49 @@
-//! placeholder
+//! Attestation for Cloister: collecting TEE evidence on a node, and verifying it anywhere.
+//!
+//! A node proves that its signing key lives in genuine, up-to-date Intel TDX hardware by serving
+//! a quote whose 64-byte report_data binds that key's address and the client's nonce. This crate
+//! has both halves of that:
+//!
+//! - **Verification** (pure: no async, no file system, no clock) — [`quote`] decodes TDX v4/v5 and
+//!   SGX v3 quotes, [`verify`] checks a quote with dcap-qvl against Intel collateral and a
+//!   [`verify::Policy`], [`report`] checks a whole attestation report (nonce, address binding,
+//!   GPU evidence nonce). Every verdict is a list of named [`verify::Check`]s and fails closed.
+//! - **Collection** (feature `collect`, default) — [`collect::Attester`] with configfs-tsm
+//!   ([`collect::tdx`]), dstack guest agent ([`collect::dstack`]) and simulated
+//!   ([`collect::simulated`]) sources, picked by [`collect::detect`].
+//! - [`collateral`] loads Intel collateral from JSON and (feature `fetch`) downloads it from a
+//!   PCCS or Intel PCS.
+//!
+//! Simulated quotes ([`simulated`]) exist for development on machines without a TEE. They are
+//! labelled in every place they appear and every verifier refuses them unless its policy says
+//! [`verify::Policy::dev_allow_simulated`].
+//!
+//! ```
+//! use cloister_attest::simulated::simulated_quote;
+//! use cloister_attest::verify::{Policy, verify_quote};
+//! use cloister_types::{Nonce, ReportData};
+//!
+//! let nonce = Nonce([7; 32]);
+//! let quote = simulated_quote(&ReportData::new([0xab; 20], nonce));
+//!
+//! // The production policy refuses simulated evidence, and names the check that failed.
+//! let verdict = verify_quote(&quote, None, 1_700_000_000, &Policy::default());
+//! assert!(!verdict.passed());
+//! assert_eq!(verdict.first_failure().unwrap().name, "not simulated");
+//!
+//! // A development verifier may accept it, with a warning.
+//! let verdict = verify_quote(&quote, None, 1_700_000_000, &Policy::dev_allow_simulated());
+//! assert!(verdict.passed());
+//! assert_eq!(verdict.quote.unwrap().report_data()[32..], nonce.0);
+//! ```
+
+pub mod collateral;
+#[cfg(feature = "collect")]
+pub mod collect;
+mod error;
+pub mod quote;
+pub mod report;
+pub mod simulated;
+pub mod verify;
+
+pub use error::{Error, Result};

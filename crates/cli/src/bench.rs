@@ -56,8 +56,8 @@ pub(crate) struct EngineArgs {
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Tokens to generate.
-    #[arg(long, default_value_t = 128)]
-    pub gen: u32,
+    #[arg(long = "gen", default_value_t = 128)]
+    pub tokens: u32,
     /// Rounds (ours and llama.cpp interleaved).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
@@ -297,7 +297,7 @@ fn run_llama_bench(bin: &PathBuf, args: &EngineArgs, n_prompt: u32) -> anyhow::R
     let out = std::process::Command::new(bin)
         .args(["-m"])
         .arg(&args.model)
-        .args(["-t", &args.threads.to_string(), "-p", &n_prompt.to_string(), "-n", &args.gen.to_string()])
+        .args(["-t", &args.threads.to_string(), "-p", &n_prompt.to_string(), "-n", &args.tokens.to_string()])
         .args(["-r", "1", "-o", "json"])
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
@@ -330,8 +330,8 @@ async fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
     let mut theirs = Vec::new();
     for round in 1..=args.rounds {
         let e = engine.clone();
-        let gen = args.gen;
-        let figures = tokio::task::spawn_blocking(move || e.bench_decode(prompt, gen))
+        let n_gen = args.tokens;
+        let figures = tokio::task::spawn_blocking(move || e.bench_decode(prompt, n_gen))
             .await
             .context("bench task")??;
         eprintln!(
@@ -340,7 +340,7 @@ async fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
         );
         if let Some(bin) = &peer {
             let (pp, tg) = run_llama_bench(bin, &args, figures.prompt_tokens as u32)?;
-            eprintln!("round {round}: llama.cpp pp{} {pp:.1} tok/s, tg{} {tg:.1} tok/s", figures.prompt_tokens, args.gen);
+            eprintln!("round {round}: llama.cpp pp{} {pp:.1} tok/s, tg{} {tg:.1} tok/s", figures.prompt_tokens, args.tokens);
             theirs.push((pp, tg));
         }
         ours.push(figures);
@@ -353,7 +353,7 @@ async fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
         args.model.display(),
         args.threads,
         n_prompt,
-        args.gen,
+        args.tokens,
         args.rounds
     );
     println!("| engine | prompt tok/s | generation tok/s |");

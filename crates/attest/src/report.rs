@@ -1,0 +1,327 @@
+//! Verification of a whole attestation report (`GET /v1/attestation/report`): the quote, and the
+//! bindings between the quote, the signing address, the client's nonce and the GPU evidence.
+//!
+//! Like [`crate::verify`], this is pure and fails closed: [`ReportVerdict::passed`] is true only
+//! when every check passed (or warned) and the quote verdict passed.
+
+use cloister_types::{AttestationReport, Nonce, ReportData, TeeKind, parse_address};
+use dcap_qvl::QuoteCollateralV3;
+use serde::Serialize;
+
+use crate::verify::{Check, Outcome, Policy, QuoteVerdict, verify_quote};
+
+/// Check names used by [`verify_report`].
+pub mod names {
+    /// The report's `request_nonce` is the nonce the verifier sent.
+    pub const NONCE_ECHO: &str = "request_nonce echoes ours";
+    /// `signing_algo` is `ecdsa` (the only one Cloister binds this way).
+    pub const SIGNING_ALGO: &str = "signing_algo is ecdsa";
+    /// The report's `tee` field is not `simulated` (or simulation is allowed, with a warning).
+    pub const TEE_NOT_SIMULATED: &str = "tee is not simulated";
+    /// report_data[0..20] is the signing address and report_data[20..32] is zero.
+    pub const BINDS_ADDRESS: &str = "report_data binds signing_address";
+    /// report_data[32..64] is the verifier's nonce.
+    pub const BINDS_NONCE: &str = "report_data binds nonce";
+    /// The GPU evidence carries the verifier's nonce.
+    pub const GPU_NONCE: &str = "GPU evidence nonce";
+    /// GPU evidence signatures are not verified yet (always a warning when GPU evidence is present).
+    pub const GPU_SIGNATURES: &str = "GPU evidence signatures not verified by this build";
+    /// Prefix of the quote checks inside a report verdict.
+    pub const QUOTE_PREFIX: &str = "quote: ";
+}
+
+/// The result of [`verify_report`].
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportVerdict {
+    /// Every check, in order, including the quote's checks (names prefixed with `quote: `).
+    pub checks: Vec<Check>,
+    /// The verdict on the report's `intel_quote`.
+    pub quote: QuoteVerdict,
+    /// The signing address, when it parsed and the quote's report_data binds it. Trust it only
+    /// when [`ReportVerdict::passed`] is true.
+    #[serde(serialize_with = "opt_address_ser")]
+    pub signing_address: Option<[u8; 20]>,
+    /// The evidence source the report claims (`tee` field), if any.
+    pub tee: Option<TeeKind>,
+}
+
+impl ReportVerdict {
+    /// True when no check failed and the quote verdict passed.
+    pub fn passed(&self) -> bool {
+        self.quote.passed() && self.checks.iter().all(|c| c.outcome != Outcome::Fail)
+    }
+
+    /// The first failing check, if any.
+    pub fn first_failure(&self) -> Option<&Check> {
+        self.checks.iter().find(|c| c.outcome == Outcome::Fail)
+    }
+}
+
+/// Verifies `report` for a request that sent `expected_nonce`, with `collateral` for its quote,
+/// at `now_unix`, under `policy`.
+pub fn verify_report(
+    report: &AttestationReport,
+    expected_nonce: &Nonce,
+    collateral: Option<&QuoteCollateralV3>,
+    now_unix: u64,
+    policy: &Policy,
+) -> ReportVerdict {
+    let mut checks = Vec::new();
+
+    checks.push(match report.request_nonce.parse::<Nonce>() {
+        Ok(n) if n == *expected_nonce => Check::pass(names::NONCE_ECHO, expected_nonce.to_hex()),
+        Ok(n) => Check::fail(
+            names::NONCE_ECHO,
+            format!("report says {n}, we sent {expected_nonce}"),
+        ),
+        Err(_) => Check::fail(
+            names::NONCE_ECHO,
+            format!(
+                "request_nonce {:?} is not 64 hex digits",
+                truncate(&report.request_nonce)
+            ),
+        ),
+    });
+
+    checks.push(if report.signing_algo.eq_ignore_ascii_case("ecdsa") {
+        Check::pass(names::SIGNING_ALGO, "secp256k1, EIP-191")
+    } else {
+        Check::fail(
+            names::SIGNING_ALGO,
+            format!(
+                "signing_algo is {:?}; only ecdsa reports bind this way",
+                truncate(&report.signing_algo)
+            ),
+        )
+    });
+
+    match report.tee {
+        Some(TeeKind::Simulated) if policy.allow_simulated => checks.push(Check::warn(
+            names::TEE_NOT_SIMULATED,
+            "the node says its TEE is SIMULATED (NOT SECURE); accepted only because the policy allows it",
+        )),
+        Some(TeeKind::Simulated) => checks.push(Check::fail(
+            names::TEE_NOT_SIMULATED,
+            "the node says its TEE is simulated (development only); refused",
+        )),
+        Some(kind) => checks.push(Check::pass(names::TEE_NOT_SIMULATED, format!("tee {kind}"))),
+        None => {}
+    }
+
+    let quote = verify_quote(report.intel_quote.as_bytes(), collateral, now_unix, policy);
+    checks.extend(quote.checks.iter().map(|c| Check {
+        name: format!("{}{}", names::QUOTE_PREFIX, c.name),
+        ..c.clone()
+    }));
+
+    let address = parse_address(&report.signing_address).ok();
+    let mut bound_address = None;
+    match quote.quote.as_ref().map(|q| ReportData(q.report_data())) {
+        None => {
+            checks.push(Check::fail(
+                names::BINDS_ADDRESS,
+                "no report_data: the quote did not parse",
+            ));
+            checks.push(Check::fail(
+                names::BINDS_NONCE,
+                "no report_data: the quote did not parse",
+            ));
+        }
+        Some(rd) => {
+            checks.push(match address {
+                None => Check::fail(
+                    names::BINDS_ADDRESS,
+                    format!(
+                        "signing_address {:?} is not a 20-byte hex address",
+                        truncate(&report.signing_address)
+                    ),
+                ),
+                Some(addr) if rd.signing_address() != addr => Check::fail(
+                    names::BINDS_ADDRESS,
+                    format!(
+                        "report_data[0..20] is 0x{}, the report's signing_address is 0x{}",
+                        hex::encode(rd.signing_address()),
+                        hex::encode(addr)
+                    ),
+                ),
+                Some(_) if !rd.padding_is_zero() => Check::fail(
+                    names::BINDS_ADDRESS,
+                    format!(
+                        "report_data[20..32] must be zero, is {}",
+                        hex::encode(&rd.0[20..32])
+                    ),
+                ),
+                Some(addr) => {
+                    bound_address = Some(addr);
+                    Check::pass(
+                        names::BINDS_ADDRESS,
+                        format!("0x{} zero-padded to 32 bytes", hex::encode(addr)),
+                    )
+                }
+            });
+            checks.push(if rd.nonce() == *expected_nonce {
+                Check::pass(names::BINDS_NONCE, "report_data[32..64] is our nonce")
+            } else {
+                Check::fail(
+                    names::BINDS_NONCE,
+                    format!("report_data[32..64] is {}, we sent {expected_nonce}", rd.nonce()),
+                )
+            });
+        }
+    }
+
+    gpu_checks(report.nvidia_payload.as_deref(), expected_nonce, &mut checks);
+
+    ReportVerdict {
+        checks,
+        quote,
+        signing_address: bound_address,
+        tee: report.tee,
+    }
+}
+
+/// GPU evidence: the nonce must be ours; signatures are not verified yet (a later issue).
+fn gpu_checks(payload: Option<&str>, expected_nonce: &Nonce, checks: &mut Vec<Check>) {
+    let payload = payload.map(str::trim).filter(|p| !p.is_empty() && *p != "null");
+    let Some(payload) = payload else {
+        checks.push(Check::skip(
+            names::GPU_NONCE,
+            "no nvidia_payload: the report carries no GPU evidence",
+        ));
+        return;
+    };
+    let parsed: Result<serde_json::Value, _> = serde_json::from_str(payload);
+    let Ok(json) = parsed else {
+        checks.push(Check::fail(names::GPU_NONCE, "nvidia_payload is not JSON"));
+        return;
+    };
+    let nonce = json.get("nonce").and_then(|n| n.as_str());
+    checks.push(match nonce.map(str::parse::<Nonce>) {
+        Some(Ok(n)) if n == *expected_nonce => {
+            Check::pass(names::GPU_NONCE, "nvidia_payload.nonce is our nonce")
+        }
+        Some(Ok(n)) => Check::fail(
+            names::GPU_NONCE,
+            format!("nvidia_payload.nonce is {n}, we sent {expected_nonce}"),
+        ),
+        Some(Err(_)) => Check::fail(names::GPU_NONCE, "nvidia_payload.nonce is not 64 hex digits"),
+        None => Check::fail(names::GPU_NONCE, "nvidia_payload has no nonce"),
+    });
+    let count = json
+        .get("evidence_list")
+        .and_then(|l| l.as_array())
+        .map_or(0, Vec::len);
+    let arch = json
+        .get("arch")
+        .and_then(|a| a.as_str())
+        .unwrap_or("unknown arch");
+    checks.push(Check::warn(
+        names::GPU_SIGNATURES,
+        format!(
+            "{count} GPU evidence entries ({}) are present, but their SPDM signatures, certificate \
+             chains and measurements are NOT checked by this build: the GPU is unverified",
+            truncate(arch)
+        ),
+    ));
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn opt_address_ser<S: serde::Serializer>(a: &Option<[u8; 20]>, s: S) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => s.serialize_some(&format!("0x{}", hex::encode(a))),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::simulated::simulated_quote;
+
+    fn report(addr: [u8; 20], nonce: Nonce, rd: ReportData, tee: Option<TeeKind>) -> AttestationReport {
+        AttestationReport {
+            signing_address: format!("0x{}", hex::encode(addr)),
+            signing_algo: "ecdsa".to_owned(),
+            request_nonce: nonce.to_hex(),
+            intel_quote: hex::encode(simulated_quote(&rd)),
+            nvidia_payload: None,
+            event_log: serde_json::Value::Null,
+            info: serde_json::Value::Null,
+            tee,
+            hpke_public_key: None,
+            key_binding: None,
+        }
+    }
+
+    fn outcome(v: &ReportVerdict, name: &str) -> Option<Outcome> {
+        v.checks.iter().find(|c| c.name == name).map(|c| c.outcome)
+    }
+
+    #[test]
+    fn simulated_report_passes_only_with_the_dev_policy() {
+        let (addr, nonce) = ([9; 20], Nonce([7; 32]));
+        let r = report(
+            addr,
+            nonce,
+            ReportData::new(addr, nonce),
+            Some(TeeKind::Simulated),
+        );
+        let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
+        assert!(v.passed(), "{:#?}", v.checks);
+        assert_eq!(v.signing_address, Some(addr));
+        assert_eq!(outcome(&v, names::TEE_NOT_SIMULATED), Some(Outcome::Warn));
+        assert_eq!(outcome(&v, names::GPU_NONCE), Some(Outcome::Skip));
+        let v = verify_report(&r, &nonce, None, 0, &Policy::default());
+        assert!(!v.passed());
+        assert_eq!(outcome(&v, names::TEE_NOT_SIMULATED), Some(Outcome::Fail));
+        assert_eq!(outcome(&v, "quote: not simulated"), Some(Outcome::Fail));
+    }
+
+    #[test]
+    fn gpu_payload_nonce() {
+        let (addr, nonce) = ([9; 20], Nonce([7; 32]));
+        let mut r = report(addr, nonce, ReportData::new(addr, nonce), None);
+        r.nvidia_payload = Some(format!(
+            r#"{{"nonce":"{nonce}","evidence_list":[{{}}],"arch":"HOPPER"}}"#
+        ));
+        let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
+        assert!(v.passed(), "{:#?}", v.checks);
+        assert_eq!(outcome(&v, names::GPU_NONCE), Some(Outcome::Pass));
+        assert_eq!(outcome(&v, names::GPU_SIGNATURES), Some(Outcome::Warn));
+
+        r.nvidia_payload = Some(format!(r#"{{"nonce":"{}","evidence_list":[]}}"#, Nonce([1; 32])));
+        let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
+        assert!(!v.passed());
+        assert_eq!(v.first_failure().map(|c| c.name.as_str()), Some(names::GPU_NONCE));
+
+        r.nvidia_payload = Some("not json".to_owned());
+        assert!(!verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated()).passed());
+        r.nvidia_payload = Some("null".to_owned());
+        assert!(verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated()).passed());
+    }
+
+    #[test]
+    fn bad_fields_fail_by_name() {
+        let (addr, nonce) = ([9; 20], Nonce([7; 32]));
+        let mut r = report(addr, nonce, ReportData::new(addr, nonce), None);
+        r.signing_algo = "ed25519".to_owned();
+        r.request_nonce = "zz".to_owned();
+        r.signing_address = "nope".to_owned();
+        let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
+        assert!(!v.passed());
+        assert_eq!(outcome(&v, names::SIGNING_ALGO), Some(Outcome::Fail));
+        assert_eq!(outcome(&v, names::NONCE_ECHO), Some(Outcome::Fail));
+        assert_eq!(outcome(&v, names::BINDS_ADDRESS), Some(Outcome::Fail));
+        assert_eq!(v.signing_address, None);
+
+        r.intel_quote = "00".to_owned();
+        let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
+        assert_eq!(outcome(&v, names::BINDS_NONCE), Some(Outcome::Fail));
+        assert_eq!(outcome(&v, "quote: quote parses"), Some(Outcome::Fail));
+    }
+}

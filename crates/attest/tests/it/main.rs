@@ -1,0 +1,19 @@
+//! Integration tests of cloister-attest: conformance against the real attestation corpus in
+//! `../shared/testdata/attestation/` (skipped with a printed reason where it is absent), quote
+//! parsing of every corpus quote, report binding, and the evidence sources against test doubles
+//! (a fake configfs-tsm kernel, a fake dstack guest agent, a test double of Intel PCS).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod corpus;
+
+mod conformance;
+mod parsing;
+mod reports;
+
+#[cfg(feature = "collect")]
+mod configfs;
+#[cfg(feature = "collect")]
+mod dstack_agent;
+#[cfg(feature = "fetch")]
+mod pcs_test_double;

@@ -1,0 +1,31 @@
+//! Integration tests of the `cloister` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
+
+mod commands;
+mod verify_quote;
+
+use std::path::PathBuf;
+
+/// The `cloister` binary under test.
+pub fn cloister() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cloister"))
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// The demo model, or None (with a printed reason) when it is absent and not required.
+pub fn model_path() -> Option<PathBuf> {
+    let path = std::env::var_os("CLOISTER_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var("CLOISTER_REQUIRE_MODEL").as_deref() == Ok("1") {
+        panic!("model not found at {} and CLOISTER_REQUIRE_MODEL=1", path.display());
+    }
+    eprintln!("skipping: model not found at {}, run scripts/fetch-model.sh", path.display());
+    None
+}
