@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "cloister", version, about, long_about = None)]
 struct Cli {
     /// Log filter (also RUST_LOG), e.g. `info`, `cloister_node=debug`.
-    #[arg(long, global = true, env = "CLOISTER_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "CLOISTER_LOG", default_value = "info,llama-cpp-2=warn,llama_cpp_2=warn")]
     log: String,
 
     #[command(subcommand)]
