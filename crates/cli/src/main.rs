@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "cloister", version, about, long_about = None)]
 struct Cli {
     /// Log filter (also RUST_LOG), e.g. `info`, `cloister_node=debug`.
-    #[arg(long, global = true, env = "CLOISTER_LOG", default_value = "info,llama-cpp-2=warn,llama_cpp_2=warn")]
+    #[arg(long, global = true, env = "CLOISTER_LOG", default_value = "info")]
     log: String,
 
     #[command(subcommand)]
@@ -46,10 +46,24 @@ enum Command {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // llama.cpp reports every loader and graph detail at info level; keep its warnings only, unless
+    // the user asks for debug output.
+    let verbose_engine = filter.contains("debug") || filter.contains("trace");
+    let quiet_llama = tracing_subscriber::filter::filter_fn(move |meta| {
+        verbose_engine
+            || !meta.target().starts_with("llama")
+            || *meta.level() <= tracing::Level::WARN
+    });
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(env).with_filter(quiet_llama))
+        .init();
 }
 
 fn main() -> ExitCode {
