@@ -1,1 +1,107 @@
-//! placeholder
+//! The Cloister node's HTTP server: an OpenAI-compatible API served from inside a TEE, that proves
+//! what it runs and signs every answer.
+//!
+//! - `POST /v1/chat/completions`: OpenAI chat completions, plain or streamed (SSE). Every answer
+//!   is signed (EIP-191 `personal_sign`) over `sha256(request bytes) ":" sha256(response bytes)`,
+//!   the exact bytes on the wire; plain answers carry the signature in [`SIGNATURE_HEADER`],
+//!   streams end with a [`SIGNATURE_EVENT`] event.
+//! - `GET /v1/attestation/report?nonce=<64 hex>`: a TEE quote whose report_data binds the signing
+//!   address and the nonce, in the Phala/NEAR private-ml-sdk shape.
+//! - `GET /v1/signature/{id}`: the signature of a recent answer (kept for
+//!   [`NodeConfig::signature_ttl`]).
+//! - `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text).
+//!
+//! The HTTP layer knows the engine only as `Arc<dyn Engine>` and the TEE only as
+//! `Arc<dyn Attester>`. Errors are OpenAI-shaped (`{"error": {"message", "type", "code",
+//! "param"}}`, see [`ApiError`]).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use cloister_attest::collect::{DetectOptions, detect};
+//! use cloister_engine::upstream::{UpstreamConfig, UpstreamEngine};
+//! use cloister_node::{AppState, NodeConfig, serve, start_key};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let attester = detect(&DetectOptions::default()).await?;
+//! let key = Arc::new(start_key(attester.as_ref()).await);
+//! let engine = UpstreamEngine::connect(UpstreamConfig::new("http://127.0.0.1:8000/v1")).await?;
+//! let state = AppState::new(Arc::new(engine), attester, key, NodeConfig::default());
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod metrics;
+mod routes;
+mod sigcache;
+mod state;
+
+use std::future::Future;
+
+use axum::serve::ListenerExt as _;
+use cloister_attest::collect::Attester;
+use cloister_crypto::EnclaveKey;
+
+pub use config::NodeConfig;
+pub use error::{ApiError, Result};
+pub use state::AppState;
+
+/// Response header with the signature (`0x` r‖s‖v) of a plain (non-stream) completion.
+pub const SIGNATURE_HEADER: &str = "x-cloister-signature";
+/// Response header with the `0x` EIP-55 address of the signing key.
+pub const SIGNING_ADDRESS_HEADER: &str = "x-cloister-signing-address";
+/// Response header with the completion id, the key of `GET /v1/signature/{id}`.
+pub const SIGNATURE_ID_HEADER: &str = "x-cloister-signature-id";
+/// SSE event name of the final signature event of a stream.
+pub const SIGNATURE_EVENT: &str = "cloister.signature";
+
+/// The node's router over `state` (for tests with `tower::ServiceExt::oneshot`, or to nest).
+pub fn router(state: AppState) -> axum::Router {
+    routes::router(state)
+}
+
+/// Serves the node on `listener` until `shutdown` resolves, then stops accepting connections and
+/// waits for in-flight requests (streams included) to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, signing_address = %state.signing_address(), "node listening");
+    }
+    // SSE chunks are small: send each at once rather than wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "TCP_NODELAY not set");
+        }
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::debug!("HTTP server stopped");
+    Ok(())
+}
+
+/// The signing key for this run: the one the attester derives (dstack `GetKey`: stable across
+/// restarts of the same app) if it offers one, else a fresh random key.
+///
+/// The key never leaves memory; only its address is logged.
+pub async fn start_key(attester: &dyn Attester) -> EnclaveKey {
+    let key = match attester.derived_signing_key().await {
+        Ok(Some(key)) => {
+            tracing::info!(address = %key.address_hex(), "signing key derived by the TEE");
+            return key;
+        }
+        Ok(None) => EnclaveKey::generate(),
+        Err(err) => {
+            tracing::warn!(%err, "TEE key derivation failed; using a random signing key");
+            EnclaveKey::generate()
+        }
+    };
+    tracing::info!(address = %key.address_hex(), "random signing key generated");
+    key
+}

@@ -12,7 +12,9 @@ use std::time::Duration;
 use cloister_types::openai::Usage;
 
 /// Upper bounds (seconds) of the chat request-duration histogram buckets.
-const DURATION_BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+const DURATION_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 /// The node's counters.
 #[derive(Debug, Default)]
@@ -72,8 +74,16 @@ impl Metrics {
 
     /// Tokens used by one completion.
     pub(crate) fn usage(&self, model: &str, usage: &Usage) {
-        bump(&self.tokens, (model.to_owned(), "prompt"), u64::from(usage.prompt_tokens));
-        bump(&self.tokens, (model.to_owned(), "completion"), u64::from(usage.completion_tokens));
+        bump(
+            &self.tokens,
+            (model.to_owned(), "prompt"),
+            u64::from(usage.prompt_tokens),
+        );
+        bump(
+            &self.tokens,
+            (model.to_owned(), "completion"),
+            u64::from(usage.completion_tokens),
+        );
     }
 
     /// One engine failure of `kind`.
@@ -84,7 +94,10 @@ impl Metrics {
     /// One finished chat request (the whole stream, for streams).
     pub(crate) fn chat_duration(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        let slot = DURATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(DURATION_BUCKETS.len());
+        let slot = DURATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
         if let Some(bucket) = self.duration.buckets.get(slot) {
             bucket.fetch_add(1, Ordering::Relaxed);
         }
@@ -107,7 +120,10 @@ impl Metrics {
     pub(crate) fn render(&self, signature_cache_entries: usize) -> String {
         let mut out = String::with_capacity(4096);
         // Writing to a String cannot fail; the results are ignored on purpose.
-        let _ = writeln!(out, "# HELP cloister_http_requests_total HTTP responses by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP cloister_http_requests_total HTTP responses by route and status."
+        );
         let _ = writeln!(out, "# TYPE cloister_http_requests_total counter");
         for ((route, status), n) in snapshot(&self.http_requests) {
             let _ = writeln!(
@@ -116,7 +132,10 @@ impl Metrics {
                 escape(&route)
             );
         }
-        let _ = writeln!(out, "# HELP cloister_chat_requests_total Chat completion requests by model and mode.");
+        let _ = writeln!(
+            out,
+            "# HELP cloister_chat_requests_total Chat completion requests by model and mode."
+        );
         let _ = writeln!(out, "# TYPE cloister_chat_requests_total counter");
         for ((model, stream), n) in snapshot(&self.chat_requests) {
             let _ = writeln!(
@@ -125,21 +144,40 @@ impl Metrics {
                 escape(&model)
             );
         }
-        let _ = writeln!(out, "# HELP cloister_tokens_total Tokens processed by model and kind.");
+        let _ = writeln!(
+            out,
+            "# HELP cloister_tokens_total Tokens processed by model and kind."
+        );
         let _ = writeln!(out, "# TYPE cloister_tokens_total counter");
         for ((model, kind), n) in snapshot(&self.tokens) {
-            let _ =
-                writeln!(out, "cloister_tokens_total{{model=\"{}\",kind=\"{kind}\"}} {n}", escape(&model));
+            let _ = writeln!(
+                out,
+                "cloister_tokens_total{{model=\"{}\",kind=\"{kind}\"}} {n}",
+                escape(&model)
+            );
         }
-        let _ = writeln!(out, "# HELP cloister_engine_errors_total Engine failures by kind.");
+        let _ = writeln!(
+            out,
+            "# HELP cloister_engine_errors_total Engine failures by kind."
+        );
         let _ = writeln!(out, "# TYPE cloister_engine_errors_total counter");
         for (kind, n) in snapshot(&self.engine_errors) {
             let _ = writeln!(out, "cloister_engine_errors_total{{kind=\"{kind}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP cloister_requests_in_flight API requests being served.");
+        let _ = writeln!(
+            out,
+            "# HELP cloister_requests_in_flight API requests being served."
+        );
         let _ = writeln!(out, "# TYPE cloister_requests_in_flight gauge");
-        let _ = writeln!(out, "cloister_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed).max(0));
-        let _ = writeln!(out, "# HELP cloister_signature_cache_entries Signatures held for /v1/signature.");
+        let _ = writeln!(
+            out,
+            "cloister_requests_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed).max(0)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cloister_signature_cache_entries Signatures held for /v1/signature."
+        );
         let _ = writeln!(out, "# TYPE cloister_signature_cache_entries gauge");
         let _ = writeln!(out, "cloister_signature_cache_entries {signature_cache_entries}");
         self.render_histogram(&mut out);
@@ -148,7 +186,10 @@ impl Metrics {
 
     fn render_histogram(&self, out: &mut String) {
         let name = "cloister_chat_request_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Chat request duration, to the last byte for streams.");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Chat request duration, to the last byte for streams."
+        );
         let _ = writeln!(out, "# TYPE {name} histogram");
         let mut cumulative: u64 = 0;
         for (i, bucket) in self.duration.buckets.iter().enumerate() {
@@ -164,7 +205,11 @@ impl Metrics {
         }
         let sum = Duration::from_micros(self.duration.sum_micros.load(Ordering::Relaxed)).as_secs_f64();
         let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {}", self.duration.count.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "{name}_count {}",
+            self.duration.count.load(Ordering::Relaxed)
+        );
     }
 }
 
@@ -184,17 +229,47 @@ mod tests {
         m.chat_duration(Duration::from_secs(1000));
         m.request_started();
         let text = m.render(5);
-        assert!(text.contains("cloister_http_requests_total{route=\"/v1/models\",status=\"200\"} 2"), "{text}");
-        assert!(text.contains("model=\"we\\\"ird\\nmodel\",stream=\"true\"} 1"), "{text}");
-        assert!(text.contains("cloister_tokens_total{model=\"m\",kind=\"prompt\"} 7"), "{text}");
-        assert!(text.contains("cloister_tokens_total{model=\"m\",kind=\"completion\"} 3"), "{text}");
-        assert!(text.contains("cloister_engine_errors_total{kind=\"timeout\"} 1"), "{text}");
+        assert!(
+            text.contains("cloister_http_requests_total{route=\"/v1/models\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("model=\"we\\\"ird\\nmodel\",stream=\"true\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cloister_tokens_total{model=\"m\",kind=\"prompt\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cloister_tokens_total{model=\"m\",kind=\"completion\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cloister_engine_errors_total{kind=\"timeout\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("cloister_requests_in_flight 1"), "{text}");
         assert!(text.contains("cloister_signature_cache_entries 5"), "{text}");
-        assert!(text.contains("cloister_chat_request_duration_seconds_bucket{le=\"0.25\"} 0"), "{text}");
-        assert!(text.contains("cloister_chat_request_duration_seconds_bucket{le=\"0.5\"} 1"), "{text}");
-        assert!(text.contains("cloister_chat_request_duration_seconds_bucket{le=\"300\"} 1"), "{text}");
-        assert!(text.contains("cloister_chat_request_duration_seconds_bucket{le=\"+Inf\"} 2"), "{text}");
-        assert!(text.contains("cloister_chat_request_duration_seconds_count 2"), "{text}");
+        assert!(
+            text.contains("cloister_chat_request_duration_seconds_bucket{le=\"0.25\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cloister_chat_request_duration_seconds_bucket{le=\"0.5\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cloister_chat_request_duration_seconds_bucket{le=\"300\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cloister_chat_request_duration_seconds_bucket{le=\"+Inf\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cloister_chat_request_duration_seconds_count 2"),
+            "{text}"
+        );
     }
 }

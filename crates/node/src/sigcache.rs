@@ -32,7 +32,13 @@ pub(crate) struct SignatureCache {
 impl SignatureCache {
     /// An empty cache.
     pub(crate) fn new(ttl: Duration, max: usize) -> Self {
-        Self { ttl, max, entries: HashMap::new(), order: VecDeque::new(), next_seq: 0 }
+        Self {
+            ttl,
+            max,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+        }
     }
 
     /// Stores `record` under `id` at time `now`, evicting expired and, if full, oldest entries.
@@ -53,7 +59,14 @@ impl SignatureCache {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         self.order.push_back((id.clone(), seq));
-        self.entries.insert(id, Entry { record, inserted: now, seq });
+        self.entries.insert(
+            id,
+            Entry {
+                record,
+                inserted: now,
+                seq,
+            },
+        );
     }
 
     /// The record for `id` if present and younger than the TTL at `now`.
@@ -115,7 +128,8 @@ impl SignatureCache {
     fn compact_if_sparse(&mut self) {
         if self.order.len() > self.entries.len().saturating_mul(2).saturating_add(16) {
             let entries = &self.entries;
-            self.order.retain(|(id, seq)| entries.get(id).is_some_and(|e| e.seq == *seq));
+            self.order
+                .retain(|(id, seq)| entries.get(id).is_some_and(|e| e.seq == *seq));
         }
     }
 }

@@ -1,0 +1,189 @@
+//! `POST /v1/chat/completions`: run the engine and sign exactly the bytes the client receives.
+//!
+//! The body is taken raw and parsed here, so the signature covers the request bytes as sent, and
+//! the response is serialised once and those same bytes are both hashed and sent. The
+//! `Content-Type` of the request is not checked: OpenAI SDKs always send JSON, and a body that is
+//! not JSON gets a 400 `invalid_json` whatever its label.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use cloister_types::openai::ChatCompletionRequest;
+use cloister_types::{sha256_hex, signature_text};
+use futures::StreamExt as _;
+
+use super::sse::SseStream;
+use crate::error::{ApiError, engine_error_kind};
+use crate::state::AppState;
+use crate::{SIGNATURE_HEADER, SIGNATURE_ID_HEADER, SIGNING_ADDRESS_HEADER};
+
+/// What a chat handler knows about the exchange it is serving.
+pub(super) struct Exchange {
+    /// The node's completion id (`chatcmpl-` + 32 hex), the key of `/v1/signature/{id}`.
+    pub(super) id: String,
+    /// Metrics label of the requested model.
+    pub(super) model: String,
+    /// When the request arrived.
+    pub(super) started: Instant,
+}
+
+/// The handler.
+pub(super) async fn chat_completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let raw = body.map_err(|rejection| body_error(&state, &rejection))?;
+    let req: ChatCompletionRequest = serde_json::from_slice(&raw).map_err(|e| ApiError::from_json(&e))?;
+    let model = state.model_label(&req.model);
+    state.metrics().chat_request(&model, req.stream);
+    let exchange = Exchange {
+        id: completion_id(),
+        model,
+        started,
+    };
+    if req.stream {
+        stream(state, &raw, req, exchange).await
+    } else {
+        complete(state, &raw, req, exchange).await
+    }
+}
+
+fn body_error(state: &AppState, rejection: &BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge {
+            limit: state.config.body_limit,
+        }
+    } else {
+        ApiError::BodyRead(rejection.body_text())
+    }
+}
+
+/// A fresh completion id. The node never reuses an engine's or upstream's id: ids key signatures,
+/// so a colliding or attacker-chosen id must not overwrite another answer's signature.
+fn completion_id() -> String {
+    format!("chatcmpl-{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+/// Counts an engine failure and wraps it.
+pub(super) fn engine_failed(state: &AppState, err: cloister_engine::Error) -> ApiError {
+    state.metrics().engine_error(engine_error_kind(&err));
+    ApiError::Engine(err)
+}
+
+/// Counts a timeout and wraps it.
+pub(super) fn timed_out(state: &AppState, limit: std::time::Duration) -> ApiError {
+    state.metrics().engine_error("timeout");
+    ApiError::Timeout(limit)
+}
+
+fn header_value(value: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(value).map_err(|e| ApiError::Internal(format!("header value: {e}")))
+}
+
+fn set_header(response: &mut Response, name: &'static str, value: &str) -> Result<(), ApiError> {
+    response
+        .headers_mut()
+        .insert(HeaderName::from_static(name), header_value(value)?);
+    Ok(())
+}
+
+async fn complete(
+    state: AppState,
+    raw: &[u8],
+    req: ChatCompletionRequest,
+    exchange: Exchange,
+) -> Result<Response, ApiError> {
+    let limit = state.config.request_timeout;
+    let mut completion = match tokio::time::timeout(limit, state.engine.complete(req)).await {
+        Err(_) => return Err(timed_out(&state, limit)),
+        Ok(result) => result.map_err(|e| engine_failed(&state, e))?,
+    };
+    completion.id.clone_from(&exchange.id);
+    if let Some(usage) = &completion.usage {
+        state.metrics().usage(&exchange.model, usage);
+    }
+    // Serialised once: these bytes are hashed, signed and sent, unchanged.
+    let body = serde_json::to_vec(&completion)
+        .map_err(|e| ApiError::Internal(format!("serialising a completion: {e}")))?;
+    let record = state.sign_and_store(&exchange.id, signature_text(raw, &body));
+    state.metrics().chat_duration(exchange.started.elapsed());
+    tracing::debug!(id = %exchange.id, bytes = body.len(), "completion signed");
+
+    let mut response = Response::new(Body::from(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    set_header(&mut response, SIGNATURE_HEADER, &record.signature)?;
+    set_header(&mut response, SIGNING_ADDRESS_HEADER, &record.signing_address)?;
+    set_header(&mut response, SIGNATURE_ID_HEADER, &exchange.id)?;
+    Ok(response)
+}
+
+async fn stream(
+    state: AppState,
+    raw: &[u8],
+    req: ChatCompletionRequest,
+    exchange: Exchange,
+) -> Result<Response, ApiError> {
+    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let limit = state.config.request_timeout;
+    let engine = Arc::clone(&state.engine);
+    // Wait for the first chunk before answering: until then a failure can still be an HTTP
+    // status (404 unknown model, 502 upstream down) rather than an error event.
+    let opened = tokio::time::timeout(limit, async move {
+        let mut chunks = engine.stream(req).await?;
+        let first = chunks.next().await.transpose()?;
+        Ok::<_, cloister_engine::Error>((chunks, first))
+    })
+    .await;
+    let (chunks, first) = match opened {
+        Err(_) => return Err(timed_out(&state, limit)),
+        Ok(result) => result.map_err(|e| engine_failed(&state, e))?,
+    };
+
+    let id = exchange.id.clone();
+    let sse = SseStream::new(
+        state.clone(),
+        chunks,
+        first,
+        sha256_hex(raw),
+        include_usage,
+        exchange,
+    );
+    let mut response = Response::new(Body::from_stream(sse.into_stream()));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Reverse proxies (nginx) must not hold chunks back.
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    set_header(&mut response, SIGNING_ADDRESS_HEADER, state.signing_address())?;
+    set_header(&mut response, SIGNATURE_ID_HEADER, &id)?;
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_fresh_and_well_formed() {
+        let a = completion_id();
+        let b = completion_id();
+        assert_ne!(a, b);
+        let hex_part = a.strip_prefix("chatcmpl-").unwrap_or_default();
+        assert_eq!(hex_part.len(), 32);
+        assert!(hex_part.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+}

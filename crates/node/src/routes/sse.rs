@@ -1,0 +1,230 @@
+//! The SSE body of a streamed completion: forwards chunks as they arrive, hashes every byte sent,
+//! and ends with one `cloister.signature` event over those bytes.
+//!
+//! Wire format, after the headers:
+//!
+//! ```text
+//! data: {chunk with the node's id}\n\n      (one per engine chunk)
+//! data: [DONE]\n\n
+//! event: cloister.signature\ndata: {"id", "text", "signature", "signing_address", "signing_algo"}\n\n
+//! ```
+//!
+//! The signed text is `sha256(request body) ":" sha256(everything above the signature event)`.
+//! An engine failure or timeout after the first chunk ends the stream with
+//! `data: {"error": {...}}\n\n` and no signature.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use cloister_engine::ChunkStream;
+use cloister_types::openai::{ChatCompletionChunk, Usage};
+use futures::{Stream, StreamExt as _};
+use sha2::{Digest, Sha256};
+
+use super::SignatureEvent;
+use super::chat::{Exchange, engine_failed, timed_out};
+use crate::SIGNATURE_EVENT;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+enum Phase {
+    Chunks,
+    Signature,
+    Done,
+}
+
+/// The state of one streamed answer.
+pub(super) struct SseStream {
+    state: AppState,
+    chunks: ChunkStream,
+    /// The first chunk, already taken from the engine before the headers went out.
+    pending: Option<ChatCompletionChunk>,
+    request_hash: String,
+    sent: Sha256,
+    include_usage: bool,
+    /// Latest usage reported; metered once, when the stream ends however it ends.
+    usage: Option<Usage>,
+    exchange: Exchange,
+    phase: Phase,
+}
+
+impl SseStream {
+    pub(super) fn new(
+        state: AppState,
+        chunks: ChunkStream,
+        first: Option<ChatCompletionChunk>,
+        request_hash: String,
+        include_usage: bool,
+        exchange: Exchange,
+    ) -> Self {
+        Self {
+            state,
+            chunks,
+            pending: first,
+            request_hash,
+            sent: Sha256::new(),
+            include_usage,
+            usage: None,
+            exchange,
+            phase: Phase::Chunks,
+        }
+    }
+
+    /// The body stream. Dropping it (client gone) drops the engine stream, which cancels decoding.
+    pub(super) fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+        futures::stream::unfold(self, |mut sse| async move {
+            let event = sse.next_event().await?;
+            Some((Ok(event), sse))
+        })
+    }
+
+    async fn next_event(&mut self) -> Option<Bytes> {
+        loop {
+            match self.phase {
+                Phase::Done => return None,
+                Phase::Signature => {
+                    self.phase = Phase::Done;
+                    return Some(self.signature_event());
+                }
+                Phase::Chunks => {}
+            }
+            let chunk = match self.pending.take() {
+                Some(chunk) => chunk,
+                None => match self.next_chunk().await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => {
+                        self.meter_usage();
+                        self.phase = Phase::Signature;
+                        return Some(self.emit(Bytes::from_static(DONE)));
+                    }
+                    Err(err) => {
+                        self.phase = Phase::Done;
+                        return Some(error_event(&err));
+                    }
+                },
+            };
+            if let Some(event) = self.chunk_event(chunk) {
+                return Some(event);
+            }
+        }
+    }
+
+    async fn next_chunk(&mut self) -> Result<Option<ChatCompletionChunk>, ApiError> {
+        let idle: Duration = self.state.config.stream_idle_timeout;
+        match tokio::time::timeout(idle, self.chunks.next()).await {
+            Err(_) => Err(timed_out(&self.state, idle)),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(e))) => Err(engine_failed(&self.state, e)),
+            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+        }
+    }
+
+    /// The event for one chunk, or `None` for a usage-only chunk the client did not ask for.
+    fn chunk_event(&mut self, mut chunk: ChatCompletionChunk) -> Option<Bytes> {
+        chunk.id.clone_from(&self.exchange.id);
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage);
+            if !self.include_usage {
+                if chunk.choices.is_empty() {
+                    return None;
+                }
+                chunk.usage = None;
+            }
+        }
+        match serde_json::to_vec(&chunk) {
+            Ok(json) => {
+                let mut event = Vec::with_capacity(json.len().saturating_add(8));
+                event.extend_from_slice(b"data: ");
+                event.extend_from_slice(&json);
+                event.extend_from_slice(b"\n\n");
+                Some(self.emit(Bytes::from(event)))
+            }
+            Err(e) => {
+                self.phase = Phase::Done;
+                Some(error_event(&ApiError::Internal(format!(
+                    "serialising a chunk: {e}"
+                ))))
+            }
+        }
+    }
+
+    /// Hashes bytes on their way out.
+    fn emit(&mut self, bytes: Bytes) -> Bytes {
+        self.sent.update(&bytes);
+        bytes
+    }
+
+    fn signature_event(&mut self) -> Bytes {
+        let sent = std::mem::take(&mut self.sent);
+        let text = format!("{}:{}", self.request_hash, hex::encode(sent.finalize()));
+        let record = self.state.sign_and_store(&self.exchange.id, text);
+        self.state
+            .metrics()
+            .chat_duration(self.exchange.started.elapsed());
+        let event = SignatureEvent {
+            id: &self.exchange.id,
+            record: &record,
+        };
+        match serde_json::to_string(&event) {
+            Ok(json) => Bytes::from(format!("event: {SIGNATURE_EVENT}\ndata: {json}\n\n")),
+            Err(e) => error_event(&ApiError::Internal(format!("serialising a signature: {e}"))),
+        }
+    }
+
+    fn meter_usage(&mut self) {
+        if let Some(usage) = self.usage.take() {
+            self.state.metrics().usage(&self.exchange.model, &usage);
+        }
+    }
+}
+
+impl Drop for SseStream {
+    /// A stream cut short (client gone, engine error) still meters what the engine reported.
+    fn drop(&mut self) {
+        self.meter_usage();
+    }
+}
+
+/// `data: {"error": {...}}\n\n`, logged on the way.
+fn error_event(err: &ApiError) -> Bytes {
+    err.log();
+    let json = serde_json::to_string(&err.to_body()).unwrap_or_else(|_| {
+        r#"{"error":{"message":"Internal server error.","type":"server_error","code":"internal_error","param":null}}"#
+            .to_owned()
+    });
+    Bytes::from(format!("data: {json}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloister_types::{sha256_hex, signature_text};
+
+    #[test]
+    fn incremental_hash_matches_signature_text() {
+        let events: [&[u8]; 3] = [b"data: {\"a\":1}\n\n", b"data: {\"b\":2}\n\n", DONE];
+        let mut hasher = Sha256::new();
+        let mut all = Vec::new();
+        for e in events {
+            hasher.update(e);
+            all.extend_from_slice(e);
+        }
+        let text = format!("{}:{}", sha256_hex(b"req"), hex::encode(hasher.finalize()));
+        assert_eq!(text, signature_text(b"req", &all));
+    }
+
+    #[test]
+    fn error_event_is_openai_shaped() {
+        let event = error_event(&ApiError::Engine(cloister_engine::Error::Inference("x".into())));
+        let text = String::from_utf8_lossy(&event);
+        let json = text
+            .strip_prefix("data: ")
+            .and_then(|s| s.strip_suffix("\n\n"))
+            .unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        assert_eq!(value["error"]["code"], "inference_error");
+    }
+}

@@ -1,0 +1,162 @@
+//! [`AppState`]: what every handler shares.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use cloister_attest::collect::Attester;
+use cloister_crypto::EnclaveKey;
+use cloister_engine::Engine;
+use cloister_types::SignatureRecord;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::sigcache::SignatureCache;
+
+/// The node's shared state: engine, attester, signing key, limits, signatures and metrics.
+///
+/// Cheap to clone (reference-counted). The HTTP layer knows the engine only as `Arc<dyn Engine>`.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) engine: Arc<dyn Engine>,
+    pub(crate) attester: Arc<dyn Attester>,
+    pub(crate) key: Arc<EnclaveKey>,
+    pub(crate) config: Arc<NodeConfig>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Mutable parts behind one `Arc`.
+pub(crate) struct Shared {
+    pub(crate) signatures: Mutex<SignatureCache>,
+    pub(crate) metrics: Metrics,
+    admission: Arc<Semaphore>,
+    /// Unix seconds at start (the `created` of `/v1/models` entries).
+    pub(crate) started_unix: u64,
+    /// EIP-55 address of `key`, computed once.
+    pub(crate) address_hex: String,
+}
+
+impl AppState {
+    /// State for a node serving `engine`, attesting with `attester` and signing with `key`.
+    pub fn new(
+        engine: Arc<dyn Engine>,
+        attester: Arc<dyn Attester>,
+        key: Arc<EnclaveKey>,
+        config: NodeConfig,
+    ) -> Self {
+        let started_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let shared = Shared {
+            signatures: Mutex::new(SignatureCache::new(
+                config.signature_ttl,
+                config.signature_cache_max,
+            )),
+            metrics: Metrics::default(),
+            admission: Arc::new(Semaphore::new(
+                config.max_concurrent_requests.min(Semaphore::MAX_PERMITS),
+            )),
+            started_unix,
+            address_hex: key.address_hex(),
+        };
+        Self {
+            engine,
+            attester,
+            key,
+            config: Arc::new(config),
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The EIP-55 `0x` address of the signing key (the one the attestation report binds).
+    pub fn signing_address(&self) -> &str {
+        &self.shared.address_hex
+    }
+
+    /// The limits this node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// A metrics label for a requested model: the id if served here, else `other` (a client must
+    /// not be able to create label values).
+    pub(crate) fn model_label(&self, requested: &str) -> String {
+        if self.engine.models().iter().any(|m| m.id == requested) {
+            requested.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+
+    /// Signs `text` with the enclave key and keeps the record under `id` for `/v1/signature/{id}`.
+    pub(crate) fn sign_and_store(&self, id: &str, text: String) -> SignatureRecord {
+        let signature = self.key.sign_personal_hex(text.as_bytes());
+        let record = SignatureRecord {
+            text,
+            signature,
+            signing_address: self.shared.address_hex.clone(),
+            signing_algo: "ecdsa".to_owned(),
+        };
+        self.signatures()
+            .insert(id.to_owned(), record.clone(), Instant::now());
+        record
+    }
+
+    /// The signature record under `id`, if still held.
+    pub(crate) fn signature(&self, id: &str) -> Option<SignatureRecord> {
+        self.signatures().get(id, Instant::now())
+    }
+
+    /// Number of signatures held.
+    pub(crate) fn signature_count(&self) -> usize {
+        self.signatures().len()
+    }
+
+    fn signatures(&self) -> std::sync::MutexGuard<'_, SignatureCache> {
+        // Never held across an await; poisoning would only mean a panic mid-insert, and the cache
+        // stays structurally valid, so keep serving.
+        self.shared
+            .signatures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits one API request if fewer than `max_concurrent_requests` are in flight. The request
+    /// counts until the returned guard drops.
+    pub(crate) fn try_admit(&self) -> Option<InFlight> {
+        let permit = Arc::clone(&self.shared.admission).try_acquire_owned().ok()?;
+        self.shared.metrics.request_started();
+        Some(InFlight {
+            _permit: permit,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState")
+            .field("signing_address", &self.shared.address_hex)
+            .field("tee", &self.attester.tee())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One admitted request; releases its slot and the in-flight gauge on drop.
+pub(crate) struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.shared.metrics.request_finished();
+    }
+}

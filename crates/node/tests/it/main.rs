@@ -1,0 +1,18 @@
+//! Integration tests of `cloister-node` over the real built-in engine (SmolLM2-135M, GGUF) and the
+//! simulated TEE, on loopback sockets (reqwest) and through `Router::oneshot` where no socket is
+//! needed.
+//!
+//! The model comes from `CLOISTER_TEST_MODEL`, else `<workspace>/models/SmolLM2-135M-Instruct.Q4_1.gguf`.
+//! Without it every test prints why and passes, unless `CLOISTER_REQUIRE_MODEL=1`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub, missing_docs)]
+
+mod chat;
+mod common;
+mod concurrency;
+mod errors;
+mod limits;
+mod ops;
+mod shutdown;
+mod stream;
+mod upstream;

@@ -1,0 +1,90 @@
+//! Pass-through: node B runs `UpstreamEngine` against node A (built-in engine), a real
+//! OpenAI-compatible server. B answers with its own ids and signs with its own key over the bytes
+//! it sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloister_engine::upstream::{UpstreamConfig, UpstreamEngine};
+use cloister_node::NodeConfig;
+use serde_json::{Value, json};
+
+use crate::common::{TestNode, address, chat_body, engine, signer};
+use crate::stream::{check_signed_stream, stream_chat};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_node_signs_what_it_sends() {
+    let Some(engine) = engine().await else { return };
+    let model = engine.model_id().to_owned();
+    let node_a = TestNode::start(Arc::new(engine), NodeConfig::default()).await;
+    let upstream = UpstreamEngine::connect(UpstreamConfig {
+        base_url: node_a.url("/v1"),
+        api_key: None,
+        models: Vec::new(), // asks A's /v1/models
+        timeout: Duration::from_secs(60),
+    })
+    .await
+    .unwrap();
+    let node_b = TestNode::start(Arc::new(upstream), NodeConfig::default()).await;
+    let (a_addr, b_addr) = (node_a.state.signing_address(), node_b.state.signing_address());
+    assert_ne!(a_addr, b_addr);
+    let http = reqwest::Client::new();
+
+    let models: Value = http
+        .get(node_b.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["id"], model.as_str());
+
+    // Plain.
+    let request = chat_body(&model, "What is two plus two?", false, json!({}));
+    let resp = http
+        .post(node_b.url("/v1/chat/completions"))
+        .body(request.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let signature = resp.headers()["x-cloister-signature"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let id = resp.headers()["x-cloister-signature-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = resp.bytes().await.unwrap().to_vec();
+    let completion: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(completion["id"], id.as_str(), "B sets its own id");
+    assert!(
+        !completion["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(signer(&request, &body, &signature), address(b_addr));
+    // A signed its own exchange with B under another id; B's id is unknown to A.
+    let on_a = http
+        .get(node_a.url(&format!("/v1/signature/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_a.status(), 404);
+
+    // Streamed.
+    let request = chat_body(
+        &model,
+        "Name a fruit.",
+        true,
+        json!({"stream_options": {"include_usage": true}}),
+    );
+    let (answer, _, headers) = stream_chat(&node_b, &request).await;
+    let id = headers["x-cloister-signature-id"].to_str().unwrap().to_owned();
+    check_signed_stream(&answer, &request, &id, b_addr);
+    let last = answer.chunks().last().cloned().unwrap();
+    assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{last}");
+}
