@@ -58,7 +58,7 @@ fn init_logging(filter: &str) {
     let verbose_engine = filter.contains("debug") || filter.contains("trace");
     let quiet_llama = tracing_subscriber::filter::filter_fn(move |meta| {
         verbose_engine
-            || !meta.target().starts_with("llama")
+            || !(meta.target().starts_with("llama") || meta.target().starts_with("ggml"))
             || *meta.level() <= tracing::Level::WARN
     });
     tracing_subscriber::registry()

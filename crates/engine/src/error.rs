@@ -35,6 +35,9 @@ pub enum Error {
     /// The upstream answer was not valid OpenAI JSON/SSE.
     #[error("upstream sent a malformed answer: {0}")]
     UpstreamProtocol(String),
+    /// The engine configuration is unusable (zero slots, a URL that is not http(s), ...).
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
     /// The model could not be found, downloaded or loaded.
     #[error("model load failed: {0}")]
     Load(String),

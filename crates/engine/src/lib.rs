@@ -12,6 +12,40 @@
 //! the text in order, sets `finish_reason` on its last content chunk, and always ends with one chunk
 //! with empty `choices` and `usage` set (the node meters from it, and drops it if the client did not
 //! ask for usage).
+//!
+//! - [`source`]: where a GGUF comes from (a path or `hf:owner/repo/file.gguf`), and a spinner for
+//!   the load.
+//!
+//! ```no_run
+//! # async fn demo() -> cloister_engine::Result<()> {
+//! use std::sync::Arc;
+//!
+//! use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine};
+//! use cloister_engine::source::ModelSource;
+//! use cloister_engine::Engine;
+//! use cloister_types::openai::{ChatCompletionRequest, ChatMessage};
+//! use futures::StreamExt;
+//!
+//! let path = "models/SmolLM2-135M-Instruct.Q4_1.gguf".parse::<ModelSource>()?.resolve(false).await?;
+//! let engine: Arc<dyn Engine> = Arc::new(BuiltinEngine::load_async(BuiltinConfig::new(path)).await?);
+//! let req = ChatCompletionRequest {
+//!     model: engine.models()[0].id.clone(),
+//!     messages: vec![ChatMessage::text("user", "Why is the sky blue?")],
+//!     max_tokens: Some(32),
+//!     ..Default::default()
+//! };
+//! let mut chunks = engine.stream(req).await?;
+//! while let Some(chunk) = chunks.next().await {
+//!     let chunk = chunk?;
+//!     if let Some(text) = chunk.choices.first().and_then(|c| c.delta.content.as_deref()) {
+//!         print!("{text}");
+//!     }
+//!     if let Some(usage) = chunk.usage {
+//!         println!("\n{} prompt + {} completion tokens", usage.prompt_tokens, usage.completion_tokens);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 
 mod error;
 

@@ -74,7 +74,10 @@ pub(crate) enum StopScan {
 impl StopMatcher {
     /// A matcher for these stop strings (empty ones are ignored).
     pub(crate) fn new(stops: Vec<String>) -> Self {
-        Self { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), held: String::new() }
+        Self {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            held: String::new(),
+        }
     }
 
     /// Adds newly decoded text.

@@ -1,0 +1,508 @@
+//! The decode thread: the only owner of the llama.cpp context.
+//!
+//! Continuous batching: each step admits queued jobs (FIFO) into free slots, puts every running
+//! sequence's last sampled token and as many pending prompt tokens as fit into one batch, decodes it
+//! once, and samples one token per sequence whose logits came out. A sequence is a slot: its id is
+//! the llama.cpp sequence id, and its KV cells are cleared when it finishes or its client goes away.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::vocab::LlamaVocab;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, warn};
+
+use super::params::{GenParams, Sampling};
+use super::text::{StopMatcher, StopScan, Utf8Decoder};
+use crate::{Error, Result};
+
+/// One request, tokenized and validated.
+pub(crate) struct Job {
+    /// Prompt tokens; fewer than the slot context.
+    pub(crate) prompt: Vec<LlamaToken>,
+    /// Generation parameters.
+    pub(crate) params: GenParams,
+    /// Where the text goes; a closed receiver means the client has gone.
+    pub(crate) events: UnboundedSender<Event>,
+}
+
+/// What the worker tells a request.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// More text.
+    Text(String),
+    /// The end, with the last text (possibly empty).
+    Finished(Finished),
+    /// The request failed; the worker goes on with the others.
+    Failed(Error),
+}
+
+/// The end of a generation.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    /// Why it ended.
+    pub(crate) reason: FinishReason,
+    /// Text not sent yet (held back for stop-string matching or an incomplete character).
+    pub(crate) tail: String,
+    /// Token counts and timings.
+    pub(crate) stats: Stats,
+}
+
+/// OpenAI's `finish_reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FinishReason {
+    /// End-of-generation token or stop string.
+    Stop,
+    /// `max_tokens` reached or the slot's context is full.
+    Length,
+}
+
+impl FinishReason {
+    /// The wire string.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// Token counts and timings of one request.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Stats {
+    /// Prompt tokens.
+    pub(crate) prompt_tokens: usize,
+    /// Sampled tokens (an end-of-generation token counts, as in vLLM).
+    pub(crate) completion_tokens: usize,
+    /// From admission to the first sampled token (prompt processing).
+    pub(crate) prompt_secs: f64,
+    /// From the first to the last sampled token (`completion_tokens - 1` decodes).
+    pub(crate) gen_secs: f64,
+}
+
+/// Sizes of the context the worker creates.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WorkerConfig {
+    /// Concurrent sequences.
+    pub(crate) slots: u32,
+    /// KV cells per sequence.
+    pub(crate) ctx_per_slot: u32,
+    /// Tokens per decode call.
+    pub(crate) n_batch: u32,
+    /// CPU threads.
+    pub(crate) threads: i32,
+}
+
+/// Starts the worker thread and waits until its context exists.
+pub(crate) fn spawn(
+    model: Arc<LlamaModel>,
+    backend: &'static LlamaBackend,
+    cfg: WorkerConfig,
+    jobs: Receiver<Job>,
+) -> Result<()> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+    std::thread::Builder::new()
+        .name("cloister-llama".into())
+        .spawn(move || {
+            let ctx = match new_context(&model, backend, cfg) {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut worker = Worker::new(&model, ctx, cfg);
+            worker.warm_up();
+            let _ = ready_tx.send(Ok(()));
+            worker.run(&jobs);
+            debug!("engine worker stopped");
+        })
+        .map_err(|e| Error::Load(format!("cannot start the engine thread: {e}")))?;
+    ready_rx
+        .recv()
+        .map_err(|_| Error::Load("the engine thread stopped while starting".into()))?
+}
+
+fn new_context<'m>(
+    model: &'m LlamaModel,
+    backend: &LlamaBackend,
+    cfg: WorkerConfig,
+) -> Result<LlamaContext<'m>> {
+    let n_ctx = cfg
+        .slots
+        .checked_mul(cfg.ctx_per_slot)
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| Error::Config("slots * ctx_per_slot must be below 2^32".into()))?;
+    let params = LlamaContextParams::default()
+        .with_n_ctx(Some(n_ctx))
+        .with_n_batch(cfg.n_batch)
+        .with_n_ubatch(cfg.n_batch)
+        .with_n_seq_max(cfg.slots)
+        // Each sequence gets its own `ctx_per_slot` cells: one long request cannot starve the others.
+        .with_kv_unified(false)
+        .with_n_threads(cfg.threads)
+        .with_n_threads_batch(cfg.threads);
+    model.new_context(backend, params).map_err(|e| {
+        Error::Load(format!(
+            "cannot create a llama.cpp context of {n_ctx} tokens: {e}"
+        ))
+    })
+}
+
+/// A running sequence.
+struct Seq {
+    id: i32,
+    job: Job,
+    sampler: LlamaSampler,
+    /// Prompt tokens in the KV cache or in the current batch.
+    fed: usize,
+    /// Tokens in the KV cache.
+    n_past: i32,
+    /// Sampled token not yet decoded (generation phase).
+    next: Option<LlamaToken>,
+    /// Tokens this sequence put in the current batch.
+    in_batch: i32,
+    /// Index of this sequence's logits in the current batch.
+    logits_at: Option<i32>,
+    n_gen: usize,
+    decoder: Utf8Decoder,
+    stops: StopMatcher,
+    admitted: Instant,
+    first_token: Option<Instant>,
+    last_token: Option<Instant>,
+}
+
+impl Seq {
+    fn new(id: i32, job: Job) -> Self {
+        let sampler = match job.params.sampling {
+            Sampling::Greedy => LlamaSampler::greedy(),
+            Sampling::Random {
+                temperature,
+                top_p,
+                seed,
+            } => LlamaSampler::chain_simple([
+                LlamaSampler::temp(temperature),
+                LlamaSampler::top_p(top_p, 1),
+                LlamaSampler::dist(seed),
+            ]),
+        };
+        let stops = StopMatcher::new(job.params.stop.clone());
+        Self {
+            id,
+            job,
+            sampler,
+            fed: 0,
+            n_past: 0,
+            next: None,
+            in_batch: 0,
+            logits_at: None,
+            n_gen: 0,
+            decoder: Utf8Decoder::default(),
+            stops,
+            admitted: Instant::now(),
+            first_token: None,
+            last_token: None,
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let secs = |a: Option<Instant>, b: Instant| a.map_or(0.0, |a| a.duration_since(b).as_secs_f64());
+        Stats {
+            prompt_tokens: self.job.prompt.len(),
+            completion_tokens: self.n_gen,
+            prompt_secs: secs(self.first_token, self.admitted),
+            gen_secs: match (self.first_token, self.last_token) {
+                (Some(first), last) => secs(last, first),
+                (None, _) => 0.0,
+            },
+        }
+    }
+
+    /// Everything still held back, for the end of the text.
+    fn drain(&mut self) -> (String, bool) {
+        let rest = self.decoder.finish();
+        match self.stops.push(&rest) {
+            StopScan::Stopped(before) => (before, true),
+            StopScan::Continue(mut out) => {
+                out.push_str(&self.stops.finish());
+                (out, false)
+            }
+        }
+    }
+}
+
+/// What became of a sequence after a step.
+enum Outcome {
+    Running,
+    Finished(FinishReason, String),
+    Gone,
+}
+
+struct Worker<'m> {
+    vocab: LlamaVocab<'m>,
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'static>,
+    cfg: WorkerConfig,
+    active: Vec<Seq>,
+    free: Vec<i32>,
+}
+
+impl<'m> Worker<'m> {
+    fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, cfg: WorkerConfig) -> Self {
+        let slots = i32::try_from(cfg.slots).unwrap_or(i32::MAX);
+        Self {
+            vocab: model.vocab(),
+            ctx,
+            batch: LlamaBatch::new(cfg.n_batch as usize, 1),
+            cfg,
+            active: Vec::new(),
+            // Popped from the end: slot 0 first.
+            free: (0..slots).rev().collect(),
+        }
+    }
+
+    /// One throwaway decode, as llama.cpp's own tools do: the first decode pages the weights in and
+    /// allocates compute buffers, which would otherwise land on the first request.
+    fn warm_up(&mut self) {
+        let started = Instant::now();
+        let bos = self.vocab.bos();
+        let token = if (0..self.vocab.n_tokens()).contains(&bos.0) {
+            bos
+        } else {
+            LlamaToken(0)
+        };
+        self.batch.clear();
+        let decoded = self
+            .batch
+            .add(token, 0, &[0], true)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.ctx.decode(&mut self.batch).map_err(|e| e.to_string()));
+        if let Err(e) = decoded {
+            warn!(error = %e, "warm-up decode failed");
+        }
+        self.ctx.clear_kv_cache();
+        self.batch.clear();
+        debug!(ms = started.elapsed().as_millis() as u64, "warm-up decode done");
+    }
+
+    fn run(&mut self, jobs: &Receiver<Job>) {
+        loop {
+            if !self.admit(jobs) {
+                return;
+            }
+            self.drop_abandoned();
+            if !self.active.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    /// Moves queued jobs into free slots. Blocks when nothing runs. False: shut down.
+    fn admit(&mut self, jobs: &Receiver<Job>) -> bool {
+        while let Some(&id) = self.free.last() {
+            let job = if self.active.is_empty() {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return false,
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            };
+            if job.events.is_closed() {
+                continue;
+            }
+            self.free.pop();
+            self.active.push(Seq::new(id, job));
+        }
+        true
+    }
+
+    fn drop_abandoned(&mut self) {
+        let mut i = 0;
+        while i < self.active.len() {
+            if self.active[i].job.events.is_closed() {
+                let seq = self.active.remove(i);
+                debug!(
+                    slot = seq.id,
+                    generated = seq.n_gen,
+                    "client went away; slot freed"
+                );
+                self.release(seq.id);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn release(&mut self, id: i32) {
+        let cleared = u32::try_from(id)
+            .ok()
+            .map(|seq| self.ctx.clear_kv_cache_seq(Some(seq), None, None));
+        if !matches!(cleared, Some(Ok(true))) {
+            warn!(slot = id, "clearing the slot's KV cells failed");
+        }
+        self.free.push(id);
+    }
+
+    fn step(&mut self) {
+        self.fill_batch();
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        let decode_started = Instant::now();
+        let decoded = self.ctx.decode(&mut self.batch);
+        tracing::trace!(
+            tokens = self.batch.n_tokens(),
+            sequences = self.active.len(),
+            ms = format_args!("{:.2}", decode_started.elapsed().as_secs_f64() * 1e3),
+            "decode step"
+        );
+        if let Err(e) = decoded {
+            warn!(error = %e, tokens = self.batch.n_tokens(), "decode failed; failing the sequences in the batch");
+            let mut i = 0;
+            while i < self.active.len() {
+                if self.active[i].in_batch > 0 {
+                    let seq = self.active.remove(i);
+                    let _ = seq
+                        .job
+                        .events
+                        .send(Event::Failed(Error::Inference(format!("decode failed: {e}"))));
+                    self.release(seq.id);
+                } else {
+                    i += 1;
+                }
+            }
+            return;
+        }
+        let mut i = 0;
+        while i < self.active.len() {
+            let outcome = self.advance(i);
+            match outcome {
+                Outcome::Running => i += 1,
+                Outcome::Gone => {
+                    let seq = self.active.remove(i);
+                    self.release(seq.id);
+                }
+                Outcome::Finished(reason, tail) => {
+                    let seq = self.active.remove(i);
+                    let stats = seq.stats();
+                    log_finished(seq.id, reason, &stats);
+                    let _ = seq
+                        .job
+                        .events
+                        .send(Event::Finished(Finished { reason, tail, stats }));
+                    self.release(seq.id);
+                }
+            }
+        }
+    }
+
+    /// Sampled tokens of running sequences first (one each), then prompt chunks, oldest first.
+    fn fill_batch(&mut self) {
+        self.batch.clear();
+        let cap = i32::try_from(self.cfg.n_batch).unwrap_or(i32::MAX);
+        for seq in &mut self.active {
+            seq.in_batch = 0;
+            seq.logits_at = None;
+            if let Some(token) = seq.next
+                && self.batch.add(token, seq.n_past, &[seq.id], true).is_ok()
+            {
+                seq.in_batch = 1;
+                seq.logits_at = Some(self.batch.n_tokens() - 1);
+            }
+        }
+        for seq in &mut self.active {
+            if seq.next.is_some() || seq.fed >= seq.job.prompt.len() {
+                continue;
+            }
+            let room = usize::try_from(cap - self.batch.n_tokens()).unwrap_or(0);
+            if room == 0 {
+                break;
+            }
+            let end = seq.job.prompt.len().min(seq.fed + room);
+            for pos in seq.fed..end {
+                let last = pos + 1 == seq.job.prompt.len();
+                let p = i32::try_from(pos).unwrap_or(i32::MAX);
+                if self.batch.add(seq.job.prompt[pos], p, &[seq.id], last).is_err() {
+                    break;
+                }
+                seq.in_batch += 1;
+                seq.fed = pos + 1;
+                if last {
+                    seq.logits_at = Some(self.batch.n_tokens() - 1);
+                }
+            }
+        }
+    }
+
+    /// After a successful decode: account the batch and sample for sequence `i`.
+    fn advance(&mut self, i: usize) -> Outcome {
+        let ctx_limit = i32::try_from(self.cfg.ctx_per_slot).unwrap_or(i32::MAX);
+        let seq = &mut self.active[i];
+        seq.n_past += seq.in_batch;
+        let Some(idx) = seq.logits_at else {
+            return Outcome::Running;
+        };
+        let token = seq.sampler.sample(&self.ctx, idx);
+        let now = Instant::now();
+        seq.first_token.get_or_insert(now);
+        seq.last_token = Some(now);
+        seq.n_gen += 1;
+        seq.next = Some(token);
+
+        if !seq.job.params.ignore_eos && self.vocab.is_eog(token) {
+            let (tail, _) = seq.drain();
+            return Outcome::Finished(FinishReason::Stop, tail);
+        }
+        let piece = self.vocab.token_to_piece(token, false, None);
+        let text = seq.decoder.push(&piece);
+        let out = match seq.stops.push(&text) {
+            StopScan::Stopped(before) => return Outcome::Finished(FinishReason::Stop, before),
+            StopScan::Continue(out) => out,
+        };
+        let max_reached = seq.job.params.max_tokens.is_some_and(|m| seq.n_gen >= m as usize);
+        // The sampled token would be decoded at position `n_past`: no room left for it.
+        let context_full = seq.n_past >= ctx_limit;
+        if max_reached || context_full {
+            let (rest, stopped) = seq.drain();
+            let reason = if stopped {
+                FinishReason::Stop
+            } else {
+                FinishReason::Length
+            };
+            return Outcome::Finished(reason, out + &rest);
+        }
+        if !out.is_empty() && seq.job.events.send(Event::Text(out)).is_err() {
+            return Outcome::Gone;
+        }
+        Outcome::Running
+    }
+}
+
+fn log_finished(slot: i32, reason: FinishReason, s: &Stats) {
+    let rate = |n: f64, secs: f64| if secs > 0.0 { n / secs } else { 0.0 };
+    debug!(
+        slot,
+        finish_reason = reason.as_str(),
+        prompt_tokens = s.prompt_tokens,
+        completion_tokens = s.completion_tokens,
+        prompt_tok_per_s = format_args!("{:.1}", rate(s.prompt_tokens as f64, s.prompt_secs)),
+        gen_tok_per_s = format_args!(
+            "{:.1}",
+            rate(s.completion_tokens.saturating_sub(1) as f64, s.gen_secs)
+        ),
+        "request finished"
+    );
+}
