@@ -38,9 +38,14 @@
 //! ```
 
 pub mod collateral;
+#[cfg(feature = "fetch")]
+pub mod collateral_cache;
 #[cfg(feature = "collect")]
 pub mod collect;
 mod error;
+pub mod eventlog;
+pub mod gpu;
+pub mod measurements;
 pub mod quote;
 pub mod report;
 pub mod simulated;

@@ -8,6 +8,7 @@ use cloister_types::{AttestationReport, Nonce, ReportData, TeeKind, parse_addres
 use dcap_qvl::QuoteCollateralV3;
 use serde::Serialize;
 
+use crate::gpu;
 use crate::verify::{Check, Outcome, Policy, QuoteVerdict, verify_quote};
 
 /// Check names used by [`verify_report`].
@@ -22,10 +23,13 @@ pub mod names {
     pub const BINDS_ADDRESS: &str = "report_data binds signing_address";
     /// report_data[32..64] is the verifier's nonce.
     pub const BINDS_NONCE: &str = "report_data binds nonce";
-    /// The GPU evidence carries the verifier's nonce.
-    pub const GPU_NONCE: &str = "GPU evidence nonce";
-    /// GPU evidence signatures are not verified yet (always a warning when GPU evidence is present).
-    pub const GPU_SIGNATURES: &str = "GPU evidence signatures not verified by this build";
+    /// The GPU evidence carries the verifier's nonce (the GPU checks themselves are named in
+    /// [`crate::gpu::names`]).
+    pub const GPU_NONCE: &str = crate::gpu::names::PAYLOAD_NONCE;
+    /// What GPU verification leaves unchecked (always a warning when GPU evidence is present).
+    pub const GPU_NOT_CHECKED: &str = crate::gpu::names::NOT_CHECKED;
+    /// Former name of [`GPU_NOT_CHECKED`], kept until every caller has moved.
+    pub const GPU_SIGNATURES: &str = GPU_NOT_CHECKED;
     /// Prefix of the quote checks inside a report verdict.
     pub const QUOTE_PREFIX: &str = "quote: ";
 }
@@ -170,7 +174,12 @@ pub fn verify_report(
         }
     }
 
-    gpu_checks(report.nvidia_payload.as_deref(), expected_nonce, &mut checks);
+    gpu_checks(
+        report.nvidia_payload.as_deref(),
+        expected_nonce,
+        now_unix,
+        &mut checks,
+    );
 
     ReportVerdict {
         checks,
@@ -180,8 +189,9 @@ pub fn verify_report(
     }
 }
 
-/// GPU evidence: the nonce must be ours; signatures are not verified yet (a later issue).
-fn gpu_checks(payload: Option<&str>, expected_nonce: &Nonce, checks: &mut Vec<Check>) {
+/// GPU evidence: when present, every device's SPDM signature, certificate chain and request nonce
+/// must verify ([`crate::gpu`]), and the payload's nonce must be ours. Absent evidence is a skip.
+fn gpu_checks(payload: Option<&str>, expected_nonce: &Nonce, now_unix: u64, checks: &mut Vec<Check>) {
     let payload = payload.map(str::trim).filter(|p| !p.is_empty() && *p != "null");
     let Some(payload) = payload else {
         checks.push(Check::skip(
@@ -190,39 +200,21 @@ fn gpu_checks(payload: Option<&str>, expected_nonce: &Nonce, checks: &mut Vec<Ch
         ));
         return;
     };
-    let parsed: Result<serde_json::Value, _> = serde_json::from_str(payload);
-    let Ok(json) = parsed else {
-        checks.push(Check::fail(names::GPU_NONCE, "nvidia_payload is not JSON"));
-        return;
-    };
-    let nonce = json.get("nonce").and_then(|n| n.as_str());
-    checks.push(match nonce.map(str::parse::<Nonce>) {
-        Some(Ok(n)) if n == *expected_nonce => {
-            Check::pass(names::GPU_NONCE, "nvidia_payload.nonce is our nonce")
+    let verdict = gpu::verify_gpu_payload(payload, &expected_nonce.0, now_unix);
+    if verdict.passed() {
+        checks.extend(verdict.checks);
+    } else {
+        // A payload that failed verification fails the report even if no check says Fail (e.g.
+        // nothing passed); make that explicit.
+        let any_fail = verdict.checks.iter().any(|c| c.outcome == Outcome::Fail);
+        checks.extend(verdict.checks);
+        if !any_fail {
+            checks.push(Check::fail(
+                gpu::names::DEVICES_PRESENT,
+                "GPU evidence did not verify",
+            ));
         }
-        Some(Ok(n)) => Check::fail(
-            names::GPU_NONCE,
-            format!("nvidia_payload.nonce is {n}, we sent {expected_nonce}"),
-        ),
-        Some(Err(_)) => Check::fail(names::GPU_NONCE, "nvidia_payload.nonce is not 64 hex digits"),
-        None => Check::fail(names::GPU_NONCE, "nvidia_payload has no nonce"),
-    });
-    let count = json
-        .get("evidence_list")
-        .and_then(|l| l.as_array())
-        .map_or(0, Vec::len);
-    let arch = json
-        .get("arch")
-        .and_then(|a| a.as_str())
-        .unwrap_or("unknown arch");
-    checks.push(Check::warn(
-        names::GPU_SIGNATURES,
-        format!(
-            "{count} GPU evidence entries ({}) are present, but their SPDM signatures, certificate \
-             chains and measurements are NOT checked by this build: the GPU is unverified",
-            truncate(arch)
-        ),
-    ));
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -289,10 +281,14 @@ mod tests {
         r.nvidia_payload = Some(format!(
             r#"{{"nonce":"{nonce}","evidence_list":[{{}}],"arch":"HOPPER"}}"#
         ));
+        // Our nonce, but evidence that does not decode: the report fails on the GPU evidence.
         let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
-        assert!(v.passed(), "{:#?}", v.checks);
+        assert!(!v.passed(), "{:#?}", v.checks);
         assert_eq!(outcome(&v, names::GPU_NONCE), Some(Outcome::Pass));
-        assert_eq!(outcome(&v, names::GPU_SIGNATURES), Some(Outcome::Warn));
+        assert_eq!(
+            v.first_failure().map(|c| c.name.as_str()),
+            Some(gpu::names::DEVICE_DECODES)
+        );
 
         r.nvidia_payload = Some(format!(r#"{{"nonce":"{}","evidence_list":[]}}"#, Nonce([1; 32])));
         let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());

@@ -260,7 +260,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     println!("| path | req/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|");
     println!("| upstream direct | {d_rps:.0} | {d50:.3} | {d99:.3} |");
-    println!("| through node (verify-free path: parse, engine call, re-serialise, sign) | {n_rps:.0} | {n50:.3} | {n99:.3} |");
+    println!("| through node (second HTTP hop, parse, re-serialise, hash, sign) | {n_rps:.0} | {n50:.3} | {n99:.3} |");
     println!(
         "ratio node/direct throughput {:.2}x; added latency p50 {:+.3} ms, p99 {:+.3} ms",
         n_rps / d_rps.max(f64::MIN_POSITIVE),

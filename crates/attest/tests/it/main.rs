@@ -8,6 +8,8 @@
 mod corpus;
 
 mod conformance;
+mod gpu;
+mod measurements;
 mod parsing;
 mod reports;
 
