@@ -28,8 +28,10 @@ pub mod names {
     pub const GPU_NONCE: &str = crate::gpu::names::PAYLOAD_NONCE;
     /// What GPU verification leaves unchecked (always a warning when GPU evidence is present).
     pub const GPU_NOT_CHECKED: &str = crate::gpu::names::NOT_CHECKED;
-    /// Former name of [`GPU_NOT_CHECKED`], kept until every caller has moved.
-    pub const GPU_SIGNATURES: &str = GPU_NOT_CHECKED;
+    /// Check name: the event log (present, or why none is needed).
+    pub const EVENT_LOG: &str = "event log";
+    /// Prefix of the event log's own checks.
+    pub const EVENT_LOG_PREFIX: &str = "event log: ";
     /// Prefix of the quote checks inside a report verdict.
     pub const QUOTE_PREFIX: &str = "quote: ";
 }
@@ -47,6 +49,10 @@ pub struct ReportVerdict {
     pub signing_address: Option<[u8; 20]>,
     /// The evidence source the report claims (`tee` field), if any.
     pub tee: Option<TeeKind>,
+    /// The dstack app identity read from a verified event log, when the report carries one.
+    pub app: Option<crate::eventlog::DstackApp>,
+    /// The registry's measurement digest of the quote (hex, see docs/protocol.md §7), when it parsed.
+    pub measurement_digest: Option<String>,
 }
 
 impl ReportVerdict {
@@ -181,12 +187,64 @@ pub fn verify_report(
         &mut checks,
     );
 
+    let app = event_log_checks(report, quote.quote.as_ref(), &mut checks);
+    let measurement_digest = quote
+        .quote
+        .as_ref()
+        .and_then(crate::measurements::Measurements::from_quote)
+        .map(|m| hex::encode(m.digest()));
+
     ReportVerdict {
         checks,
         quote,
         signing_address: bound_address,
         tee: report.tee,
+        app,
+        measurement_digest,
     }
+}
+
+/// Whether the report's `event_log` holds anything (a non-empty list, or a string that is not `[]`).
+fn has_event_log(log: &serde_json::Value) -> bool {
+    match log {
+        serde_json::Value::Array(a) => !a.is_empty(),
+        serde_json::Value::String(s) => {
+            let t = s.trim();
+            !t.is_empty() && t != "[]"
+        }
+        serde_json::Value::Null => false,
+        _ => true,
+    }
+}
+
+/// Event log: when present it must replay into the quote's RTMRs (checks prefixed `event log: `); a
+/// dstack report must carry one. Returns the app identity when the log verified.
+fn event_log_checks(
+    report: &AttestationReport,
+    quote: Option<&crate::quote::Quote>,
+    checks: &mut Vec<Check>,
+) -> Option<crate::eventlog::DstackApp> {
+    if !has_event_log(&report.event_log) {
+        checks.push(if report.tee == Some(TeeKind::Dstack) {
+            Check::fail(names::EVENT_LOG, "a dstack report must carry its event log")
+        } else {
+            Check::skip(names::EVENT_LOG, "no event log in the report")
+        });
+        return None;
+    }
+    let Some(quote) = quote else {
+        checks.push(Check::fail(
+            names::EVENT_LOG,
+            "no quote to replay the event log against",
+        ));
+        return None;
+    };
+    let verdict = crate::eventlog::verify_event_log(&report.event_log, quote);
+    checks.extend(verdict.checks.iter().map(|c| Check {
+        name: format!("{}{}", names::EVENT_LOG_PREFIX, c.name),
+        ..c.clone()
+    }));
+    if verdict.passed() { verdict.app } else { None }
 }
 
 /// GPU evidence: when present, every device's SPDM signature, certificate chain and request nonce

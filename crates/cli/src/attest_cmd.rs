@@ -71,6 +71,9 @@ async fn attest_verify(args: AttestVerifyArgs) -> anyhow::Result<ExitCode> {
             "tee": proof.report.tee,
             "tcb_status": proof.verdict.quote.tcb_status,
             "advisory_ids": proof.verdict.quote.advisory_ids,
+            "measurement_digest": proof.verdict.measurement_digest,
+            "measurements": proof.verdict.quote.quote.as_ref().and_then(cloister_attest::measurements::Measurements::from_quote),
+            "dstack_app": proof.verdict.app,
             "checks": proof.verdict.checks,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -79,15 +82,46 @@ async fn attest_verify(args: AttestVerifyArgs) -> anyhow::Result<ExitCode> {
         println!("signing address  {}", proof.report.signing_address);
         println!(
             "tee              {}",
-            proof.report.tee.map(|t| t.to_string()).unwrap_or_else(|| "(not stated)".into())
+            proof
+                .report
+                .tee
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "(not stated)".into())
         );
         println!("nonce            {}", proof.nonce);
+        if let Some(m) = proof
+            .verdict
+            .quote
+            .quote
+            .as_ref()
+            .and_then(cloister_attest::measurements::Measurements::from_quote)
+        {
+            println!("MRTD             {}", hex::encode(m.mrtd));
+            for (i, r) in m.rtmr.iter().enumerate() {
+                println!("RTMR{i}            {}", hex::encode(r));
+            }
+            println!("MR_CONFIG_ID     {}", hex::encode(m.mr_config_id));
+        }
+        if let Some(d) = &proof.verdict.measurement_digest {
+            println!("measurement      {d} (registry digest, docs/protocol.md section 7)");
+        }
+        if let Some(app) = &proof.verdict.app {
+            println!("dstack app id    {}", app.app_id);
+            println!("compose hash     {}", app.compose_hash);
+        }
         println!();
         print!("{}", render_checks(&proof.verdict.checks));
         println!();
-        println!("verdict: {}", if proof.passed { "VERIFIED" } else { "NOT VERIFIED" });
+        println!(
+            "verdict: {}",
+            if proof.passed { "VERIFIED" } else { "NOT VERIFIED" }
+        );
     }
-    Ok(if proof.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if proof.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub(crate) fn verify_quote(args: VerifyQuoteArgs) -> anyhow::Result<ExitCode> {
@@ -137,5 +171,9 @@ pub(crate) fn verify_quote(args: VerifyQuoteArgs) -> anyhow::Result<ExitCode> {
             None => println!("verdict: NOT VERIFIED, TCB status {status}"),
         }
     }
-    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -50,7 +50,11 @@ pub(crate) struct OverheadArgs {
 #[derive(Debug, Args)]
 pub(crate) struct EngineArgs {
     /// GGUF model.
-    #[arg(long, env = "CLOISTER_MODEL", default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    #[arg(
+        long,
+        env = "CLOISTER_MODEL",
+        default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
     pub model: PathBuf,
     /// Threads for both engines.
     #[arg(long, default_value_t = 2)]
@@ -79,7 +83,18 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
 const REFERENCE_ANSWER: &str = r#"{"id":"chatcmpl-ref","object":"chat.completion","created":1700000000,"model":"ref-model","choices":[{"index":0,"message":{"role":"assistant","content":"The sky is blue because air scatters short wavelengths of sunlight more than long ones."},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":17,"total_tokens":41}}"#;
 
 fn reference_stream() -> String {
-    let words = ["The", " sky", " is", " blue", " because", " air", " scatters", " blue", " light", "."];
+    let words = [
+        "The",
+        " sky",
+        " is",
+        " blue",
+        " because",
+        " air",
+        " scatters",
+        " blue",
+        " light",
+        ".",
+    ];
     let mut out = String::new();
     for (i, w) in words.iter().enumerate() {
         let role = if i == 0 { r#""role":"assistant","# } else { "" };
@@ -157,7 +172,12 @@ async fn load_round(
     let mut sent = 0usize;
     let one = |client: reqwest::Client, url: String, body: Bytes| async move {
         let t = Instant::now();
-        let resp = client.post(&url).header("content-type", "application/json").body(body).send().await?;
+        let resp = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
         let status = resp.status();
         let bytes = resp.bytes().await?;
         if !status.is_success() || bytes.is_empty() {
@@ -204,7 +224,11 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     .context("connecting the node to the reference upstream")?;
     // The benchmark machine has no TEE: the node attests with the simulator. Attestation is not on
     // the request path, so this does not change what is measured.
-    let attester = detect(&DetectOptions { dev_simulated: true, ..Default::default() }).await?;
+    let attester = detect(&DetectOptions {
+        dev_simulated: true,
+        ..Default::default()
+    })
+    .await?;
     let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
     let mut config = cloister_node::NodeConfig::default();
     config.max_concurrent_requests = config.max_concurrent_requests.max(args.concurrency * 2);
@@ -222,7 +246,9 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         "max_tokens": 32,
         "stream": args.stream,
     }))?);
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .build()?;
     let direct_url = format!("{upstream_url}/chat/completions");
     let node_url = format!("http://{node}/v1/chat/completions");
     // Warm up both paths (connection pools, first-request allocations).
@@ -260,7 +286,9 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     println!("| path | req/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|");
     println!("| upstream direct | {d_rps:.0} | {d50:.3} | {d99:.3} |");
-    println!("| through node (second HTTP hop, parse, re-serialise, hash, sign) | {n_rps:.0} | {n50:.3} | {n99:.3} |");
+    println!(
+        "| through node (second HTTP hop, parse, re-serialise, hash, sign) | {n_rps:.0} | {n50:.3} | {n99:.3} |"
+    );
     println!(
         "ratio node/direct throughput {:.2}x; added latency p50 {:+.3} ms, p99 {:+.3} ms",
         n_rps / d_rps.max(f64::MIN_POSITIVE),
@@ -289,15 +317,24 @@ fn find_llama_bench(given: Option<PathBuf>) -> Option<PathBuf> {
         return Some(local);
     }
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("llama-bench")).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|d| d.join("llama-bench"))
+            .find(|p| p.is_file())
     })
 }
 
-fn run_llama_bench(bin: &PathBuf, args: &EngineArgs, n_prompt: u32) -> anyhow::Result<(f64, f64)> {
+fn run_llama_bench(bin: &std::path::Path, args: &EngineArgs, n_prompt: u32) -> anyhow::Result<(f64, f64)> {
     let out = std::process::Command::new(bin)
         .args(["-m"])
         .arg(&args.model)
-        .args(["-t", &args.threads.to_string(), "-p", &n_prompt.to_string(), "-n", &args.tokens.to_string()])
+        .args([
+            "-t",
+            &args.threads.to_string(),
+            "-p",
+            &n_prompt.to_string(),
+            "-n",
+            &args.tokens.to_string(),
+        ])
         .args(["-r", "1", "-o", "json"])
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
@@ -306,8 +343,16 @@ fn run_llama_bench(bin: &PathBuf, args: &EngineArgs, n_prompt: u32) -> anyhow::R
     }
     let rows: Vec<LlamaBenchRow> =
         serde_json::from_slice(&out.stdout).context("llama-bench -o json output")?;
-    let pp = rows.iter().find(|r| r.n_prompt > 0 && r.n_gen == 0).map(|r| r.avg_ts).unwrap_or(0.0);
-    let tg = rows.iter().find(|r| r.n_gen > 0 && r.n_prompt == 0).map(|r| r.avg_ts).unwrap_or(0.0);
+    let pp = rows
+        .iter()
+        .find(|r| r.n_prompt > 0 && r.n_gen == 0)
+        .map(|r| r.avg_ts)
+        .unwrap_or(0.0);
+    let tg = rows
+        .iter()
+        .find(|r| r.n_gen > 0 && r.n_prompt == 0)
+        .map(|r| r.avg_ts)
+        .unwrap_or(0.0);
     Ok((pp, tg))
 }
 
@@ -323,7 +368,9 @@ async fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
     let engine = Arc::new(engine);
     let peer = find_llama_bench(args.llama_bench.clone());
     if peer.is_none() {
-        eprintln!("llama-bench not found (run scripts/build-llama-cpp.sh, or pass --llama-bench): measuring ours only");
+        eprintln!(
+            "llama-bench not found (run scripts/build-llama-cpp.sh, or pass --llama-bench): measuring ours only"
+        );
     }
     let prompt = "Explain in a few sentences why the sky is blue.";
     let mut ours = Vec::new();
@@ -340,7 +387,10 @@ async fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
         );
         if let Some(bin) = &peer {
             let (pp, tg) = run_llama_bench(bin, &args, figures.prompt_tokens as u32)?;
-            eprintln!("round {round}: llama.cpp pp{} {pp:.1} tok/s, tg{} {tg:.1} tok/s", figures.prompt_tokens, args.tokens);
+            eprintln!(
+                "round {round}: llama.cpp pp{} {pp:.1} tok/s, tg{} {tg:.1} tok/s",
+                figures.prompt_tokens, args.tokens
+            );
             theirs.push((pp, tg));
         }
         ours.push(figures);
@@ -363,7 +413,11 @@ async fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
         let pp = median(theirs.iter().map(|t| t.0));
         let tg = median(theirs.iter().map(|t| t.1));
         println!("| llama.cpp llama-bench | {pp:.1} | {tg:.1} |");
-        println!("ratio cloister/llama.cpp: prompt {:.2}x, generation {:.2}x", our_pp / pp.max(f64::MIN_POSITIVE), our_tg / tg.max(f64::MIN_POSITIVE));
+        println!(
+            "ratio cloister/llama.cpp: prompt {:.2}x, generation {:.2}x",
+            our_pp / pp.max(f64::MIN_POSITIVE),
+            our_tg / tg.max(f64::MIN_POSITIVE)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -42,7 +42,11 @@ pub(crate) struct ChatArgs {
 }
 
 /// Picks the node's first model when none is given.
-pub(crate) async fn pick_model(client: &reqwest::Client, url: &str, model: Option<String>) -> anyhow::Result<String> {
+pub(crate) async fn pick_model(
+    client: &reqwest::Client,
+    url: &str,
+    model: Option<String>,
+) -> anyhow::Result<String> {
     if let Some(m) = model {
         return Ok(m);
     }
@@ -91,7 +95,11 @@ pub(crate) fn request_bytes(
 
 /// Prints the verification summary shared by `chat` and `demo`.
 pub(crate) fn print_summary(node: &NodeProof, chat: &ChatProof) {
-    let tee = node.report.tee.map(|t| t.to_string()).unwrap_or_else(|| "(not stated)".into());
+    let tee = node
+        .report
+        .tee
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "(not stated)".into());
     let quote = &node.verdict.quote;
     let quote_verdict = match (&quote.error, quote.passed()) {
         (Some(e), _) => format!("REFUSED ({e})"),
@@ -102,16 +110,26 @@ pub(crate) fn print_summary(node: &NodeProof, chat: &ChatProof) {
     println!("signer            {}", node.report.signing_address);
     println!("TEE               {tee}");
     println!("quote             {quote_verdict}");
-    println!("attestation       {}", if node.passed { "verified" } else { "NOT VERIFIED" });
+    println!(
+        "attestation       {}",
+        if node.passed { "verified" } else { "NOT VERIFIED" }
+    );
     println!(
         "signature         {} (recovered {})",
-        if chat.signature_valid { "valid, from the attested signer" } else { "INVALID" },
+        if chat.signature_valid {
+            "valid, from the attested signer"
+        } else {
+            "INVALID"
+        },
         chat.recovered_signer.as_deref().unwrap_or("nothing")
     );
     println!("signed text       {}", chat.record.text);
     println!("signature id      {}", chat.id);
     if let Some(u) = chat.usage {
-        println!("tokens            {} prompt + {} completion", u.prompt_tokens, u.completion_tokens);
+        println!(
+            "tokens            {} prompt + {} completion",
+            u.prompt_tokens, u.completion_tokens
+        );
     }
 }
 
@@ -132,7 +150,14 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         args.seed,
         args.stream,
     )?;
-    let chat = chat_with_proof(&client, &args.url, body, args.stream, &node.report.signing_address).await?;
+    let chat = chat_with_proof(
+        &client,
+        &args.url,
+        body,
+        args.stream,
+        &node.report.signing_address,
+    )
+    .await?;
     if args.json {
         let out = serde_json::json!({ "attestation": node, "checks": node.verdict.checks, "chat": chat });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -141,5 +166,9 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         println!();
         print_summary(&node, &chat);
     }
-    Ok(if chat.signature_valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if chat.signature_valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

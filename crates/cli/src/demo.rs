@@ -16,7 +16,11 @@ use crate::table::render_checks;
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// GGUF model (path or hf:owner/repo/file.gguf).
-    #[arg(long, env = "CLOISTER_MODEL", default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    #[arg(
+        long,
+        env = "CLOISTER_MODEL",
+        default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
     pub model: String,
     /// The question to ask.
     #[arg(long, default_value = "Explain in a few sentences why the sky is blue.")]
@@ -48,8 +52,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let attester = build_attester(&run_args).await?;
     let engine = build_engine(&run_args).await?;
     let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let state = cloister_node::AppState::new(engine, attester, key, node_config(&run_args));
@@ -77,7 +82,15 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("2/2 asking: {}", args.prompt);
     let model = crate::chat_cmd::pick_model(&client, &url, None).await?;
-    let body = request_bytes(model.clone(), None, &args.prompt, args.max_tokens, Some(0.0), None, true)?;
+    let body = request_bytes(
+        model.clone(),
+        None,
+        &args.prompt,
+        args.max_tokens,
+        Some(0.0),
+        None,
+        true,
+    )?;
     let chat = chat_with_proof(&client, &url, body, true, &node.report.signing_address).await?;
     println!();
     println!("== answer from {model} ==");
@@ -100,5 +113,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = stop_tx.send(());
     server.await.context("node task")?.context("node server")?;
-    Ok(if chat.signature_valid && node.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if chat.signature_valid && node.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -62,7 +62,12 @@ fn init_logging(filter: &str) {
             || *meta.level() <= tracing::Level::WARN
     });
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(env).with_filter(quiet_llama))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(env)
+                .with_filter(quiet_llama),
+        )
         .init();
 }
 

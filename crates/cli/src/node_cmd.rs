@@ -89,8 +89,21 @@ impl RunArgs {
         macro_rules! take {
             ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
         }
-        take!(listen, model, model_id, upstream, upstream_api_key, threads, slots, ctx_per_slot, gpu_layers,
-              dstack_socket, configfs_root, body_limit, request_timeout_secs);
+        take!(
+            listen,
+            model,
+            model_id,
+            upstream,
+            upstream_api_key,
+            threads,
+            slots,
+            ctx_per_slot,
+            gpu_layers,
+            dstack_socket,
+            configfs_root,
+            body_limit,
+            request_timeout_secs
+        );
         if self.upstream_models.is_empty() {
             self.upstream_models = file.upstream_models;
         }
@@ -127,7 +140,10 @@ pub(crate) async fn build_engine(args: &RunArgs) -> anyhow::Result<Arc<dyn Engin
         bail!("no engine: give --model <gguf path | hf:owner/repo/file.gguf> or --upstream <url>");
     };
     let source: ModelSource = spec.parse().with_context(|| format!("model `{spec}`"))?;
-    let path = source.resolve(true).await.with_context(|| format!("resolving model `{spec}`"))?;
+    let path = source
+        .resolve(true)
+        .await
+        .with_context(|| format!("resolving model `{spec}`"))?;
     let mut config = BuiltinConfig::new(path.clone());
     config.model_id = args.model_id.clone();
     config.threads = args.threads;
@@ -179,9 +195,12 @@ async fn run_node(args: RunArgs) -> anyhow::Result<ExitCode> {
     let attester = build_attester(&args).await?;
     let engine = build_engine(&args).await?;
     let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
-    let listen = args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let models: Vec<String> = engine.models().into_iter().map(|m| m.id).collect();
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(listen),
@@ -191,7 +210,9 @@ async fn run_node(args: RunArgs) -> anyhow::Result<ExitCode> {
         "node serving"
     );
     let state = AppState::new(engine, attester, key, node_config(&args));
-    cloister_node::serve(listener, state, shutdown_signal()).await.context("serving HTTP")?;
+    cloister_node::serve(listener, state, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
     tracing::info!("node stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -234,7 +255,10 @@ mod tests {
                dev_simulated_tee = true"#,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let flags = RunArgs { slots: Some(8), ..Default::default() };
+        let flags = RunArgs {
+            slots: Some(8),
+            ..Default::default()
+        };
         let merged = flags.merge(file);
         assert_eq!(merged.listen, Some(SocketAddr::from(([127, 0, 0, 1], 9000))));
         assert_eq!(merged.model.as_deref(), Some("models/a.gguf"));

@@ -59,7 +59,10 @@ impl VerifyOpts {
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `http://host:port`, `http://host:port/`, `http://host:port/v1` → `http://host:port`.
@@ -96,11 +99,18 @@ pub(crate) async fn verify_node(
     let base = node_base(url);
     let nonce = opts.nonce()?;
     let endpoint = format!("{base}/v1/attestation/report?nonce={}", nonce.to_hex());
-    let resp = client.get(&endpoint).send().await.with_context(|| format!("GET {endpoint}"))?;
+    let resp = client
+        .get(&endpoint)
+        .send()
+        .await
+        .with_context(|| format!("GET {endpoint}"))?;
     let status = resp.status();
     let body = resp.bytes().await.context("reading attestation report")?;
     if !status.is_success() {
-        bail!("node answered {status} for its attestation report: {}", String::from_utf8_lossy(&body));
+        bail!(
+            "node answered {status} for its attestation report: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let report: AttestationReport =
         serde_json::from_slice(&body).context("attestation report is not valid report JSON")?;
@@ -126,7 +136,13 @@ pub(crate) async fn verify_node(
     };
     let verdict = verify_report(&report, &nonce, collateral.as_ref(), opts.now(), &opts.policy());
     let passed = verdict.passed();
-    Ok(NodeProof { url: base, nonce: nonce.to_hex(), report, verdict, passed })
+    Ok(NodeProof {
+        url: base,
+        nonce: nonce.to_hex(),
+        report,
+        verdict,
+        passed,
+    })
 }
 
 /// The outcome of one chat exchange and its signature check.
@@ -168,13 +184,23 @@ pub(crate) async fn chat_with_proof(
     let (signed_bytes, record, answer, id, usage) = if stream {
         read_stream(resp).await?
     } else {
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let signature = header("x-cloister-signature").ok_or_else(|| anyhow!("no x-cloister-signature header"))?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let signature =
+            header("x-cloister-signature").ok_or_else(|| anyhow!("no x-cloister-signature header"))?;
         let signer = header("x-cloister-signing-address").unwrap_or_default();
         let body = resp.bytes().await.context("reading the answer")?;
         let completion: cloister_types::openai::ChatCompletion =
             serde_json::from_slice(&body).context("answer is not a chat completion")?;
-        let answer = completion.choices.first().map(|c| c.message.text_content()).unwrap_or_default();
+        let answer = completion
+            .choices
+            .first()
+            .map(|c| c.message.text_content())
+            .unwrap_or_default();
         let record = SignatureRecord {
             text: signature_text(&request, &body),
             signature,
@@ -189,11 +215,27 @@ pub(crate) async fn chat_with_proof(
         .and_then(|sig| recover_personal(expected_text.as_bytes(), &sig).ok())
         .map(|a| format_address(&a));
     let signature_valid = record.text == expected_text
-        && recovered.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(attested_signer));
-    Ok(ChatProof { answer, id, record, expected_text, recovered_signer: recovered, signature_valid, usage })
+        && recovered
+            .as_deref()
+            .is_some_and(|r| r.eq_ignore_ascii_case(attested_signer));
+    Ok(ChatProof {
+        answer,
+        id,
+        record,
+        expected_text,
+        recovered_signer: recovered,
+        signature_valid,
+        usage,
+    })
 }
 
-type StreamParts = (Vec<u8>, SignatureRecord, String, String, Option<cloister_types::openai::Usage>);
+type StreamParts = (
+    Vec<u8>,
+    SignatureRecord,
+    String,
+    String,
+    Option<cloister_types::openai::Usage>,
+);
 
 /// Reads an SSE answer: returns the bytes before the signature event, the signature record, the
 /// concatenated text, the id and usage.
@@ -218,8 +260,13 @@ async fn read_stream(resp: reqwest::Response) -> anyhow::Result<StreamParts> {
     let mut answer = String::new();
     let mut id = String::new();
     let mut usage = None;
-    for line in std::str::from_utf8(signed).context("stream is not UTF-8")?.lines() {
-        let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
+    for line in std::str::from_utf8(signed)
+        .context("stream is not UTF-8")?
+        .lines()
+    {
+        let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+            continue;
+        };
         if data == "[DONE]" {
             continue;
         }

@@ -43,7 +43,11 @@ pub fn format_address(addr: &Address) -> String {
     out.push_str("0x");
     for (i, c) in lower.chars().enumerate() {
         let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
-        out.push(if c.is_ascii_alphabetic() && nibble >= 8 { c.to_ascii_uppercase() } else { c });
+        out.push(if c.is_ascii_alphabetic() && nibble >= 8 {
+            c.to_ascii_uppercase()
+        } else {
+            c
+        });
     }
     out
 }
@@ -81,8 +85,7 @@ fn recover_prehash(digest: &[u8; 32], sig: &Signature) -> Result<Address> {
     };
     let rec = RecoveryId::from_byte(rec).ok_or(Error::BadRecoveryId(v))?;
     let ecdsa = EcdsaSignature::from_slice(&sig[..64]).map_err(|_| Error::MalformedSignature)?;
-    let key =
-        VerifyingKey::recover_from_prehash(digest, &ecdsa, rec).map_err(|_| Error::RecoveryFailed)?;
+    let key = VerifyingKey::recover_from_prehash(digest, &ecdsa, rec).map_err(|_| Error::RecoveryFailed)?;
     Ok(address_of(&key))
 }
 
@@ -123,7 +126,11 @@ impl EnclaveKey {
 
     /// The uncompressed SEC1 public key (65 bytes).
     pub fn public_key_uncompressed(&self) -> Vec<u8> {
-        self.inner.verifying_key().to_encoded_point(false).as_bytes().to_vec()
+        self.inner
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
     }
 
     /// Signs a 32-byte digest; returns `r‖s‖v` with `v` in {27, 28}.
@@ -153,7 +160,9 @@ impl EnclaveKey {
 
 impl fmt::Debug for EnclaveKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EnclaveKey").field("address", &self.address_hex()).finish_non_exhaustive()
+        f.debug_struct("EnclaveKey")
+            .field("address", &self.address_hex())
+            .finish_non_exhaustive()
     }
 }
 
@@ -183,7 +192,10 @@ mod tests {
         assert_ne!(recover_personal(b"abc:deg", &sig).ok(), Some(key.address()));
         let mut bad = sig;
         bad[64] = 5;
-        assert!(matches!(recover_personal(b"abc:def", &bad), Err(Error::BadRecoveryId(5))));
+        assert!(matches!(
+            recover_personal(b"abc:def", &bad),
+            Err(Error::BadRecoveryId(5))
+        ));
         assert!(parse_signature("0x1234").is_err());
         let hexsig = key.sign_personal_hex(b"x");
         assert_eq!(parse_signature(&hexsig).ok(), Some(key.sign_personal(b"x")));

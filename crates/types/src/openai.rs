@@ -92,7 +92,11 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with plain text content.
     pub fn text(role: &str, content: impl Into<String>) -> Self {
-        Self { role: role.to_owned(), content: Some(Content::Text(content.into())), extra: Map::new() }
+        Self {
+            role: role.to_owned(),
+            content: Some(Content::Text(content.into())),
+            extra: Map::new(),
+        }
     }
 
     /// The text of this message: the string, or its text parts joined.
@@ -100,9 +104,11 @@ impl ChatMessage {
         match &self.content {
             None => String::new(),
             Some(Content::Text(s)) => s.clone(),
-            Some(Content::Parts(parts)) => {
-                parts.iter().filter_map(|p| p.text.as_deref()).collect::<Vec<_>>().join("")
-            }
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join(""),
         }
     }
 }
@@ -145,7 +151,11 @@ pub struct Usage {
 impl Usage {
     /// Usage from prompt and completion counts.
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
     }
 }
 

@@ -63,7 +63,9 @@ impl ReportData {
 
     /// Reads report_data from a slice that must be exactly 64 bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        let arr: [u8; 64] = bytes.try_into().map_err(|_| Error::BadReportDataLength(bytes.len()))?;
+        let arr: [u8; 64] = bytes
+            .try_into()
+            .map_err(|_| Error::BadReportDataLength(bytes.len()))?;
         Ok(Self(arr))
     }
 
@@ -203,8 +205,8 @@ mod tests {
             "intel_quote":"00","nvidia_payload":null,"event_log":"[]","info":{}}"#;
         let r: AttestationReport = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.tee, None);
-        let again: AttestationReport =
-            serde_json::from_str(&serde_json::to_string(&r).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        let again: AttestationReport = serde_json::from_str(&serde_json::to_string(&r).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r, again);
     }
 }

@@ -6,7 +6,14 @@ use crate::{cloister, model_path};
 fn node_refuses_to_start_without_a_tee_unless_told() {
     let dir = tempfile::tempdir().unwrap();
     let out = cloister()
-        .args(["node", "run", "--upstream", "http://127.0.0.1:9/v1", "--upstream-model", "m"])
+        .args([
+            "node",
+            "run",
+            "--upstream",
+            "http://127.0.0.1:9/v1",
+            "--upstream-model",
+            "m",
+        ])
         .arg("--dstack-socket")
         .arg(dir.path().join("no-such.sock"))
         .arg("--configfs-root")
@@ -15,7 +22,10 @@ fn node_refuses_to_start_without_a_tee_unless_told() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "started without a TEE: {err}");
-    assert!(err.contains("--dev-simulated-tee"), "message should name the dev flag: {err}");
+    assert!(
+        err.contains("--dev-simulated-tee"),
+        "message should name the dev flag: {err}"
+    );
 }
 
 #[test]
@@ -23,7 +33,11 @@ fn config_file_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("node.toml");
     std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nmodle = \"x\"\n").unwrap();
-    let out = cloister().args(["node", "run", "--config"]).arg(&cfg).output().unwrap();
+    let out = cloister()
+        .args(["node", "run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("node.toml") && err.contains("modle"), "{err}");
@@ -36,13 +50,27 @@ fn verify_quote_refuses_a_simulated_quote_without_the_flag() {
     let quote = cloister_attest::simulated::simulated_quote(&rd);
     let path = dir.path().join("sim.quote");
     std::fs::write(&path, &quote).unwrap();
-    let refused = cloister().arg("verify-quote").arg(&path).args(["--at", "1"]).output().unwrap();
+    let refused = cloister()
+        .arg("verify-quote")
+        .arg(&path)
+        .args(["--at", "1"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&refused.stdout);
     assert_eq!(refused.status.code(), Some(1), "{text}");
     assert!(text.contains("not simulated"), "{text}");
-    let allowed =
-        cloister().arg("verify-quote").arg(&path).args(["--at", "1", "--allow-simulated"]).output().unwrap();
-    assert_eq!(allowed.status.code(), Some(0), "{}", String::from_utf8_lossy(&allowed.stdout));
+    let allowed = cloister()
+        .arg("verify-quote")
+        .arg(&path)
+        .args(["--at", "1", "--allow-simulated"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        allowed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&allowed.stdout)
+    );
 }
 
 #[test]
@@ -54,8 +82,15 @@ fn demo_ends_with_a_verified_answer() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("signature         valid, from the attested signer"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("signature         valid, from the attested signer"),
+        "{text}"
+    );
     assert!(text.contains("verdict: VERIFIED answer"), "{text}");
     assert!(text.contains("TEE               simulated"), "{text}");
 }

@@ -12,7 +12,10 @@ pub fn cloister() -> std::process::Command {
 }
 
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 /// The demo model, or None (with a printed reason) when it is absent and not required.
@@ -24,8 +27,14 @@ pub fn model_path() -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("CLOISTER_REQUIRE_MODEL").as_deref() == Ok("1") {
-        panic!("model not found at {} and CLOISTER_REQUIRE_MODEL=1", path.display());
+        panic!(
+            "model not found at {} and CLOISTER_REQUIRE_MODEL=1",
+            path.display()
+        );
     }
-    eprintln!("skipping: model not found at {}, run scripts/fetch-model.sh", path.display());
+    eprintln!(
+        "skipping: model not found at {}, run scripts/fetch-model.sh",
+        path.display()
+    );
     None
 }

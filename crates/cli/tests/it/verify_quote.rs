@@ -20,7 +20,7 @@ fn corpus() -> Option<PathBuf> {
 }
 
 /// Runs `verify-quote --json` and returns (exit code, JSON).
-fn run(dir: &PathBuf, quote: &str, collateral: &str, at: u64) -> (i32, Value) {
+fn run(dir: &std::path::Path, quote: &str, collateral: &str, at: u64) -> (i32, Value) {
     let out = cloister()
         .arg("verify-quote")
         .arg(dir.join(quote))
@@ -32,7 +32,11 @@ fn run(dir: &PathBuf, quote: &str, collateral: &str, at: u64) -> (i32, Value) {
         .output()
         .expect("run cloister");
     let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{quote}: not JSON ({e}): {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "{quote}: not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     (out.status.code().unwrap_or(-1), json)
 }
@@ -43,12 +47,18 @@ fn check(id: &str, code: i32, got: &Value, expected: &Value) {
         assert_eq!(got["tcb_status"], expected["status"], "{id}");
         assert_eq!(got["advisory_ids"], expected["advisory_ids"], "{id}");
         assert_eq!(got["qe_status"], expected["qe_status"]["status"], "{id}");
-        assert_eq!(got["platform_status"], expected["platform_status"]["status"], "{id}");
+        assert_eq!(
+            got["platform_status"], expected["platform_status"]["status"],
+            "{id}"
+        );
     } else {
         let want = expected["error"].as_str().expect("error text");
         assert_eq!(code, 1, "{id}: expected refusal, got {got:#}");
         let err = got["error"].as_str().unwrap_or_default();
-        assert!(err.contains(want), "{id}: expected error containing {want:?}, got {err:?}");
+        assert!(
+            err.contains(want),
+            "{id}: expected error containing {want:?}, got {err:?}"
+        );
     }
 }
 
@@ -66,14 +76,23 @@ fn every_tdx_sgx_case_gets_its_expected_verdict() {
         let at = case["verify_at_unix"].as_u64().unwrap();
         let (code, got) = run(&dir, quote, collateral, at);
         check(id, code, &got, &case["dcap_qvl_0_5_2"]);
-        println!("{id}: {} (as expected)", got["tcb_status"].as_str().or(got["error"].as_str()).unwrap_or("-"));
+        println!(
+            "{id}: {} (as expected)",
+            got["tcb_status"]
+                .as_str()
+                .or(got["error"].as_str())
+                .unwrap_or("-")
+        );
         n += 1;
         if let Some(edges) = case["dcap_qvl_0_5_2_outside_window"].as_object() {
             for (edge, outcome) in edges {
                 let at = outcome["verify_at_unix"].as_u64().unwrap();
                 let (code, got) = run(&dir, quote, collateral, at);
                 check(&format!("{id} {edge}"), code, &got, outcome);
-                println!("{id} {edge}: {} (as expected)", got["error"].as_str().unwrap_or("-"));
+                println!(
+                    "{id} {edge}: {} (as expected)",
+                    got["error"].as_str().unwrap_or("-")
+                );
                 n += 1;
             }
         }
