@@ -7,7 +7,10 @@
 //! - **Verification** (pure: no async, no file system, no clock) — [`quote`] decodes TDX v4/v5 and
 //!   SGX v3 quotes, [`verify`] checks a quote with dcap-qvl against Intel collateral and a
 //!   [`verify::Policy`], [`report`] checks a whole attestation report (nonce, address binding,
-//!   GPU evidence nonce). Every verdict is a list of named [`verify::Check`]s and fails closed.
+//!   GPU evidence nonce), [`gpu`] checks NVIDIA SPDM evidence locally and [`nras`] checks NVIDIA
+//!   Remote Attestation Service tokens (ES384 against NVIDIA's JWKS). Every verdict is a list of
+//!   named [`verify::Check`]s and fails closed; dcap-qvl's single call is reported as one check per
+//!   step ([`verify::names::DCAP_CHECKS`]).
 //! - **Collection** (feature `collect`, default) — [`collect::Attester`] with configfs-tsm
 //!   ([`collect::tdx`]), dstack guest agent ([`collect::dstack`]) and simulated
 //!   ([`collect::simulated`]) sources, picked by [`collect::detect`].
@@ -46,6 +49,7 @@ mod error;
 pub mod eventlog;
 pub mod gpu;
 pub mod measurements;
+pub mod nras;
 pub mod quote;
 pub mod report;
 pub mod simulated;

@@ -275,6 +275,21 @@ fn gpu_checks(payload: Option<&str>, expected_nonce: &Nonce, now_unix: u64, chec
     }
 }
 
+/// The first half of `report_data` for an ed25519 report bound to its TLS certificate (NEAR AI's
+/// model servers, private-ml-sdk): `SHA-256(signing_address_bytes ‖ tls_cert_fingerprint_bytes)`,
+/// both given as hex (an optional `0x` prefix is allowed). The second half is the request nonce.
+pub fn ed25519_tls_binding(
+    signing_address: &str,
+    tls_cert_fingerprint: &str,
+) -> Result<[u8; 32], hex::FromHexError> {
+    use sha2::{Digest, Sha256};
+    let unhex = |s: &str| hex::decode(s.trim().trim_start_matches("0x"));
+    let mut h = Sha256::new();
+    h.update(unhex(signing_address)?);
+    h.update(unhex(tls_cert_fingerprint)?);
+    Ok(h.finalize().into())
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
@@ -357,6 +372,14 @@ mod tests {
         assert!(!verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated()).passed());
         r.nvidia_payload = Some("null".to_owned());
         assert!(verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated()).passed());
+    }
+
+    #[test]
+    fn ed25519_tls_binding_hashes_both_byte_strings() {
+        use sha2::{Digest, Sha256};
+        let want: [u8; 32] = Sha256::digest([1u8, 2, 3, 4]).into();
+        assert_eq!(ed25519_tls_binding("0x0102", "0304").unwrap(), want);
+        assert!(ed25519_tls_binding("zz", "00").is_err());
     }
 
     #[test]

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::quote::{self, Quote};
 use crate::simulated;
 
+mod dcap;
+
 /// Check names used by [`verify_quote`] (the CLI and tests match on them).
 pub mod names {
     /// The input decodes and parses as a quote.
@@ -28,10 +30,35 @@ pub mod names {
     pub const DEBUG_OFF: &str = "debug attribute off";
     /// Collateral was supplied.
     pub const COLLATERAL_PRESENT: &str = "collateral present";
-    /// dcap-qvl verified the quote against the collateral.
+    /// Label of the DCAP checks as a group ([`DCAP_CHECKS`]); no single check carries it.
     pub const DCAP: &str = "DCAP signature, certificate chain, CRLs and QE identity";
+    /// The quote's PCK certificate chains to the Intel SGX Root CA.
+    pub const PCK_CHAIN: &str = "PCK certificate chain";
+    /// The root CA and PCK CA CRLs are current and revoke nothing in the chains.
+    pub const CRLS: &str = "CRLs";
+    /// The TCB info is signed by Intel and valid at the verification time.
+    pub const TCB_INFO: &str = "TCB info signature and validity";
+    /// The QE identity is signed by Intel, valid, and the quote's QE matches it.
+    pub const QE_IDENTITY: &str = "QE identity signature and validity";
+    /// The PCK key signs the QE report, which binds the attestation key that signs the quote.
+    pub const QUOTE_SIGNATURE: &str = "quote signature (QE report and attestation key)";
+    /// dcap-qvl found the platform's TCB level; its status is in the detail.
+    pub const TCB_LEVEL: &str = "TCB level and status";
+    /// Intel security advisories for the platform or QE (a warning when any apply).
+    pub const ADVISORIES: &str = "advisories";
     /// The resulting TCB status is one the policy accepts.
     pub const TCB_ACCEPTED: &str = "TCB status accepted";
+    /// The checks dcap-qvl's single call decides, in the order [`super::verify_quote`] lists
+    /// them (the debug attribute, which Cloister also reads itself, comes earlier).
+    pub const DCAP_CHECKS: [&str; 7] = [
+        PCK_CHAIN,
+        CRLS,
+        TCB_INFO,
+        QE_IDENTITY,
+        QUOTE_SIGNATURE,
+        TCB_LEVEL,
+        ADVISORIES,
+    ];
 }
 
 /// The outcome of one check.
@@ -119,6 +146,9 @@ pub struct Policy {
     pub allow_debug: bool,
     /// Accept Cloister simulated quotes, with a loud warning. Development only. Default: false.
     pub allow_simulated: bool,
+    /// Intel security advisories (e.g. `INTEL-SA-00615`) that fail verification even when the
+    /// TCB status is accepted. Default: none (advisories are listed as a warning).
+    pub rejected_advisories: Vec<String>,
 }
 
 impl Default for Policy {
@@ -127,6 +157,7 @@ impl Default for Policy {
             accepted_tcb_statuses: vec!["UpToDate".to_owned()],
             allow_debug: false,
             allow_simulated: false,
+            rejected_advisories: Vec::new(),
         }
     }
 }
@@ -147,6 +178,16 @@ impl Policy {
         S: Into<String>,
     {
         self.accepted_tcb_statuses = statuses.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// This policy, rejecting quotes to which any of these Intel advisories applies.
+    pub fn with_rejected_advisories<I, S>(mut self, advisories: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.rejected_advisories = advisories.into_iter().map(Into::into).collect();
         self
     }
 }
@@ -229,10 +270,7 @@ pub fn verify_quote(
                  explicitly allows simulated evidence",
             ));
             v.checks.push(debug);
-            v.checks.push(Check::skip(
-                names::DCAP,
-                "a simulated quote has no DCAP signature",
-            ));
+            skip_dcap(&mut v.checks, "a simulated quote has no DCAP signature");
             v.error = Some("simulated quote refused by policy".to_owned());
             v.quote = Some(parsed);
             return v;
@@ -256,10 +294,7 @@ pub fn verify_quote(
             ));
         }
         v.checks.push(debug);
-        v.checks.push(Check::skip(
-            names::DCAP,
-            "a simulated quote has no DCAP signature",
-        ));
+        skip_dcap(&mut v.checks, "a simulated quote has no DCAP signature");
         v.tcb_status = Some("Simulated".to_owned());
         v.quote = Some(parsed);
         return v;
@@ -275,7 +310,7 @@ pub fn verify_quote(
             names::COLLATERAL_PRESENT,
             "no collateral: the DCAP signature chain cannot be checked (fetch it from a PCCS, or pass a file)",
         ));
-        v.checks.push(Check::skip(names::DCAP, "no collateral"));
+        skip_dcap(&mut v.checks, "no collateral");
         v.checks.push(Check::skip(names::TCB_ACCEPTED, "no collateral"));
         v.error = Some("no collateral".to_owned());
         v.quote = Some(parsed);
@@ -290,23 +325,51 @@ pub fn verify_quote(
     match verifier.verify_with::<RingConfig>(&bytes, collateral, now_unix) {
         Err(e) => {
             let text = format!("{e:#}");
-            v.checks.push(Check::fail(
-                names::DCAP,
-                format!("dcap-qvl at {now_unix}: {text}"),
+            let (stage, failed) = dcap::classify(&text, collateral, now_unix);
+            let reason = format!("dcap-qvl at {now_unix}: {text}");
+            for (name, stages) in dcap::CHECK_STAGES {
+                v.checks.push(if name == failed {
+                    Check::fail(name, reason.clone())
+                } else if stages.iter().all(|s| *s < stage) {
+                    Check::pass(name, dcap::pass_detail(name, now_unix))
+                } else {
+                    Check::skip(name, format!("not reached: dcap-qvl stopped at {failed}"))
+                });
+            }
+            if failed == names::DEBUG_OFF {
+                // The quote's attributes are what dcap-qvl refused: the debug check says so,
+                // whatever Cloister's own reading of the debug bit was.
+                if let Some(c) = v.checks.iter_mut().find(|c| c.name == names::DEBUG_OFF) {
+                    *c = Check::fail(names::DEBUG_OFF, reason);
+                }
+            }
+            v.checks.push(Check::skip(
+                names::ADVISORIES,
+                format!("not reached: dcap-qvl stopped at {failed}"),
             ));
             v.checks
                 .push(Check::skip(names::TCB_ACCEPTED, "DCAP verification failed"));
             v.error = Some(text);
         }
         Ok(report) => {
+            for (name, _) in dcap::CHECK_STAGES {
+                if name != names::TCB_LEVEL {
+                    v.checks
+                        .push(Check::pass(name, dcap::pass_detail(name, now_unix)));
+                }
+            }
+            let status = report.status.clone();
             v.checks.push(Check::pass(
-                names::DCAP,
+                names::TCB_LEVEL,
                 format!(
-                    "quote signed by a QE whose PCK chain leads to the Intel SGX Root CA, none revoked, \
-                     collateral valid at {now_unix}"
+                    "{status} (QE {}; platform {})",
+                    report.qe_status.status, report.platform_status.status
                 ),
             ));
-            let status = report.status.clone();
+            v.checks.push(advisories_check(
+                &report.advisory_ids,
+                &policy.rejected_advisories,
+            ));
             let detail = format!(
                 "status {status}; advisories: {}; QE {}; platform {}; policy accepts {}",
                 list_or_none(&report.advisory_ids),
@@ -331,6 +394,29 @@ pub fn verify_quote(
     }
     v.quote = Some(parsed);
     v
+}
+
+/// Every DCAP check skipped for `why` (no collateral, or a simulated quote).
+fn skip_dcap(checks: &mut Vec<Check>, why: &str) {
+    checks.extend(names::DCAP_CHECKS.iter().map(|name| Check::skip(*name, why)));
+}
+
+fn advisories_check(ids: &[String], rejected: &[String]) -> Check {
+    let hit: Vec<&str> = ids
+        .iter()
+        .filter(|id| rejected.iter().any(|r| r.eq_ignore_ascii_case(id)))
+        .map(String::as_str)
+        .collect();
+    if !hit.is_empty() {
+        Check::fail(
+            names::ADVISORIES,
+            format!("the policy rejects {} (all: {})", hit.join(", "), ids.join(", ")),
+        )
+    } else if ids.is_empty() {
+        Check::pass(names::ADVISORIES, "none")
+    } else {
+        Check::warn(names::ADVISORIES, ids.join(", "))
+    }
 }
 
 fn debug_check(q: &Quote, policy: &Policy) -> Check {
@@ -401,7 +487,9 @@ mod tests {
         let v = verify_quote(&q, None, 0, &Policy::dev_allow_simulated());
         assert!(v.passed(), "{:#?}", v.checks);
         assert_eq!(outcome(&v, names::NOT_SIMULATED), Some(Outcome::Warn));
-        assert_eq!(outcome(&v, names::DCAP), Some(Outcome::Skip));
+        for name in names::DCAP_CHECKS {
+            assert_eq!(outcome(&v, name), Some(Outcome::Skip), "{name}");
+        }
         assert_eq!(v.tcb_status.as_deref(), Some("Simulated"));
         let warn = v.checks.iter().find(|c| c.outcome == Outcome::Warn).unwrap();
         assert!(warn.detail.contains("NOT SECURE"));
@@ -445,5 +533,18 @@ mod tests {
         assert_eq!(p.accepted_tcb_statuses, vec!["UpToDate".to_owned()]);
         let p = Policy::default().with_accepted_tcb_statuses(["UpToDate", "OutOfDate"]);
         assert_eq!(p.accepted_tcb_statuses.len(), 2);
+        assert!(p.rejected_advisories.is_empty());
+        let p: Policy = serde_json::from_str(r#"{"rejected_advisories": ["INTEL-SA-00615"]}"#).unwrap();
+        assert_eq!(p.rejected_advisories, vec!["INTEL-SA-00615".to_owned()]);
+    }
+
+    #[test]
+    fn advisories_warn_unless_rejected() {
+        let ids = vec!["INTEL-SA-00289".to_owned(), "INTEL-SA-00615".to_owned()];
+        assert_eq!(advisories_check(&[], &ids).outcome, Outcome::Pass);
+        assert_eq!(advisories_check(&ids, &[]).outcome, Outcome::Warn);
+        let c = advisories_check(&ids, &["intel-sa-00615".to_owned()]);
+        assert_eq!(c.outcome, Outcome::Fail);
+        assert!(c.detail.contains("rejects INTEL-SA-00615"), "{}", c.detail);
     }
 }

@@ -146,7 +146,9 @@ pub fn parse_pem_chain(pem: &[u8]) -> Result<Vec<ParsedCert>, String> {
         }
         certs.push(ParsedCert::from_der(&der)?);
     }
-    if !rest.trim().is_empty() {
+    // NVML hands the chain over in a fixed-size buffer: the driver pads it with NUL bytes (seen in
+    // NEAR AI's 2026-06 reports). Anything else after the last certificate is refused.
+    if !rest.trim_end_matches(['\0']).trim().is_empty() {
         return Err("PEM chain has data after its last certificate".to_owned());
     }
     if certs.is_empty() {
@@ -199,5 +201,13 @@ mod tests {
         assert!(parse_pem_chain(format!("{root}junk").as_bytes()).is_err());
         assert!(parse_pem_chain(root.repeat(MAX_CERTS + 1).as_bytes()).is_err());
         assert_eq!(parse_pem_chain(root.repeat(2).as_bytes()).unwrap().len(), 2);
+        // NUL padding after the chain (NVML's buffer) is tolerated; other bytes after it are not.
+        assert_eq!(
+            parse_pem_chain(format!("{root}\n\0\0\0").as_bytes())
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(parse_pem_chain(format!("{root}\0x\0").as_bytes()).is_err());
     }
 }

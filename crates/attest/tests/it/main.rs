@@ -10,7 +10,10 @@ mod corpus;
 mod conformance;
 mod gpu;
 mod measurements;
+mod negative;
+mod nras;
 mod parsing;
+mod report_cases;
 mod reports;
 
 #[cfg(feature = "collect")]
