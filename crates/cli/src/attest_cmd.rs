@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use cloister_attest::measurements::Measurements;
 use cloister_attest::verify::{Policy, verify_quote as verify_quote_bytes};
 use serde_json::json;
 
-use crate::proof::{VerifyOpts, http_client, verify_node};
+use crate::proof::{NodeProof, VerifyOpts, http_client, verify_endpoint};
 use crate::table::render_checks;
 
 /// Attestation commands.
@@ -26,7 +27,10 @@ pub(crate) struct AttestVerifyArgs {
     pub url: String,
     #[command(flatten)]
     pub verify: VerifyOpts,
-    /// Print JSON instead of a table.
+    /// Model id, sent as the `model` query parameter (NEAR AI cloud needs it).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Print JSON instead of a table (a list for an answer with several reports).
     #[arg(long)]
     pub json: bool,
 }
@@ -61,67 +65,106 @@ pub(crate) async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
 
 async fn attest_verify(args: AttestVerifyArgs) -> anyhow::Result<ExitCode> {
     let client = http_client()?;
-    let proof = verify_node(&client, &args.url, &args.verify).await?;
+    let proofs = verify_endpoint(&client, &args.url, &args.verify, args.model.as_deref()).await?;
+    let passed = proofs.iter().all(|p| p.passed);
+    // A NEAR AI cloud answer holds several reports: one labelled table each, and a list in JSON.
+    let several = proofs.len() > 1 || proofs.iter().any(|p| p.label != "report");
     if args.json {
-        let out = json!({
-            "url": proof.url,
-            "nonce": proof.nonce,
-            "passed": proof.passed,
-            "signing_address": proof.report.signing_address,
-            "tee": proof.report.tee,
-            "tcb_status": proof.verdict.quote.tcb_status,
-            "advisory_ids": proof.verdict.quote.advisory_ids,
-            "measurement_digest": proof.verdict.measurement_digest,
-            "measurements": proof.verdict.quote.quote.as_ref().and_then(cloister_attest::measurements::Measurements::from_quote),
-            "dstack_app": proof.verdict.app,
-            "checks": proof.verdict.checks,
-        });
+        let out: Vec<_> = proofs.iter().map(proof_json).collect();
+        let out = match out.as_slice() {
+            [one] if !several => one.clone(),
+            _ => serde_json::Value::Array(out),
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("node             {}", proof.url);
-        println!("signing address  {}", proof.report.signing_address);
-        println!(
-            "tee              {}",
-            proof
-                .report
-                .tee
-                .map(|t| t.to_string())
-                .unwrap_or_else(|| "(not stated)".into())
-        );
-        println!("nonce            {}", proof.nonce);
-        if let Some(m) = proof
-            .verdict
-            .quote
-            .quote
-            .as_ref()
-            .and_then(cloister_attest::measurements::Measurements::from_quote)
-        {
-            println!("MRTD             {}", hex::encode(m.mrtd));
-            for (i, r) in m.rtmr.iter().enumerate() {
-                println!("RTMR{i}            {}", hex::encode(r));
+        for proof in &proofs {
+            if several {
+                println!("== {} ==", proof.label);
             }
-            println!("MR_CONFIG_ID     {}", hex::encode(m.mr_config_id));
+            print_proof(proof);
+            println!();
         }
-        if let Some(d) = &proof.verdict.measurement_digest {
-            println!("measurement      {d} (registry digest, docs/protocol.md section 7)");
+        if several {
+            let failed: Vec<&str> = proofs
+                .iter()
+                .filter(|p| !p.passed)
+                .map(|p| p.label.as_str())
+                .collect();
+            if failed.is_empty() {
+                println!("verdict: VERIFIED (all {} attestations)", proofs.len());
+            } else {
+                println!("verdict: NOT VERIFIED (failed: {})", failed.join(", "));
+            }
+        } else {
+            println!("verdict: {}", if passed { "VERIFIED" } else { "NOT VERIFIED" });
         }
-        if let Some(app) = &proof.verdict.app {
-            println!("dstack app id    {}", app.app_id);
-            println!("compose hash     {}", app.compose_hash);
-        }
-        println!();
-        print!("{}", render_checks(&proof.verdict.checks));
-        println!();
-        println!(
-            "verdict: {}",
-            if proof.passed { "VERIFIED" } else { "NOT VERIFIED" }
-        );
     }
-    Ok(if proof.passed {
+    Ok(if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+fn proof_json(proof: &NodeProof) -> serde_json::Value {
+    json!({
+        "label": proof.label,
+        "url": proof.url,
+        "nonce": proof.nonce,
+        "passed": proof.passed,
+        "signing_address": proof.report.signing_address,
+        "tee": proof.report.tee,
+        "collateral": proof.collateral,
+        "tcb_status": proof.verdict.quote.tcb_status,
+        "advisory_ids": proof.verdict.quote.advisory_ids,
+        "measurement_digest": proof.verdict.measurement_digest,
+        "measurements": proof.verdict.quote.quote.as_ref().and_then(Measurements::from_quote),
+        "dstack_app": proof.verdict.app,
+        "checks": proof.verdict.checks,
+    })
+}
+
+fn print_proof(proof: &NodeProof) {
+    println!("node             {}", proof.url);
+    println!("signing address  {}", proof.report.signing_address);
+    println!(
+        "tee              {}",
+        proof
+            .report
+            .tee
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "(not stated)".into())
+    );
+    println!("nonce            {}", proof.nonce);
+    println!("collateral       {}", proof.collateral);
+    if let Some(m) = proof
+        .verdict
+        .quote
+        .quote
+        .as_ref()
+        .and_then(Measurements::from_quote)
+    {
+        println!("MRTD             {}", hex::encode(m.mrtd));
+        for (i, r) in m.rtmr.iter().enumerate() {
+            println!("RTMR{i}            {}", hex::encode(r));
+        }
+        println!("MR_CONFIG_ID     {}", hex::encode(m.mr_config_id));
+    }
+    if let Some(d) = &proof.verdict.measurement_digest {
+        println!("measurement      {d} (registry digest, docs/protocol.md section 7)");
+    }
+    if let Some(app) = &proof.verdict.app {
+        println!("dstack app id    {}", app.app_id);
+        println!("compose hash     {}", app.compose_hash);
+    }
+    println!();
+    print!("{}", render_checks(&proof.verdict.checks));
+    println!();
+    println!(
+        "{}: {}",
+        proof.label,
+        if proof.passed { "VERIFIED" } else { "NOT VERIFIED" }
+    );
 }
 
 pub(crate) fn verify_quote(args: VerifyQuoteArgs) -> anyhow::Result<ExitCode> {

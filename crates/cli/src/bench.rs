@@ -3,6 +3,7 @@
 //! - `overhead`: a node in front of a fast loopback OpenAI-compatible upstream, against calling that
 //!   upstream directly, interleaved in rounds. Requests/s and p50/p99 latency, and what the node adds.
 //! - `engine`: built-in engine tokens/s against llama.cpp's `llama-bench` on the same GGUF and threads.
+//! - `quote`: quote verification through Cloister's layer against dcap-qvl directly (`bench_quote`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ pub(crate) enum BenchCommand {
     Overhead(OverheadArgs),
     /// Built-in engine tokens/s against llama.cpp (llama-bench) on the same model and threads.
     Engine(EngineArgs),
+    /// Quote verification through Cloister's layer against dcap-qvl called directly.
+    Quote(crate::bench_quote::QuoteArgs),
 }
 
 /// `cloister bench overhead`.
@@ -74,6 +77,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Overhead(args) => overhead(args).await,
         BenchCommand::Engine(args) => engine(args).await,
+        BenchCommand::Quote(args) => crate::bench_quote::quote(args),
     }
 }
 

@@ -66,7 +66,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let client = http_client()?;
     let opts = VerifyOpts {
-        collateral: None,
+        collateral: Vec::new(),
         pccs: cloister_attest::collateral::PHALA_PCCS_URL.to_owned(),
         at: None,
         accept_tcb: vec!["UpToDate".into()],

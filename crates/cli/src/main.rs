@@ -3,6 +3,7 @@
 
 mod attest_cmd;
 mod bench;
+mod bench_quote;
 mod chat_cmd;
 mod demo;
 mod node_cmd;
@@ -40,7 +41,8 @@ enum Command {
     /// One command: start a local node (built-in engine, simulated TEE), ask a verified question,
     /// print the proof.
     Demo(demo::DemoArgs),
-    /// Benchmarks: node overhead against its upstream, built-in engine against llama.cpp.
+    /// Benchmarks: node overhead against its upstream, built-in engine against llama.cpp, quote
+    /// verification against dcap-qvl.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }

@@ -11,15 +11,18 @@ use cloister_attest::report::{ReportVerdict, verify_report};
 use cloister_attest::verify::Policy;
 use cloister_crypto::{format_address, parse_signature, recover_personal};
 use cloister_types::{AttestationReport, Nonce, SignatureRecord, signature_text};
+use dcap_qvl::QuoteCollateralV3;
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Flags that say how to verify a node.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct VerifyOpts {
-    /// Collateral JSON file (dcap-qvl QuoteCollateralV3) instead of fetching from a PCCS.
+    /// Collateral JSON file (dcap-qvl QuoteCollateralV3) instead of fetching from a PCCS. Repeat
+    /// it for reports from several platforms: each quote gets the file whose TCB info FMSPC is the
+    /// quote's. Without it, collateral comes from the on-disk cache or the PCCS (and is cached).
     #[arg(long)]
-    pub collateral: Option<PathBuf>,
+    pub collateral: Vec<PathBuf>,
     /// PCCS or Intel PCS base URL for collateral.
     #[arg(long, default_value = cloister_attest::collateral::PHALA_PCCS_URL)]
     pub pccs: String,
@@ -79,28 +82,164 @@ pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
         .context("building HTTP client")
 }
 
-/// A verified (or refused) node.
+/// A verified (or refused) attestation report.
 #[derive(Debug, Serialize)]
 pub(crate) struct NodeProof {
+    /// Which report of the answer this is: `report` for a single report, else `gateway`,
+    /// `model[0]`, ... (NEAR AI cloud).
+    pub label: String,
     pub url: String,
     pub nonce: String,
     pub report: AttestationReport,
+    /// Where the quote's collateral came from (or why there is none).
+    pub collateral: String,
     #[serde(skip)]
     pub verdict: ReportVerdict,
     pub passed: bool,
 }
 
-/// Fetches the report with a fresh nonce and verifies it under `opts`.
-pub(crate) async fn verify_node(
-    client: &reqwest::Client,
-    url: &str,
+/// A `--collateral` file, loaded once.
+#[derive(Debug)]
+pub(crate) struct CollateralFile {
+    path: PathBuf,
+    collateral: QuoteCollateralV3,
+    /// The `fmspc` of its TCB info, upper-case hex, when it can be read.
+    fmspc: Option<String>,
+}
+
+/// Loads every `--collateral` file.
+pub(crate) fn load_collateral_files(paths: &[PathBuf]) -> anyhow::Result<Vec<CollateralFile>> {
+    paths
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let collateral = cloister_attest::collateral::load_collateral_json(&bytes)
+                .with_context(|| format!("parsing collateral {}", path.display()))?;
+            let fmspc = tcb_info_fmspc(&collateral);
+            Ok(CollateralFile {
+                path: path.clone(),
+                collateral,
+                fmspc,
+            })
+        })
+        .collect()
+}
+
+/// The `fmspc` field of the collateral's TCB info (the signed text), upper-case.
+fn tcb_info_fmspc(collateral: &QuoteCollateralV3) -> Option<String> {
+    #[derive(Deserialize)]
+    struct TcbInfo {
+        fmspc: String,
+    }
+    serde_json::from_str::<TcbInfo>(&collateral.tcb_info)
+        .ok()
+        .map(|t| t.fmspc.to_ascii_uppercase())
+}
+
+/// Picks the collateral for `quote` (hex or binary): the `--collateral` file whose TCB info FMSPC
+/// is the quote's; without files, the on-disk cache, else the PCCS (stored in the cache). Returns
+/// the collateral and a line saying where it came from, or why there is none.
+pub(crate) async fn collateral_for(
+    quote: &[u8],
+    files: &[CollateralFile],
     opts: &VerifyOpts,
-) -> anyhow::Result<NodeProof> {
-    let base = node_base(url);
-    let nonce = opts.nonce()?;
-    let endpoint = format!("{base}/v1/attestation/report?nonce={}", nonce.to_hex());
+) -> (Option<QuoteCollateralV3>, String) {
+    let raw = cloister_attest::quote::decode_quote_bytes(quote).unwrap_or_default();
+    if cloister_attest::simulated::is_simulated(&raw) {
+        // A simulated quote has no Intel collateral; the verifier refuses it unless allowed.
+        return (None, "none (simulated quote)".to_owned());
+    }
+    let info = cloister_attest::collateral::pck_info(quote);
+    if !files.is_empty() {
+        let info = match info {
+            Ok(info) => info,
+            // Without an FMSPC there is nothing to match; with a single file, let the verifier
+            // say what is wrong with the quote.
+            Err(e) => {
+                return match files {
+                    [only] => (
+                        Some(only.collateral.clone()),
+                        format!("{} (the quote's FMSPC is unreadable: {e})", only.path.display()),
+                    ),
+                    _ => (None, format!("none: the quote's FMSPC is unreadable: {e}")),
+                };
+            }
+        };
+        return match files
+            .iter()
+            .find(|f| f.fmspc.as_deref() == Some(info.fmspc.as_str()))
+        {
+            Some(f) => (
+                Some(f.collateral.clone()),
+                format!(
+                    "{} (TCB info FMSPC {} matches the quote)",
+                    f.path.display(),
+                    info.fmspc
+                ),
+            ),
+            None => {
+                let have = files
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{} is for {}",
+                            f.path.display(),
+                            f.fmspc.as_deref().unwrap_or("an unreadable FMSPC")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (
+                    None,
+                    format!(
+                        "none: no --collateral file is for the quote's FMSPC {} ({have})",
+                        info.fmspc
+                    ),
+                )
+            }
+        };
+    }
+    let now = opts.now();
+    let cache = cloister_attest::collateral_cache::CollateralCache::in_default_dir();
+    if let (Some(cache), Ok(info)) = (&cache, &info)
+        && let Some(c) = cache.lookup(info, now)
+    {
+        return (Some(c), format!("cached ({})", cache.entry_path(info).display()));
+    }
+    let fetched = match &cache {
+        Some(cache) => cache.get(&opts.pccs, quote, now).await,
+        None => cloister_attest::collateral::fetch_collateral(&opts.pccs, quote).await,
+    };
+    match fetched {
+        Ok(c) => {
+            let stored = match (&cache, &info) {
+                (Some(cache), Ok(info)) => format!(", cached in {}", cache.entry_path(info).display()),
+                _ => String::new(),
+            };
+            (Some(c), format!("fetched from {}{stored}", opts.pccs))
+        }
+        Err(e) => {
+            tracing::warn!("could not fetch collateral from {}: {e}", opts.pccs);
+            (None, format!("none: fetching from {} failed: {e}", opts.pccs))
+        }
+    }
+}
+
+/// Fetches `GET {base}/v1/attestation/report?nonce=..[&model=..]` and returns the body.
+async fn fetch_report_body(
+    client: &reqwest::Client,
+    base: &str,
+    nonce: &Nonce,
+    model: Option<&str>,
+) -> anyhow::Result<Bytes> {
+    let endpoint = format!("{base}/v1/attestation/report");
+    let mut query = vec![("nonce", nonce.to_hex())];
+    if let Some(model) = model {
+        query.push(("model", model.to_owned()));
+    }
     let resp = client
         .get(&endpoint)
+        .query(&query)
         .send()
         .await
         .with_context(|| format!("GET {endpoint}"))?;
@@ -112,37 +251,86 @@ pub(crate) async fn verify_node(
             String::from_utf8_lossy(&body)
         );
     }
-    let report: AttestationReport =
-        serde_json::from_slice(&body).context("attestation report is not valid report JSON")?;
+    Ok(body)
+}
 
-    let quote = hex::decode(report.intel_quote.trim_start_matches("0x")).unwrap_or_default();
-    let collateral = match (&opts.collateral, cloister_attest::simulated::is_simulated(&quote)) {
-        (Some(path), _) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Some(
-                cloister_attest::collateral::load_collateral_json(&bytes)
-                    .with_context(|| format!("parsing collateral {}", path.display()))?,
-            )
-        }
-        // A simulated quote has no Intel collateral; the verifier refuses it unless allowed.
-        (None, true) => None,
-        (None, false) => match cloister_attest::collateral::fetch_collateral(&opts.pccs, &quote).await {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!("could not fetch collateral from {}: {e}", opts.pccs);
-                None
-            }
-        },
+/// Splits an attestation answer into labelled reports: one report at top level (`report`), or
+/// NEAR AI cloud's `{gateway_attestation, model_attestations: [..]}` (`gateway`, `model[0]`, ...).
+pub(crate) fn split_reports(body: &[u8]) -> anyhow::Result<Vec<(String, AttestationReport)>> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).context("attestation report is not JSON")?;
+    let Some(obj) = value.as_object_mut() else {
+        bail!("attestation report is not a JSON object");
     };
-    let verdict = verify_report(&report, &nonce, collateral.as_ref(), opts.now(), &opts.policy());
-    let passed = verdict.passed();
-    Ok(NodeProof {
-        url: base,
-        nonce: nonce.to_hex(),
-        report,
-        verdict,
-        passed,
-    })
+    if !obj.contains_key("gateway_attestation") && !obj.contains_key("model_attestations") {
+        let report = serde_json::from_value(value).context("attestation report is not valid report JSON")?;
+        return Ok(vec![("report".to_owned(), report)]);
+    }
+    let mut reports = Vec::new();
+    if let Some(gateway) = obj.remove("gateway_attestation").filter(|g| !g.is_null()) {
+        let report =
+            serde_json::from_value(gateway).context("gateway_attestation is not valid report JSON")?;
+        reports.push(("gateway".to_owned(), report));
+    }
+    match obj.remove("model_attestations") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Array(models)) => {
+            for (i, model) in models.into_iter().enumerate() {
+                let report = serde_json::from_value(model)
+                    .with_context(|| format!("model_attestations[{i}] is not valid report JSON"))?;
+                reports.push((format!("model[{i}]"), report));
+            }
+        }
+        Some(_) => bail!("model_attestations is not a list"),
+    }
+    if reports.is_empty() {
+        bail!("the answer has neither a gateway attestation nor model attestations");
+    }
+    Ok(reports)
+}
+
+/// Fetches the attestation answer at `url` with a nonce (`--nonce`, else fresh) and verifies
+/// every report in it under `opts`. `model` is sent as the `model` query parameter.
+pub(crate) async fn verify_endpoint(
+    client: &reqwest::Client,
+    url: &str,
+    opts: &VerifyOpts,
+    model: Option<&str>,
+) -> anyhow::Result<Vec<NodeProof>> {
+    let base = node_base(url);
+    let nonce = opts.nonce()?;
+    let files = load_collateral_files(&opts.collateral)?;
+    let body = fetch_report_body(client, &base, &nonce, model).await?;
+    let mut proofs = Vec::new();
+    for (label, report) in split_reports(&body)? {
+        let (collateral, source) = collateral_for(report.intel_quote.as_bytes(), &files, opts).await;
+        let verdict = verify_report(&report, &nonce, collateral.as_ref(), opts.now(), &opts.policy());
+        let passed = verdict.passed();
+        proofs.push(NodeProof {
+            label,
+            url: base.clone(),
+            nonce: nonce.to_hex(),
+            report,
+            collateral: source,
+            verdict,
+            passed,
+        });
+    }
+    Ok(proofs)
+}
+
+/// Fetches a node's report with a nonce and verifies it under `opts`; the node must answer with
+/// exactly one report (a Cloister node does).
+pub(crate) async fn verify_node(
+    client: &reqwest::Client,
+    url: &str,
+    opts: &VerifyOpts,
+) -> anyhow::Result<NodeProof> {
+    let mut proofs = verify_endpoint(client, url, opts, None).await?;
+    match proofs.pop() {
+        Some(proof) if proofs.is_empty() => Ok(proof),
+        _ => bail!("{url} answered with several attestation reports; use `cloister attest verify`"),
+    }
 }
 
 /// The outcome of one chat exchange and its signature check.
@@ -292,5 +480,52 @@ mod tests {
         assert_eq!(node_base("http://h:1/"), "http://h:1");
         assert_eq!(node_base("http://h:1/v1"), "http://h:1");
         assert_eq!(node_base("http://h:1/v1/"), "http://h:1");
+    }
+
+    fn report_json(address: &str) -> serde_json::Value {
+        serde_json::json!({
+            "signing_address": address,
+            "signing_algo": "ecdsa",
+            "request_nonce": "00",
+            "intel_quote": "",
+        })
+    }
+
+    #[test]
+    fn a_single_report_is_labelled_report() {
+        let body = serde_json::to_vec(&report_json("0x01")).unwrap_or_default();
+        let reports = split_reports(&body).unwrap_or_default();
+        let labels: Vec<&str> = reports.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(labels, ["report"]);
+    }
+
+    #[test]
+    fn a_nearai_answer_splits_into_gateway_and_models() {
+        let body = serde_json::json!({
+            "gateway_attestation": report_json("0x01"),
+            "model_attestations": [report_json("0x02"), report_json("0x03")],
+        });
+        let reports = split_reports(&serde_json::to_vec(&body).unwrap_or_default()).unwrap_or_default();
+        let got: Vec<(&str, &str)> = reports
+            .iter()
+            .map(|(l, r)| (l.as_str(), r.signing_address.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("gateway", "0x01"), ("model[0]", "0x02"), ("model[1]", "0x03")]
+        );
+    }
+
+    #[test]
+    fn malformed_answers_are_errors() {
+        for body in [
+            &b"[]"[..],
+            br#"{"gateway_attestation": null, "model_attestations": []}"#,
+            br#"{"model_attestations": {}}"#,
+            br#"{"model_attestations": [{"signing_address": 1}]}"#,
+            b"not json",
+        ] {
+            assert!(split_reports(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
     }
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
 
 mod commands;
+mod third_party;
 mod verify_quote;
 
 use std::path::PathBuf;

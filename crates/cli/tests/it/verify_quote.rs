@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use crate::{cloister, workspace_root};
 
-fn corpus() -> Option<PathBuf> {
+/// The attestation corpus, or None (with a printed reason) when it is absent.
+pub fn corpus() -> Option<PathBuf> {
     let dir = std::env::var_os("CLOISTER_ATTESTATION_TESTDATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("../shared/testdata/attestation"));

@@ -1,0 +1,231 @@
+//! `cloister attest verify` against a third-party (NEAR AI cloud) answer: a gateway report and
+//! model reports in one body, each with collateral for its own platform (FMSPC).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::cloister;
+use crate::verify_quote::corpus;
+
+const REPORT: &str = "nearai-cloud-verifier/nearai_cloud_report_openai_gpt_oss_120b.json";
+
+/// A test double of NEAR AI cloud's `GET /v1/attestation/report`: it answers the captured body
+/// whatever the query (the capture was made with the nonce the test sends).
+fn start_fake_nearai_endpoint(body: Vec<u8>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let body = bytes::Bytes::from(body);
+            let app = axum::Router::new().route(
+                "/v1/attestation/report",
+                axum::routing::get(move || {
+                    let body = body.clone();
+                    async move { ([("content-type", "application/json")], body) }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    addr
+}
+
+struct Fixture {
+    dir: PathBuf,
+    nonce: String,
+    at: u64,
+    gateway_collateral: String,
+    model_collateral: String,
+}
+
+fn fixture(dir: &Path) -> Fixture {
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected_outcomes.json")).unwrap()).unwrap();
+    let case = |section: &str, id: &str| -> Value {
+        expected[section]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not in expected_outcomes.json"))
+            .clone()
+    };
+    let report = case("gpu_and_report_cases", "nearai-fixture-report");
+    assert_eq!(report["files"][0], REPORT);
+    let gateway = case("tdx_sgx_cases", "nearai-fixture-gateway");
+    let model = case("tdx_sgx_cases", "nearai-fixture-model");
+    // One time inside both collateral windows: the later of the two cases' times.
+    let at = gateway["verify_at_unix"]
+        .as_u64()
+        .unwrap()
+        .max(model["verify_at_unix"].as_u64().unwrap());
+    Fixture {
+        dir: dir.to_owned(),
+        nonce: report["client_nonce"].as_str().unwrap().to_owned(),
+        at,
+        gateway_collateral: gateway["collateral"].as_str().unwrap().to_owned(),
+        model_collateral: model["collateral"].as_str().unwrap().to_owned(),
+    }
+}
+
+fn attest_verify(f: &Fixture, accept_tcb: &str) -> (i32, Value, String) {
+    // Model first: the choice must follow the FMSPC, not the order.
+    attest_verify_with(f, accept_tcb, &[&f.model_collateral, &f.gateway_collateral])
+}
+
+fn attest_verify_with(f: &Fixture, accept_tcb: &str, collateral: &[&str]) -> (i32, Value, String) {
+    let body = std::fs::read(f.dir.join(REPORT)).unwrap();
+    let addr = start_fake_nearai_endpoint(body);
+    let out = cloister()
+        .args(["attest", "verify", &format!("http://{addr}")])
+        .args(["--model", "openai/gpt-oss-120b", "--nonce", &f.nonce])
+        .args(["--at", &f.at.to_string()])
+        .args(
+            collateral
+                .iter()
+                .flat_map(|c| [std::ffi::OsString::from("--collateral"), f.dir.join(c).into()]),
+        )
+        .args(["--accept-tcb", accept_tcb, "--json"])
+        .output()
+        .expect("run cloister");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+fn outcome<'a>(attestation: &'a Value, name: &str) -> Option<&'a str> {
+    attestation["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["outcome"].as_str())
+}
+
+#[test]
+fn nearai_gateway_and_model_attestations_verify() {
+    let Some(dir) = corpus() else { return };
+    let f = fixture(&dir);
+    let (code, json, stderr) = attest_verify(&f, "UpToDate,OutOfDate");
+    let list = json
+        .as_array()
+        .unwrap_or_else(|| panic!("expected a list: {json:#}"));
+    let labels: Vec<&str> = list.iter().map(|a| a["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["gateway", "model[0]"]);
+    for a in list {
+        let failed: Vec<&Value> = a["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["outcome"] == "fail")
+            .collect();
+        assert_eq!(
+            a["passed"], true,
+            "{}: failed checks {failed:#?}\n{stderr}",
+            a["label"]
+        );
+        assert!(
+            a["collateral"].as_str().unwrap().contains("matches the quote"),
+            "{}",
+            a["collateral"]
+        );
+    }
+    assert_eq!(code, 0, "{json:#}\n{stderr}");
+    let (gateway, model) = (&list[0], &list[1]);
+    assert_eq!(gateway["tcb_status"], "OutOfDate");
+    assert_eq!(model["tcb_status"], "UpToDate");
+    assert!(
+        gateway["collateral"]
+            .as_str()
+            .unwrap()
+            .contains(&f.gateway_collateral)
+    );
+    assert!(
+        model["collateral"]
+            .as_str()
+            .unwrap()
+            .contains(&f.model_collateral)
+    );
+
+    // The model's GPU evidence: every GPU check passes (or warns about what it leaves out), and
+    // the signature and chain checks are among them.
+    let gpu: Vec<&Value> = model["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap().starts_with("GPU"))
+        .collect();
+    assert!(
+        gpu.iter()
+            .all(|c| c["outcome"] == "pass" || c["outcome"] == "warn"),
+        "{gpu:#?}"
+    );
+    for name in [
+        cloister_attest::gpu::names::PAYLOAD_NONCE,
+        cloister_attest::gpu::names::CERT_CHAIN,
+        cloister_attest::gpu::names::SPDM_SIGNATURE,
+    ] {
+        assert!(
+            gpu.iter()
+                .any(|c| c["name"].as_str().unwrap().starts_with(name) && c["outcome"] == "pass"),
+            "no passing {name:?} check: {gpu:#?}"
+        );
+    }
+    println!("gateway OutOfDate accepted, model UpToDate, GPU evidence verified");
+}
+
+#[test]
+fn nearai_gateway_fails_on_out_of_date_tcb_by_default() {
+    let Some(dir) = corpus() else { return };
+    let f = fixture(&dir);
+    let (code, json, stderr) = attest_verify(&f, "UpToDate");
+    assert_eq!(code, 1, "{json:#}\n{stderr}");
+    let list = json.as_array().unwrap();
+    let (gateway, model) = (&list[0], &list[1]);
+    assert_eq!(gateway["label"], "gateway");
+    assert_eq!(gateway["passed"], false);
+    assert_eq!(gateway["tcb_status"], "OutOfDate");
+    let tcb = format!(
+        "{}{}",
+        cloister_attest::report::names::QUOTE_PREFIX,
+        cloister_attest::verify::names::TCB_ACCEPTED
+    );
+    assert_eq!(outcome(gateway, &tcb), Some("fail"), "{gateway:#}");
+    // Nothing else about the gateway failed: the refusal is the TCB status alone.
+    let other_failures: Vec<&Value> = gateway["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "fail" && c["name"] != tcb.as_str())
+        .collect();
+    assert!(other_failures.is_empty(), "{other_failures:#?}");
+    assert_eq!(model["passed"], true, "{model:#}");
+}
+
+#[test]
+fn nearai_gateway_without_matching_collateral_says_so() {
+    let Some(dir) = corpus() else { return };
+    let f = fixture(&dir);
+    let (code, json, stderr) = attest_verify_with(&f, "UpToDate,OutOfDate", &[f.model_collateral.as_str()]);
+    assert_eq!(code, 1, "{json:#}\n{stderr}");
+    let gateway = &json[0];
+    let note = gateway["collateral"].as_str().unwrap();
+    assert!(
+        note.contains("no --collateral file is for the quote's FMSPC B0C06F000000"),
+        "{note}"
+    );
+    assert_eq!(gateway["passed"], false);
+    assert_eq!(json[1]["passed"], true, "{:#}", json[1]);
+}
