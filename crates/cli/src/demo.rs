@@ -72,6 +72,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         accept_tcb: vec!["UpToDate".into()],
         allow_simulated: true,
         nonce: None,
+        nras: false,
+        nras_url: cloister_attest::nras::NRAS_GPU_URL.to_owned(),
+        nras_jwks_url: cloister_attest::nras::NRAS_JWKS_URL.to_owned(),
     };
     eprintln!("1/2 verifying the node's attestation with a fresh nonce ...");
     let node = verify_node(&client, &url, &opts).await?;

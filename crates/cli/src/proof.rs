@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
 use cloister_attest::report::{ReportVerdict, verify_report};
-use cloister_attest::verify::Policy;
+use cloister_attest::verify::{Check, Policy};
 use cloister_crypto::{format_address, parse_signature, recover_personal};
 use cloister_types::{AttestationReport, Nonce, SignatureRecord, signature_text};
 use dcap_qvl::QuoteCollateralV3;
@@ -38,6 +38,16 @@ pub(crate) struct VerifyOpts {
     /// Nonce to send (64 hex) [default: 32 fresh random bytes].
     #[arg(long)]
     pub nonce: Option<String>,
+    /// Also send each report's GPU evidence to NVIDIA's attestation service (NRAS, online) and check
+    /// its signed answer: ES384 JWTs against NVIDIA's key set, overall result, nonce, per-GPU result.
+    #[arg(long)]
+    pub nras: bool,
+    /// NRAS GPU attestation endpoint.
+    #[arg(long, default_value = cloister_attest::nras::NRAS_GPU_URL)]
+    pub nras_url: String,
+    /// NRAS key set (JWKS) URL.
+    #[arg(long, default_value = cloister_attest::nras::NRAS_JWKS_URL)]
+    pub nras_jwks_url: String,
 }
 
 impl VerifyOpts {
@@ -304,8 +314,12 @@ pub(crate) async fn verify_endpoint(
     let mut proofs = Vec::new();
     for (label, report) in split_reports(&body)? {
         let (collateral, source) = collateral_for(report.intel_quote.as_bytes(), &files, opts).await;
-        let verdict = verify_report(&report, &nonce, collateral.as_ref(), opts.now(), &opts.policy());
-        let passed = verdict.passed();
+        let mut verdict = verify_report(&report, &nonce, collateral.as_ref(), opts.now(), &opts.policy());
+        let mut passed = verdict.passed();
+        if opts.nras {
+            let nras_passed = nras_checks(&report, &nonce, opts, &mut verdict.checks).await;
+            passed &= nras_passed;
+        }
         proofs.push(NodeProof {
             label,
             url: base.clone(),
@@ -317,6 +331,41 @@ pub(crate) async fn verify_endpoint(
         });
     }
     Ok(proofs)
+}
+
+/// The online GPU check: posts the report's GPU evidence to NRAS and verifies its JWTs. Appends checks
+/// named `NRAS: ...`; returns whether they all held (a report without GPU evidence has nothing to send).
+async fn nras_checks(
+    report: &AttestationReport,
+    nonce: &Nonce,
+    opts: &VerifyOpts,
+    checks: &mut Vec<Check>,
+) -> bool {
+    let Some(payload) = report
+        .nvidia_payload
+        .as_deref()
+        .filter(|p| !p.trim().is_empty() && p.trim() != "null")
+    else {
+        checks.push(Check::skip("NRAS", "no GPU evidence to send"));
+        return true;
+    };
+    match cloister_attest::nras::attest_remote(&opts.nras_url, payload, &opts.nras_jwks_url).await {
+        Ok((body, jwks)) => {
+            let v = cloister_attest::nras::verify_nras_response(&body, &jwks, &nonce.0, opts.now());
+            checks.extend(v.checks.iter().map(|c| Check {
+                name: format!("NRAS: {}", c.name),
+                ..c.clone()
+            }));
+            v.passed()
+        }
+        Err(e) => {
+            checks.push(Check::fail(
+                "NRAS: service answered",
+                format!("{}: {e}", opts.nras_url),
+            ));
+            false
+        }
+    }
 }
 
 /// Fetches a node's report with a nonce and verifies it under `opts`; the node must answer with

@@ -229,3 +229,125 @@ fn nearai_gateway_without_matching_collateral_says_so() {
     assert_eq!(gateway["passed"], false);
     assert_eq!(json[1]["passed"], true, "{:#}", json[1]);
 }
+
+const NEARCLOUD: &str = "teep/nearcloud_qwen3.5-122b_20260424";
+
+/// A test double of NEAR AI cloud and of NVIDIA's attestation service (NRAS), replaying the bodies
+/// teep captured in one session: the report, the NRAS answer (tampered when asked) and the JWKS.
+fn start_fake_near_and_nras(dir: &Path, tamper_nras: bool) -> SocketAddr {
+    let read = |name: &str| bytes::Bytes::from(std::fs::read(dir.join(NEARCLOUD).join(name)).unwrap());
+    let report = read("0001_cloud-api.near.ai_v1_attestation_report.body");
+    let mut nras = read("0006_nras.attestation.nvidia.com_v3_attest_gpu.body").to_vec();
+    if tamper_nras {
+        // Change one character inside the overall token's payload: its ES384 signature must fail.
+        let text = String::from_utf8(nras.clone()).unwrap();
+        let jwt_start = text.find("eyJ").unwrap();
+        let payload_start = jwt_start + text[jwt_start..].find('.').unwrap() + 1;
+        let c = nras[payload_start + 10];
+        nras[payload_start + 10] = if c == b'A' { b'B' } else { b'A' };
+    }
+    let nras = bytes::Bytes::from(nras);
+    let jwks = read("0007_nras.attestation.nvidia.com_.well-known_jwks.json.body");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let json = |b: bytes::Bytes| {
+                move || {
+                    let b = b.clone();
+                    async move { ([("content-type", "application/json")], b) }
+                }
+            };
+            let app = axum::Router::new()
+                .route("/v1/attestation/report", axum::routing::get(json(report)))
+                .route("/v3/attest/gpu", axum::routing::post(json(nras)))
+                .route("/.well-known/jwks.json", axum::routing::get(json(jwks)));
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    addr
+}
+
+fn run_nras(dir: &Path, tamper: bool) -> Value {
+    let addr = start_fake_near_and_nras(dir, tamper);
+    let derived = dir.join(NEARCLOUD).join("derived");
+    let out = cloister()
+        .args(["attest", "verify", &format!("http://{addr}")])
+        .args([
+            "--nonce",
+            "7c4b89c7c794886908702155bc671b6214269ed4a4bffaaf751449dba01e27da",
+        ])
+        .args([
+            "--at",
+            "1776996365",
+            "--accept-tcb",
+            "UpToDate,OutOfDate",
+            "--json",
+            "--nras",
+        ])
+        .args(["--nras-url", &format!("http://{addr}/v3/attest/gpu")])
+        .args(["--nras-jwks-url", &format!("http://{addr}/.well-known/jwks.json")])
+        .arg("--collateral")
+        .arg(derived.join("collateral_90c06f000000.json"))
+        .arg("--collateral")
+        .arg(derived.join("collateral_b0c06f000000.json"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn nras_checks(json: &Value) -> Vec<(String, String)> {
+    let model = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["label"] == "model[0]")
+        .expect("model[0]");
+    model["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap().starts_with("NRAS: "))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["outcome"].as_str().unwrap().to_lowercase(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn nras_online_path_verifies_nvidias_signed_answer() {
+    let Some(dir) = corpus() else { return };
+    let checks = nras_checks(&run_nras(&dir, false));
+    println!("{checks:?}");
+    assert!(checks.len() >= 3, "{checks:?}");
+    assert!(
+        checks.iter().all(|(_, o)| o == "pass" || o == "warn"),
+        "{checks:?}"
+    );
+}
+
+#[test]
+fn nras_answer_with_a_tampered_token_is_refused() {
+    let Some(dir) = corpus() else { return };
+    let checks = nras_checks(&run_nras(&dir, true));
+    println!("{checks:?}");
+    assert!(
+        checks.iter().any(|(n, o)| o == "fail" && n.contains("signature")),
+        "{checks:?}"
+    );
+}
