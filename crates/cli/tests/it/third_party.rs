@@ -11,9 +11,8 @@ use crate::verify_quote::corpus;
 
 const REPORT: &str = "nearai-cloud-verifier/nearai_cloud_report_openai_gpt_oss_120b.json";
 
-/// A test double of NEAR AI cloud's `GET /v1/attestation/report`: it answers the captured body
-/// whatever the query (the capture was made with the nonce the test sends).
-fn start_fake_nearai_endpoint(body: Vec<u8>) -> SocketAddr {
+/// Serves `app` on a loopback port from its own thread and runtime.
+fn serve_in_thread(app: axum::Router) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -23,19 +22,27 @@ fn start_fake_nearai_endpoint(body: Vec<u8>) -> SocketAddr {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let body = bytes::Bytes::from(body);
-            let app = axum::Router::new().route(
-                "/v1/attestation/report",
-                axum::routing::get(move || {
-                    let body = body.clone();
-                    async move { ([("content-type", "application/json")], body) }
-                }),
-            );
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
         });
     });
     addr
+}
+
+/// A handler answering `body` as JSON.
+fn json_body(
+    body: bytes::Bytes,
+) -> impl Fn() -> std::future::Ready<([(&'static str, &'static str); 1], bytes::Bytes)> + Clone {
+    move || std::future::ready(([("content-type", "application/json")], body.clone()))
+}
+
+/// A test double of NEAR AI cloud's `GET /v1/attestation/report`: it answers the captured body
+/// whatever the query (the capture was made with the nonce the test sends).
+fn start_fake_nearai_endpoint(body: Vec<u8>) -> SocketAddr {
+    serve_in_thread(axum::Router::new().route(
+        "/v1/attestation/report",
+        axum::routing::get(json_body(body.into())),
+    ))
 }
 
 struct Fixture {
@@ -248,30 +255,12 @@ fn start_fake_near_and_nras(dir: &Path, tamper_nras: bool) -> SocketAddr {
     }
     let nras = bytes::Bytes::from(nras);
     let jwks = read("0007_nras.attestation.nvidia.com_.well-known_jwks.json.body");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let json = |b: bytes::Bytes| {
-                move || {
-                    let b = b.clone();
-                    async move { ([("content-type", "application/json")], b) }
-                }
-            };
-            let app = axum::Router::new()
-                .route("/v1/attestation/report", axum::routing::get(json(report)))
-                .route("/v3/attest/gpu", axum::routing::post(json(nras)))
-                .route("/.well-known/jwks.json", axum::routing::get(json(jwks)));
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    addr
+    serve_in_thread(
+        axum::Router::new()
+            .route("/v1/attestation/report", axum::routing::get(json_body(report)))
+            .route("/v3/attest/gpu", axum::routing::post(json_body(nras)))
+            .route("/.well-known/jwks.json", axum::routing::get(json_body(jwks))),
+    )
 }
 
 fn run_nras(dir: &Path, tamper: bool) -> Value {
