@@ -19,6 +19,36 @@ pub enum Error {
     /// An address was not 20 bytes of hex.
     #[error("address must be 20 bytes in hex")]
     MalformedAddress,
+    /// An AEAD tag did not verify: the ciphertext, its AAD, its position or the key is wrong.
+    ///
+    /// A wrong key (a request sealed to another node, a response opened with another request's
+    /// keys) cannot be told apart from tampering: AEAD only says that the tag does not match.
+    #[error("decryption failed: ciphertext tampered with, or sealed under another key")]
+    Tampered,
+    /// A response stream ended without its authenticated end marker.
+    #[error("encrypted stream truncated: end marker missing")]
+    Truncated,
+    /// A response chunk authenticated, but at another position than the one expected.
+    #[error("encrypted chunk out of order: expected chunk {expected}, got chunk {found}")]
+    OutOfOrder {
+        /// The counter the opener was waiting for.
+        expected: u64,
+        /// The counter the chunk was sealed under.
+        found: u64,
+    },
+    /// This encapsulated key was already seen: the request is a replay.
+    #[error("encrypted request replayed")]
+    Replayed,
+    /// The replay cache is full of unexpired entries; the request is refused rather than risking a
+    /// replay being accepted.
+    #[error("replay cache full")]
+    ReplayCacheFull,
+    /// A node's HPKE public key was not usable (not 32 bytes, or a low-order point).
+    #[error("invalid E2EE public key")]
+    InvalidPublicKey,
+    /// An envelope's bytes do not have the layout of `docs/protocol.md` §8.
+    #[error("malformed E2EE envelope: {0}")]
+    MalformedEnvelope(&'static str),
 }
 
 /// Result alias for this crate.

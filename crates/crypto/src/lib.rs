@@ -1,4 +1,5 @@
-//! The enclave signing key and Ethereum-style signatures.
+//! The enclave signing key, Ethereum-style signatures, and the end-to-end encryption envelope
+//! ([`e2ee`]).
 //!
 //! A node holds one secp256k1 key for its lifetime, generated in memory (or derived by the dstack
 //! guest agent). The key is never serialised: [`EnclaveKey`] has no accessor for its secret and its
@@ -11,6 +12,7 @@
 //! assert_eq!(recover_personal(b"hello", &sig).unwrap(), key.address());
 //! ```
 
+pub mod e2ee;
 mod error;
 mod key;
 

@@ -1,0 +1,300 @@
+//! Sealing a request to a node and opening it there.
+
+use hpke::rand_core::{CryptoRng, Infallible, TryCryptoRng, TryRng};
+use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use zeroize::Zeroizing;
+
+use super::stream::{ClientResponseKeys, NodeResponseKeys, ResponseKeys};
+use super::{
+    Aead, E2eeKeyPair, ENC_LEN, Kdf, Kem, RESPONSE_KEY_LABEL, RESPONSE_NONCE_LABEL, TAG_LEN, decode_base64,
+    encode_base64, info, parse_public_key,
+};
+use crate::{Address, Error, Result};
+
+/// A sealed request: the HPKE encapsulated key and the AEAD ciphertext of the body (tag included).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedRequest {
+    /// The sender's ephemeral X25519 public key; unique per request, so also the replay key.
+    pub enc: [u8; ENC_LEN],
+    /// ChaCha20-Poly1305 ciphertext ‖ 16-byte tag, HPKE sequence number 0.
+    pub ciphertext: Vec<u8>,
+}
+
+impl SealedRequest {
+    /// Wire bytes: `enc` (32) ‖ `ciphertext` (plaintext length + 16).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ENC_LEN + self.ciphertext.len());
+        out.extend_from_slice(&self.enc);
+        out.extend_from_slice(&self.ciphertext);
+        out
+    }
+
+    /// Parses wire bytes; shorter than 32 + 16 bytes is [`Error::MalformedEnvelope`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < ENC_LEN + TAG_LEN {
+            return Err(Error::MalformedEnvelope("request shorter than enc and tag"));
+        }
+        let (enc, ciphertext) = bytes.split_at(ENC_LEN);
+        let mut out = [0u8; ENC_LEN];
+        out.copy_from_slice(enc);
+        Ok(Self {
+            enc: out,
+            ciphertext: ciphertext.to_vec(),
+        })
+    }
+
+    /// Base64 (standard, padded) of [`Self::to_bytes`]: the body a client sends.
+    pub fn to_base64(&self) -> String {
+        encode_base64(&self.to_bytes())
+    }
+
+    /// Parses [`Self::to_base64`].
+    pub fn from_base64(text: &str) -> Result<Self> {
+        Self::from_bytes(&decode_base64(text)?)
+    }
+}
+
+impl std::fmt::Debug for SealedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedRequest")
+            .field("enc", &hex::encode(self.enc))
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
+/// Seals `plaintext` to the node whose HPKE public key is `node_public_key` and whose attested
+/// signing address is `signing_address`. `aad` is authenticated but not encrypted; the node must
+/// pass the same bytes to [`open_request`].
+///
+/// Returns the envelope and the keys with which the client opens the response.
+///
+/// # Panics
+/// If the operating system RNG fails.
+pub fn seal_request(
+    node_public_key: &[u8; 32],
+    signing_address: &Address,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<(SealedRequest, ClientResponseKeys)> {
+    seal_request_with_rng(node_public_key, signing_address, plaintext, aad, &mut SysRng)
+}
+
+/// The OS RNG behind `rand` 0.8 (already a dependency), adapted to the `rand_core` 0.10 traits that
+/// `hpke` takes.
+pub(crate) struct SysRng;
+
+impl TryRng for SysRng {
+    type Error = Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok(rand::RngCore::next_u32(&mut rand::rngs::OsRng))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(rand::RngCore::next_u64(&mut rand::rngs::OsRng))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, dst);
+        Ok(())
+    }
+}
+
+impl TryCryptoRng for SysRng {}
+
+/// [`seal_request`] with the ephemeral key derived from `ephemeral_ikm` (RFC 9180 `ikmE`).
+///
+/// Only for test vectors: the same `ikm` gives the same ephemeral key, and reusing one across
+/// requests breaks replay protection and confidentiality of the response.
+#[cfg(test)]
+pub(crate) fn seal_request_deterministic(
+    node_public_key: &[u8; 32],
+    signing_address: &Address,
+    plaintext: &[u8],
+    aad: &[u8],
+    ephemeral_ikm: &[u8; 32],
+) -> Result<(SealedRequest, ClientResponseKeys)> {
+    let mut rng = FixedIkm {
+        ikm: *ephemeral_ikm,
+        used: 0,
+    };
+    seal_request_with_rng(node_public_key, signing_address, plaintext, aad, &mut rng)
+}
+
+fn seal_request_with_rng(
+    node_public_key: &[u8; 32],
+    signing_address: &Address,
+    plaintext: &[u8],
+    aad: &[u8],
+    rng: &mut impl CryptoRng,
+) -> Result<(SealedRequest, ClientResponseKeys)> {
+    let pk = parse_public_key(node_public_key)?;
+    let (enc, mut ctx) =
+        hpke::setup_sender_with_rng::<Aead, Kdf, Kem>(&OpModeS::Base, &pk, &info(signing_address), rng)
+            // Encapsulation fails only when the DH output is all zeros: a low-order public key.
+            .map_err(|_| Error::InvalidPublicKey)?;
+    let ciphertext = ctx
+        .seal(plaintext, aad)
+        .map_err(|_| Error::MalformedEnvelope("request too large"))?;
+    let keys = export_response_keys(|label, out| ctx.export(label, out))?;
+    let mut enc_bytes = [0u8; ENC_LEN];
+    enc_bytes.copy_from_slice(&enc.to_bytes());
+    Ok((
+        SealedRequest {
+            enc: enc_bytes,
+            ciphertext,
+        },
+        ClientResponseKeys::new(keys),
+    ))
+}
+
+/// Opens a request sealed to `keypair` for the signer `signing_address`, with the same `aad` the
+/// client sealed under. Returns the body and the keys with which the node seals the response.
+///
+/// Call [`super::ReplayGuard::check_and_insert`] with `sealed.enc` after this succeeds, before
+/// acting on the body.
+pub fn open_request(
+    keypair: &E2eeKeyPair,
+    signing_address: &Address,
+    sealed: &SealedRequest,
+    aad: &[u8],
+) -> Result<(Vec<u8>, NodeResponseKeys)> {
+    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&sealed.enc)
+        .map_err(|_| Error::MalformedEnvelope("encapsulated key"))?;
+    let mut ctx = hpke::setup_receiver::<Aead, Kdf, Kem>(
+        &OpModeR::Base,
+        keypair.secret(),
+        &enc,
+        &info(signing_address),
+    )
+    // Decapsulation fails only when the DH output is all zeros: a low-order `enc`.
+    .map_err(|_| Error::MalformedEnvelope("encapsulated key is a low-order point"))?;
+    let plaintext = ctx.open(&sealed.ciphertext, aad).map_err(|_| Error::Tampered)?;
+    let keys = export_response_keys(|label, out| ctx.export(label, out))?;
+    Ok((plaintext, NodeResponseKeys::new(keys)))
+}
+
+fn export_response_keys(
+    export: impl Fn(&[u8], &mut [u8]) -> Result<(), hpke::HpkeError>,
+) -> Result<ResponseKeys> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    let mut base_nonce = [0u8; 12];
+    // Exports of 32 and 12 bytes are far below HKDF-SHA256's 255 * 32 byte limit.
+    export(RESPONSE_KEY_LABEL, key.as_mut_slice())
+        .and_then(|()| export(RESPONSE_NONCE_LABEL, &mut base_nonce))
+        .map_err(|_| Error::MalformedEnvelope("HPKE export"))?;
+    Ok(ResponseKeys { key, base_nonce })
+}
+
+#[cfg(test)]
+/// An "RNG" that hands out a fixed 32-byte ikm, which is all DHKEM(X25519) encapsulation draws.
+struct FixedIkm {
+    ikm: [u8; 32],
+    used: usize,
+}
+
+#[cfg(test)]
+impl TryRng for FixedIkm {
+    type Error = Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        // Past the ikm, zeros: a test vector that drew more would visibly change.
+        for byte in dst {
+            *byte = self.ikm.get(self.used).copied().unwrap_or(0);
+            self.used += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl TryCryptoRng for FixedIkm {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn seq(start: u8) -> [u8; 32] {
+        std::array::from_fn(|i| start + i as u8)
+    }
+
+    /// The vectors of `docs/protocol.md` §8. Printed so another implementation can be checked
+    /// against them (`cargo test -p cloister-crypto vectors -- --nocapture`).
+    #[test]
+    fn vectors() {
+        let ikm_r = seq(0x00);
+        let ikm_e = seq(0x20);
+        let address: Address = hex::decode("00112233445566778899aabbccddeeff00112233")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let node = E2eeKeyPair::derive(&ikm_r);
+        let (sealed, client) =
+            seal_request_deterministic(&node.public_key_bytes(), &address, b"hello cloister", b"", &ikm_e)
+                .unwrap();
+        let (body, node_keys) = open_request(&node, &address, &sealed, b"").unwrap();
+        assert_eq!(body, b"hello cloister");
+        let response_key = hex::encode(*client.0.key);
+        let base_nonce = hex::encode(client.0.base_nonce);
+        let mut sealer = node_keys.sealer();
+        let chunk0 = sealer.seal_chunk(b"Hel");
+        let chunk1 = sealer.seal_chunk(b"lo");
+        let end = sealer.finish();
+        assert_eq!(client.open_stream([&chunk0, &chunk1, &end]).unwrap(), b"Hello");
+
+        let got = [
+            ("pkR", hex::encode(node.public_key_bytes())),
+            ("enc", hex::encode(sealed.enc)),
+            ("request ciphertext", hex::encode(&sealed.ciphertext)),
+            ("response key", response_key),
+            ("response base nonce", base_nonce),
+            ("chunk 0", hex::encode(&chunk0)),
+            ("chunk 1", hex::encode(&chunk1)),
+            ("end marker", hex::encode(&end)),
+            ("request base64", sealed.to_base64()),
+        ];
+        for (name, value) in &got {
+            println!("{name}: {value}");
+        }
+        let want = [
+            (
+                "pkR",
+                "b1f1b840de7a3241b02748cf9b05b74dc8c5e8451298738817bd76aa8ebe8c2b",
+            ),
+            (
+                "enc",
+                "693658254630f73ad8da78fb331bf976cd42f90e0e9c9e83f40c51072a6f7417",
+            ),
+            (
+                "request ciphertext",
+                "3d5564eaa80e67a75cd05557d3e319fa70c95fd0ba976f65aeb631130177",
+            ),
+            (
+                "response key",
+                "9e3f1aab81ab135bdf32eb0c2569c672f7c6f7a5b64c092655c832c1b5f5a114",
+            ),
+            ("response base nonce", "8c54aa543e399026fac15a08"),
+            ("chunk 0", "ec3a6cf12e62f10ad22c72ddecc4ed5c5b8311"),
+            ("chunk 1", "5a7b834dccd1e442827f3e3f476075915c97"),
+            ("end marker", "b5658024ca907a3e4c9add068f503321"),
+            (
+                "request base64",
+                "aTZYJUYw9zrY2nj7Mxv5ds1C+Q4OnJ6D9AxRBypvdBc9VWTqqA5np1zQVVfT4xn6cMlf0LqXb2WutjETAXc=",
+            ),
+        ];
+        for ((name, value), (want_name, want_value)) in got.iter().zip(want) {
+            assert_eq!(
+                (name.to_string(), value.as_str()),
+                (want_name.to_string(), want_value)
+            );
+        }
+    }
+}

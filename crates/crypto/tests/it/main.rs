@@ -1,0 +1,5 @@
+//! Integration tests for `cloister-crypto`.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod e2ee;
