@@ -396,26 +396,7 @@ fn every_gpu_and_report_case() {
             }
             "teep-nearcloud-20260424-report" => {
                 let r = corpus::json(&dir, case["files"][0].as_str().unwrap());
-                let g = binding(
-                    &mut bad,
-                    &dir,
-                    "gateway",
-                    &r["gateway_attestation"],
-                    &want["gateway_tdx_binding"],
-                    client,
-                    (NEARCLOUD_B0, 1_776_996_365),
-                );
-                let m = &r["model_attestations"][0];
-                let s = binding(
-                    &mut bad,
-                    &dir,
-                    "model",
-                    m,
-                    &want["model_tdx_binding"],
-                    client,
-                    (NEARCLOUD_90, 1_776_996_364),
-                );
-                payload_gpus(&mut bad, m, want, client, 1_776_996_364);
+                let (g, s) = nearcloud_gateway_and_model(&mut bad, &dir, &r, want, client);
                 nras_tokens(&mut bad, &dir, &NEARCLOUD, &want["nras"]);
                 // ACCEPT only if OutOfDate is tolerated: the gateway is OutOfDate.
                 if g.as_deref() != Some("OutOfDate") || s.as_deref() != Some("UpToDate") {
@@ -425,26 +406,7 @@ fn every_gpu_and_report_case() {
             }
             "nearai-fixture-report" => {
                 let r = corpus::json(&dir, case["files"][0].as_str().unwrap());
-                let g = binding(
-                    &mut bad,
-                    &dir,
-                    "gateway",
-                    &r["gateway_attestation"],
-                    &want["gateway_tdx_binding"],
-                    client,
-                    (NEARCLOUD_B0, 1_776_996_365),
-                );
-                let m = &r["model_attestations"][0];
-                let s = binding(
-                    &mut bad,
-                    &dir,
-                    "model",
-                    m,
-                    &want["model_tdx_binding"],
-                    client,
-                    (NEARCLOUD_90, 1_776_996_364),
-                );
-                payload_gpus(&mut bad, m, want, client, 1_776_996_364);
+                let (g, s) = nearcloud_gateway_and_model(&mut bad, &dir, &r, want, client);
                 format!("ECDSA binding, gateway {g:?}, model {s:?}, 8 GPUs")
             }
             "dstack-nvattest-output-h100" => nvattest_output(&mut bad, &dir, want),
@@ -465,4 +427,36 @@ fn every_gpu_and_report_case() {
     }
     assert_eq!(seen.len(), 7, "{seen:?}");
     assert!(failures.is_empty(), "mismatches:\n{}", failures.join("\n"));
+}
+
+/// A NEAR AI cloud answer (gateway + model[0], captured 2026-04-24): both TDX bindings at their
+/// collateral's time, and the model's GPU payload. Returns the gateway's and the model's TCB status.
+fn nearcloud_gateway_and_model(
+    bad: &mut Vec<String>,
+    dir: &Path,
+    r: &Value,
+    want: &Value,
+    client: &str,
+) -> (Option<String>, Option<String>) {
+    let g = binding(
+        bad,
+        dir,
+        "gateway",
+        &r["gateway_attestation"],
+        &want["gateway_tdx_binding"],
+        client,
+        (NEARCLOUD_B0, 1_776_996_365),
+    );
+    let m = &r["model_attestations"][0];
+    let s = binding(
+        bad,
+        dir,
+        "model",
+        m,
+        &want["model_tdx_binding"],
+        client,
+        (NEARCLOUD_90, 1_776_996_364),
+    );
+    payload_gpus(bad, m, want, client, 1_776_996_364);
+    (g, s)
 }

@@ -11,7 +11,7 @@ use cloister_node::NodeConfig;
 use cloister_types::{AttestationReport, ReportData};
 use serde_json::{Value, json};
 
-use crate::common::{TestNode, address, chat_body, engine, nonce, signer};
+use crate::common::{TestNode, address, chat_body, engine, get_json, nonce, signer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_answer_is_signed_by_the_attested_key() {
@@ -59,14 +59,11 @@ async fn plain_answer_is_signed_by_the_attested_key() {
 
     // 2. A fresh report binds that address and our nonce.
     let n = nonce();
-    let report: AttestationReport = http
-        .get(node.url(&format!("/v1/attestation/report?nonce={}", n.to_hex())))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: AttestationReport = get_json(
+        &http,
+        node.url(&format!("/v1/attestation/report?nonce={}", n.to_hex())),
+    )
+    .await;
     assert_eq!(report.request_nonce, n.to_hex());
     assert_eq!(report.signing_algo, "ecdsa");
     assert_eq!(report.tee, Some(cloister_types::TeeKind::Simulated));
@@ -102,14 +99,7 @@ async fn plain_answer_is_signed_by_the_attested_key() {
     assert!(!verify_report(&report, &nonce(), None, now, &Policy::dev_allow_simulated()).passed());
 
     // 4. /v1/signature/{id} serves the same record.
-    let record: Value = http
-        .get(node.url(&format!("/v1/signature/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let record: Value = get_json(&http, node.url(&format!("/v1/signature/{id}"))).await;
     assert_eq!(record["id"], id.as_str());
     assert_eq!(record["signature"], signature.as_str());
     assert_eq!(record["signing_address"], header_address.as_str());

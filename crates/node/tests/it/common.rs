@@ -251,3 +251,13 @@ pub fn assert_openai_error(body: &[u8], code: &str) -> String {
 pub fn nonce() -> cloister_types::Nonce {
     cloister_types::Nonce(rand::random())
 }
+
+/// GET `url` and parse the body as JSON (panics on any failure: test helper).
+pub async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: String) -> T {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// GET `url` and return the body text (panics on any failure: test helper).
+pub async fn get_text(http: &reqwest::Client, url: String) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}

@@ -11,7 +11,9 @@ use http_body_util::BodyExt as _;
 use serde_json::json;
 use tower::ServiceExt as _;
 
-use crate::common::{TestNode, assert_openai_error, chat_body, engine, get, oneshot, post_json, state};
+use crate::common::{
+    TestNode, assert_openai_error, chat_body, engine, get, get_json, get_text, oneshot, post_json, state,
+};
 
 const BODY_LIMIT: usize = 4096;
 
@@ -100,14 +102,7 @@ async fn bad_input_gets_openai_errors_and_the_node_keeps_serving() {
     // After all that, a good request is served.
     let (status, body) = post(chat_body(&model, "Say hi.", false, json!({}))).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let metrics = http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, node.url("/metrics")).await;
     assert!(
         metrics.contains("cloister_engine_errors_total{kind=\"unknown_model\"} 2"),
         "{metrics}"
@@ -182,25 +177,11 @@ async fn upstream_down_is_502_and_the_node_keeps_serving() {
 
     let health = http.get(node.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let models: serde_json::Value = http
-        .get(node.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: serde_json::Value = get_json(&http, node.url("/v1/models")).await;
     assert_eq!(models["data"][0]["id"], "ghost");
     let report = http.get(node.url("/v1/attestation/report")).send().await.unwrap();
     assert_eq!(report.status(), 200);
-    let metrics = http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, node.url("/metrics")).await;
     assert!(
         metrics.contains("cloister_engine_errors_total{kind=\"upstream_unavailable\"} 2"),
         "{metrics}"

@@ -7,7 +7,7 @@ use cloister_node::NodeConfig;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::common::{SseAnswer, TestNode, address, chat_body, engine, signer, split_sse};
+use crate::common::{SseAnswer, TestNode, address, chat_body, engine, get_text, signer, split_sse};
 
 /// Sends a stream request; returns the answer, the number of body frames read, and the headers.
 pub async fn stream_chat(node: &TestNode, request: &[u8]) -> (SseAnswer, usize, reqwest::header::HeaderMap) {
@@ -184,14 +184,7 @@ async fn client_going_away_frees_its_slot() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200, "slot released after the client left");
-    let metrics = http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http, node.url("/metrics")).await;
     assert!(metrics.contains("cloister_requests_in_flight 0"), "{metrics}");
     // The stream was cut, not finished: no signature, no completed-request duration.
     assert!(

@@ -9,7 +9,7 @@ use cloister_engine::upstream::{UpstreamConfig, UpstreamEngine};
 use cloister_node::NodeConfig;
 use serde_json::{Value, json};
 
-use crate::common::{TestNode, address, chat_body, engine, signer};
+use crate::common::{TestNode, address, chat_body, engine, get_json, signer};
 use crate::stream::{check_signed_stream, stream_chat};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,14 +30,7 @@ async fn front_node_signs_what_it_sends() {
     assert_ne!(a_addr, b_addr);
     let http = reqwest::Client::new();
 
-    let models: Value = http
-        .get(node_b.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&http, node_b.url("/v1/models")).await;
     assert_eq!(models["data"][0]["id"], model.as_str());
 
     // Plain.
