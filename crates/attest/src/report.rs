@@ -34,6 +34,26 @@ pub mod names {
     pub const EVENT_LOG_PREFIX: &str = "event log: ";
     /// Prefix of the quote checks inside a report verdict.
     pub const QUOTE_PREFIX: &str = "quote: ";
+    /// `key_binding` recovers to the attested signing address and names `hpke_public_key`.
+    pub const KEY_BINDING: &str = "key_binding signed by the attested signer";
+    /// `key_binding.expires_at` is in the future.
+    pub const KEY_BINDING_FRESH: &str = "key_binding not expired";
+}
+
+/// The E2EE key a verified report binds (see docs/protocol.md §8).
+#[derive(Clone, Debug, Serialize)]
+pub struct BoundE2eeKey {
+    /// The node's X25519 HPKE public key.
+    #[serde(serialize_with = "hex_ser")]
+    pub public_key: [u8; 32],
+    /// The models the binding names.
+    pub models: Vec<cloister_types::e2ee::BoundModel>,
+    /// Unix seconds after which the binding must be fetched again.
+    pub expires_at: u64,
+}
+
+fn hex_ser<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(v))
 }
 
 /// The result of [`verify_report`].
@@ -53,6 +73,9 @@ pub struct ReportVerdict {
     pub app: Option<crate::eventlog::DstackApp>,
     /// The registry's measurement digest of the quote (hex, see docs/protocol.md §7), when it parsed.
     pub measurement_digest: Option<String>,
+    /// The HPKE key, when the report offers one and its key binding checks passed. Trust it only
+    /// when [`ReportVerdict::passed`] is true.
+    pub e2ee: Option<BoundE2eeKey>,
 }
 
 impl ReportVerdict {
@@ -187,6 +210,7 @@ pub fn verify_report(
         &mut checks,
     );
 
+    let e2ee = key_binding_checks(report, bound_address, now_unix, &mut checks);
     let app = event_log_checks(report, quote.quote.as_ref(), &mut checks);
     let measurement_digest = quote
         .quote
@@ -201,7 +225,96 @@ pub fn verify_report(
         tee: report.tee,
         app,
         measurement_digest,
+        e2ee,
     }
+}
+
+/// Checks `hpke_public_key` + `key_binding`: the binding must recover to the address the quote
+/// binds, and must not have expired. A report without an HPKE key offers no E2EE (skipped).
+fn key_binding_checks(
+    report: &AttestationReport,
+    bound_address: Option<[u8; 20]>,
+    now_unix: u64,
+    checks: &mut Vec<Check>,
+) -> Option<BoundE2eeKey> {
+    let Some(pk_hex) = report.hpke_public_key.as_deref() else {
+        checks.push(Check::skip(names::KEY_BINDING, "the report offers no HPKE key"));
+        return None;
+    };
+    let public_key: [u8; 32] = match hex::decode(pk_hex.trim_start_matches("0x")) {
+        Ok(b) => match b.try_into() {
+            Ok(k) => k,
+            Err(_) => {
+                checks.push(Check::fail(names::KEY_BINDING, "hpke_public_key is not 32 bytes"));
+                return None;
+            }
+        },
+        Err(_) => {
+            checks.push(Check::fail(names::KEY_BINDING, "hpke_public_key is not hex"));
+            return None;
+        }
+    };
+    let Some(binding) = report.key_binding.as_ref() else {
+        checks.push(Check::fail(
+            names::KEY_BINDING,
+            "hpke_public_key without a key_binding",
+        ));
+        return None;
+    };
+    let text = cloister_types::e2ee::key_binding_text(&public_key, &binding.models, binding.expires_at);
+    let recovered = cloister_crypto::parse_signature(&binding.signature)
+        .and_then(|sig| cloister_crypto::recover_personal(text.as_bytes(), &sig));
+    let ok = match (recovered, bound_address) {
+        (Ok(signer), Some(addr)) if signer == addr => {
+            checks.push(Check::pass(
+                names::KEY_BINDING,
+                format!(
+                    "hpke key {}… bound by {}",
+                    &pk_hex[..pk_hex.len().min(16)],
+                    cloister_crypto::format_address(&addr)
+                ),
+            ));
+            true
+        }
+        (Ok(signer), Some(addr)) => {
+            checks.push(Check::fail(
+                names::KEY_BINDING,
+                format!(
+                    "signed by {}, but the quote binds {}",
+                    cloister_crypto::format_address(&signer),
+                    cloister_crypto::format_address(&addr)
+                ),
+            ));
+            false
+        }
+        (Ok(_), None) => {
+            checks.push(Check::fail(
+                names::KEY_BINDING,
+                "no attested signer to check it against",
+            ));
+            false
+        }
+        (Err(e), _) => {
+            checks.push(Check::fail(names::KEY_BINDING, format!("bad signature: {e}")));
+            false
+        }
+    };
+    checks.push(if binding.expires_at > now_unix {
+        Check::pass(
+            names::KEY_BINDING_FRESH,
+            format!("expires at {}", binding.expires_at),
+        )
+    } else {
+        Check::fail(
+            names::KEY_BINDING_FRESH,
+            format!("expired at {}, now {now_unix}", binding.expires_at),
+        )
+    });
+    (ok && binding.expires_at > now_unix).then(|| BoundE2eeKey {
+        public_key,
+        models: binding.models.clone(),
+        expires_at: binding.expires_at,
+    })
 }
 
 /// Whether the report's `event_log` holds anything (a non-empty list, or a string that is not `[]`).

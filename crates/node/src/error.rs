@@ -64,9 +64,56 @@ pub enum ApiError {
     /// The attester could not produce evidence.
     #[error("attestation: {0}")]
     Attestation(#[source] cloister_attest::Error),
+    /// A sealed (E2EE) request was refused before its body was read.
+    #[error("E2EE request refused: {0}")]
+    E2ee(#[from] E2eeRefusal),
     /// A bug or an impossible state (serialisation of our own types failed, ...).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a sealed request was refused (`docs/protocol.md` §8). These answers are never sealed: the
+/// node could not (or must not) open the request, so there are no response keys.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum E2eeRefusal {
+    /// Missing or bad E2EE headers, or a body that is not an envelope.
+    #[error("malformed: {0}")]
+    Malformed(&'static str),
+    /// The envelope did not open: tampered ciphertext, sealed to another key or signer, or bound
+    /// to another method, path, time or model.
+    #[error("envelope did not open (tampered, another key, or another AAD)")]
+    OpenFailed,
+    /// This envelope's encapsulated key was already accepted.
+    #[error("replayed envelope")]
+    Replayed,
+    /// The replay cache is full of unexpired entries.
+    #[error("replay cache full")]
+    ReplayCacheFull,
+    /// The timestamp is further from the node's clock than the allowed skew.
+    #[error("timestamp {timestamp} is {skew} s from the node's clock")]
+    Stale {
+        /// The request's timestamp.
+        timestamp: u64,
+        /// Its distance from now, in seconds.
+        skew: u64,
+    },
+    /// The sealed body names another model than the `x-cloister-model` header.
+    #[error("body model differs from the x-cloister-model header")]
+    ModelMismatch,
+}
+
+impl E2eeRefusal {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "e2ee_malformed",
+            Self::OpenFailed => "e2ee_open_failed",
+            Self::Replayed => "e2ee_replayed",
+            Self::ReplayCacheFull => "e2ee_busy",
+            Self::Stale { .. } => "e2ee_stale",
+            Self::ModelMismatch => "e2ee_model_mismatch",
+        }
+    }
 }
 
 /// Result alias for handlers.
@@ -133,6 +180,8 @@ impl ApiError {
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Attestation(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::E2ee(E2eeRefusal::ReplayCacheFull) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::E2ee(_) => StatusCode::BAD_REQUEST,
             Self::Engine(e) => match e {
                 E::UnknownModel(_) => StatusCode::NOT_FOUND,
                 E::InvalidRequest(_) | E::ContextOverflow { .. } => StatusCode::BAD_REQUEST,
@@ -239,6 +288,16 @@ impl ApiError {
                 "internal_error",
                 None,
                 "Internal server error.".into(),
+            ),
+            Self::E2ee(refusal) => (
+                if matches!(refusal, E2eeRefusal::ReplayCacheFull) {
+                    "server_error"
+                } else {
+                    "invalid_request_error"
+                },
+                refusal.code(),
+                None,
+                format!("Encrypted request refused: {refusal}."),
             ),
             Self::Engine(e) => match e {
                 E::UnknownModel(model) => (

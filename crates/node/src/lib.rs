@@ -46,7 +46,7 @@ use cloister_attest::collect::Attester;
 use cloister_crypto::EnclaveKey;
 
 pub use config::NodeConfig;
-pub use error::{ApiError, Result};
+pub use error::{ApiError, E2eeRefusal, Result};
 pub use state::AppState;
 
 /// Response header with the signature (`0x` r‖s‖v) of a plain (non-stream) completion.

@@ -24,6 +24,7 @@ pub(crate) struct Metrics {
     tokens: Mutex<BTreeMap<(String, &'static str), u64>>,
     engine_errors: Mutex<BTreeMap<&'static str, u64>>,
     in_flight: AtomicI64,
+    e2ee_requests: AtomicU64,
     duration: Histogram,
 }
 
@@ -70,6 +71,11 @@ impl Metrics {
     /// One chat request accepted for `model` (a served id, or `other`).
     pub(crate) fn chat_request(&self, model: &str, stream: bool) {
         bump(&self.chat_requests, (model.to_owned(), stream), 1);
+    }
+
+    /// One sealed (E2EE) request opened.
+    pub(crate) fn e2ee_request(&self) {
+        self.e2ee_requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Tokens used by one completion.
@@ -177,6 +183,16 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP cloister_signature_cache_entries Signatures held for /v1/signature."
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cloister_e2ee_requests_total Sealed (E2EE) requests opened."
+        );
+        let _ = writeln!(out, "# TYPE cloister_e2ee_requests_total counter");
+        let _ = writeln!(
+            out,
+            "cloister_e2ee_requests_total {}",
+            self.e2ee_requests.load(Ordering::Relaxed)
         );
         let _ = writeln!(out, "# TYPE cloister_signature_cache_entries gauge");
         let _ = writeln!(out, "cloister_signature_cache_entries {signature_cache_entries}");

@@ -6,6 +6,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use cloister_attest::collect::Attester;
 use cloister_crypto::EnclaveKey;
+use cloister_crypto::e2ee::{E2eeKeyPair, ENC_LEN, ReplayGuard};
 use cloister_engine::Engine;
 use cloister_types::SignatureRecord;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -13,6 +14,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::sigcache::SignatureCache;
+
+/// How long an accepted envelope is remembered: longer than the whole window in which its
+/// timestamp is accepted (± `MAX_CLOCK_SKEW_SECS`), so a replay is caught for as long as it could
+/// pass the time check.
+const REPLAY_TTL: std::time::Duration =
+    std::time::Duration::from_secs(2 * cloister_types::e2ee::MAX_CLOCK_SKEW_SECS + 60);
+/// Most envelopes remembered; past it sealed requests get 503 rather than risk a replay.
+const REPLAY_CAPACITY: usize = 200_000;
 
 /// The node's shared state: engine, attester, signing key, limits, signatures and metrics.
 ///
@@ -22,6 +31,8 @@ pub struct AppState {
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) attester: Arc<dyn Attester>,
     pub(crate) key: Arc<EnclaveKey>,
+    /// The E2EE (HPKE X25519) key; its public half is bound into the report by `key`.
+    pub(crate) e2ee: Arc<E2eeKeyPair>,
     pub(crate) config: Arc<NodeConfig>,
     pub(crate) shared: Arc<Shared>,
 }
@@ -29,6 +40,8 @@ pub struct AppState {
 /// Mutable parts behind one `Arc`.
 pub(crate) struct Shared {
     pub(crate) signatures: Mutex<SignatureCache>,
+    /// Encapsulated keys of sealed requests already accepted.
+    replay: Mutex<ReplayGuard>,
     pub(crate) metrics: Metrics,
     admission: Arc<Semaphore>,
     /// Unix seconds at start (the `created` of `/v1/models` entries).
@@ -54,6 +67,7 @@ impl AppState {
                 config.signature_ttl,
                 config.signature_cache_max,
             )),
+            replay: Mutex::new(ReplayGuard::new(REPLAY_TTL, REPLAY_CAPACITY)),
             metrics: Metrics::default(),
             admission: Arc::new(Semaphore::new(
                 config.max_concurrent_requests.min(Semaphore::MAX_PERMITS),
@@ -65,6 +79,7 @@ impl AppState {
             engine,
             attester,
             key,
+            e2ee: Arc::new(E2eeKeyPair::generate()),
             config: Arc::new(config),
             shared: Arc::new(shared),
         }
@@ -111,6 +126,21 @@ impl AppState {
     /// The signature record under `id`, if still held.
     pub(crate) fn signature(&self, id: &str) -> Option<SignatureRecord> {
         self.signatures().get(id, Instant::now())
+    }
+
+    /// The X25519 public key clients seal requests to.
+    pub fn e2ee_public_key(&self) -> [u8; 32] {
+        self.e2ee.public_key_bytes()
+    }
+
+    /// Records a sealed request's encapsulated key; refuses one already seen.
+    pub(crate) fn check_replay(&self, enc: &[u8; ENC_LEN]) -> Result<(), crate::error::E2eeRefusal> {
+        use crate::error::E2eeRefusal;
+        let mut guard = self.shared.replay.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.check_and_insert(enc).map_err(|e| match e {
+            cloister_crypto::Error::ReplayCacheFull => E2eeRefusal::ReplayCacheFull,
+            _ => E2eeRefusal::Replayed,
+        })
     }
 
     /// Number of signatures held.

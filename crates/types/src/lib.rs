@@ -12,6 +12,7 @@
 //! assert_eq!(signature_text(b"req", b"resp").len(), 64 + 1 + 64);
 //! ```
 
+pub mod e2ee;
 mod error;
 pub mod openai;
 mod report;

@@ -160,7 +160,7 @@ pub struct AttestationReport {
     pub hpke_public_key: Option<String>,
     /// EIP-191 signature by the signing key over the HPKE key, models and expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_binding: Option<String>,
+    pub key_binding: Option<crate::e2ee::KeyBinding>,
 }
 
 /// Parses a `0x`-prefixed (or bare) 20-byte hex address.

@@ -7,11 +7,22 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use cloister_types::e2ee::{BoundModel, KeyBinding, key_binding_text};
 use cloister_types::{AttestationReport, Nonce, ReportData, parse_address};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
+
+/// How long a key binding is valid; a client fetches a fresh report after that.
+const KEY_BINDING_VALIDITY_SECS: u64 = 3600;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 use crate::state::AppState;
 
 /// Query parameters (the vllm-proxy names).
@@ -63,12 +74,27 @@ pub(super) async fn report(
         Value::Null => Map::new(),
         other => Map::from_iter([("tee_info".to_owned(), other)]),
     };
-    let models: Vec<Value> = state
-        .engine
-        .models()
-        .into_iter()
+    let served = state.engine.models();
+    let models: Vec<Value> = served
+        .iter()
         .map(|m| json!({ "id": m.id, "sha256": m.sha256 }))
         .collect();
+    let bound: Vec<BoundModel> = served
+        .into_iter()
+        .map(|m| BoundModel {
+            id: m.id,
+            sha256: m.sha256,
+        })
+        .collect();
+    let hpke_public_key = state.e2ee_public_key();
+    let expires_at = unix_now().saturating_add(KEY_BINDING_VALIDITY_SECS);
+    let key_binding = KeyBinding {
+        signature: state
+            .key
+            .sign_personal_hex(key_binding_text(&hpke_public_key, &bound, expires_at).as_bytes()),
+        models: bound,
+        expires_at,
+    };
     info.insert("models".to_owned(), Value::Array(models));
     info.insert("node_version".to_owned(), Value::from(env!("CARGO_PKG_VERSION")));
     info.insert("tee".to_owned(), Value::from(tee.to_string()));
@@ -83,7 +109,7 @@ pub(super) async fn report(
         event_log: evidence.event_log,
         info: Value::Object(info),
         tee: Some(tee),
-        hpke_public_key: None,
-        key_binding: None,
+        hpke_public_key: Some(hex::encode(hpke_public_key)),
+        key_binding: Some(key_binding),
     }))
 }

@@ -11,12 +11,13 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
 use cloister_types::openai::ChatCompletionRequest;
 use cloister_types::{sha256_hex, signature_text};
 use futures::StreamExt as _;
 
+use super::e2ee;
 use super::sse::SseStream;
 use crate::error::{ApiError, engine_error_kind};
 use crate::state::AppState;
@@ -32,14 +33,31 @@ pub(super) struct Exchange {
     pub(super) started: Instant,
 }
 
-/// The handler.
+/// The handler. A sealed request (`x-cloister-e2ee`) is opened first and its answer sealed on the
+/// way out (see `super::e2ee`); everything in between runs on the plaintext.
 pub(super) async fn chat_completions(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let raw = body.map_err(|rejection| body_error(&state, &rejection))?;
-    let req: ChatCompletionRequest = serde_json::from_slice(&raw).map_err(|e| ApiError::from_json(&e))?;
+    if !e2ee::is_sealed(&headers) {
+        return chat(state, &raw, started).await;
+    }
+    let (plaintext, keys) = e2ee::open(&state, &headers, &raw)?;
+    let response = match chat(state, &plaintext, started).await {
+        Ok(response) => response,
+        Err(err) => {
+            err.log();
+            err.into_response()
+        }
+    };
+    Ok(e2ee::seal(response, keys).await)
+}
+
+async fn chat(state: AppState, raw: &[u8], started: Instant) -> Result<Response, ApiError> {
+    let req: ChatCompletionRequest = serde_json::from_slice(raw).map_err(|e| ApiError::from_json(&e))?;
     let model = state.model_label(&req.model);
     state.metrics().chat_request(&model, req.stream);
     let exchange = Exchange {
@@ -48,9 +66,9 @@ pub(super) async fn chat_completions(
         started,
     };
     if req.stream {
-        stream(state, &raw, req, exchange).await
+        stream(state, raw, req, exchange).await
     } else {
-        complete(state, &raw, req, exchange).await
+        complete(state, raw, req, exchange).await
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod attestation;
 mod chat;
+mod e2ee;
 mod health;
 mod metrics;
 mod models;

@@ -10,6 +10,7 @@
 mod chat;
 mod common;
 mod concurrency;
+mod e2ee;
 mod errors;
 mod limits;
 mod ops;
