@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# All tests: format, lints, and every crate's tests with the real model and the attestation corpus
+# All tests: the contracts (recompile reproduces contracts/out, forge unit/fuzz/invariant/gas tests),
+# format, lints, and every crate's tests with the real model, a real anvil and the attestation corpus
 # (../shared/testdata/attestation; tests that need it skip with a message where it is absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+echo "test: contracts (reproducible out/, forge test)"
+bash contracts/check.sh
 echo "test: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test: cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "test: cargo test"
-CLOISTER_REQUIRE_MODEL=1 CLOISTER_TEST_MODEL="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf" \
+CLOISTER_REQUIRE_MODEL=1 CLOISTER_REQUIRE_ANVIL=1 CLOISTER_TEST_MODEL="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf" \
   cargo test --locked --workspace
