@@ -30,6 +30,9 @@ pub(crate) enum BenchCommand {
     Engine(EngineArgs),
     /// Quote verification through Cloister's layer against dcap-qvl called directly.
     Quote(crate::bench_quote::QuoteArgs),
+    /// E2EE cost: crypto per request and per stream chunk, and the latency the sealed path and the
+    /// proxy add, against the unencrypted path in the same run.
+    E2ee(crate::bench_e2ee::E2eeArgs),
 }
 
 /// `cloister bench overhead`.
@@ -78,15 +81,16 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Overhead(args) => overhead(args).await,
         BenchCommand::Engine(args) => engine(args).await,
         BenchCommand::Quote(args) => crate::bench_quote::quote(args),
+        BenchCommand::E2ee(args) => crate::bench_e2ee::e2ee(args).await,
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // overhead
 
-const REFERENCE_ANSWER: &str = r#"{"id":"chatcmpl-ref","object":"chat.completion","created":1700000000,"model":"ref-model","choices":[{"index":0,"message":{"role":"assistant","content":"The sky is blue because air scatters short wavelengths of sunlight more than long ones."},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":17,"total_tokens":41}}"#;
+pub(crate) const REFERENCE_ANSWER: &str = r#"{"id":"chatcmpl-ref","object":"chat.completion","created":1700000000,"model":"ref-model","choices":[{"index":0,"message":{"role":"assistant","content":"The sky is blue because air scatters short wavelengths of sunlight more than long ones."},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":17,"total_tokens":41}}"#;
 
-fn reference_stream() -> String {
+pub(crate) fn reference_stream() -> String {
     let words = [
         "The",
         " sky",
@@ -114,7 +118,7 @@ fn reference_stream() -> String {
 
 /// A minimal OpenAI-compatible upstream on loopback that answers instantly: the fastest possible
 /// upstream, so the comparison isolates what the node itself adds.
-async fn start_reference_upstream() -> anyhow::Result<SocketAddr> {
+pub(crate) async fn start_reference_upstream() -> anyhow::Result<SocketAddr> {
     let stream_body = Bytes::from(reference_stream());
     let app = Router::new()
         .route(
@@ -155,7 +159,7 @@ struct RoundStats {
     p99_ms: f64,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -209,7 +213,7 @@ async fn load_round(
     })
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }

@@ -1,13 +1,22 @@
-//! `cloister chat <url> "prompt"`: verify the node, ask, verify the signed answer.
+//! `cloister chat <url> "prompt"`: verify the node, seal the prompt to its attested E2EE key, ask,
+//! open and verify the signed answer.
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
-use cloister_types::openai::{ChatCompletionRequest, ChatMessage, ModelList};
+use cloister_client::{E2eeMode, NodeClient, RequestOptions, StreamEvent, VerifiedNode};
+use cloister_types::SignatureRecord;
+use cloister_types::openai::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, ModelList, Usage,
+};
+use futures::StreamExt;
+use serde::Serialize;
 
-use crate::proof::{ChatProof, NodeProof, VerifyOpts, chat_with_proof, http_client, node_base, verify_node};
+use crate::proof::{VerifyOpts, http_client, node_base, node_client};
 
 /// `cloister chat`.
 #[derive(Debug, Args)]
@@ -34,6 +43,9 @@ pub(crate) struct ChatArgs {
     /// Ask for a streamed answer (the signature then comes as the last SSE event).
     #[arg(long)]
     pub stream: bool,
+    /// Send the prompt in the clear instead of sealing it to the node's attested E2EE key.
+    #[arg(long)]
+    pub no_e2ee: bool,
     #[command(flatten)]
     pub verify: VerifyOpts,
     /// Print JSON instead of text.
@@ -93,35 +105,100 @@ pub(crate) fn request_bytes(
     Ok(Bytes::from(serde_json::to_vec(&req)?))
 }
 
+/// The outcome of one verified chat exchange (the client refuses anything that does not verify).
+#[derive(Debug, Serialize)]
+pub(crate) struct ChatProof {
+    pub answer: String,
+    pub id: String,
+    pub record: SignatureRecord,
+    /// The address the signature recovers to: the attested signer.
+    pub recovered_signer: String,
+    /// Request and answer were sealed to the node's attested E2EE key.
+    pub sealed: bool,
+    pub usage: Option<Usage>,
+}
+
+/// Sends `body` through `client` (sealed unless its policy says otherwise), reads the whole
+/// answer and returns it with its checked signature.
+pub(crate) async fn ask(client: &NodeClient, body: Bytes, stream: bool) -> anyhow::Result<ChatProof> {
+    let refused = |e: cloister_client::Error| anyhow!("refused [{}]: {e}", e.code());
+    let opts = RequestOptions::default();
+    if !stream {
+        let r = client.chat(body, &opts).await.map_err(refused)?;
+        let completion: ChatCompletion =
+            serde_json::from_slice(&r.body).context("the answer is not a chat completion")?;
+        return Ok(ChatProof {
+            answer: completion
+                .choices
+                .first()
+                .map(|c| c.message.text_content())
+                .unwrap_or_default(),
+            id: r.signature_id.unwrap_or(completion.id),
+            recovered_signer: r.node.signer_hex.clone(),
+            record: r.signature,
+            sealed: r.sealed,
+            usage: completion.usage,
+        });
+    }
+    let mut s = client.chat_stream(body, &opts).await.map_err(refused)?;
+    let sealed = s.sealed;
+    let (mut answer, mut id, mut usage) = (String::new(), String::new(), None);
+    while let Some(item) = s.next().await {
+        match item.map_err(refused)? {
+            StreamEvent::Data(event) => {
+                let text = String::from_utf8_lossy(&event);
+                let Some(data) = text.trim().strip_prefix("data:") else {
+                    continue;
+                };
+                let chunk: ChatCompletionChunk =
+                    serde_json::from_str(data.trim()).with_context(|| format!("bad stream chunk: {data}"))?;
+                id.clone_from(&chunk.id);
+                usage = chunk.usage.or(usage);
+                for choice in &chunk.choices {
+                    if let Some(text) = &choice.delta.content {
+                        answer.push_str(text);
+                    }
+                }
+            }
+            StreamEvent::Done(proof) => {
+                return Ok(ChatProof {
+                    answer,
+                    id,
+                    recovered_signer: proof.node.signer_hex.clone(),
+                    record: proof.signature,
+                    sealed,
+                    usage,
+                });
+            }
+        }
+    }
+    bail!("the answer stream ended without its proof")
+}
+
 /// Prints the verification summary shared by `chat` and `demo`.
-pub(crate) fn print_summary(node: &NodeProof, chat: &ChatProof) {
-    let tee = node
-        .report
-        .tee
-        .map(|t| t.to_string())
-        .unwrap_or_else(|| "(not stated)".into());
-    let quote = &node.verdict.quote;
-    let quote_verdict = match (&quote.error, quote.passed()) {
-        (Some(e), _) => format!("REFUSED ({e})"),
-        (None, true) => format!("verified, TCB {}", quote.tcb_status.as_deref().unwrap_or("-")),
-        (None, false) => format!("REFUSED, TCB {}", quote.tcb_status.as_deref().unwrap_or("-")),
-    };
+pub(crate) fn print_summary(node: &VerifiedNode, chat: &ChatProof) {
+    let quote = &node.proof.verdict.quote;
+    let quote_verdict = format!("verified, TCB {}", quote.tcb_status.as_deref().unwrap_or("-"));
     println!("--- verification -------------------------------------------------");
-    println!("signer            {}", node.report.signing_address);
-    println!("TEE               {tee}");
+    println!("signer            {}", node.proof.report.signing_address);
+    println!("TEE               {}", node.tee_name());
     println!("quote             {quote_verdict}");
     println!(
-        "attestation       {}",
-        if node.passed { "verified" } else { "NOT VERIFIED" }
+        "measurement       {}",
+        node.measurement.as_deref().unwrap_or("(unreadable)")
+    );
+    println!("attestation       verified");
+    println!(
+        "e2ee              {}",
+        if chat.sealed {
+            "prompt and answer sealed to the attested key (HPKE X25519/ChaCha20-Poly1305)"
+        } else {
+            "OFF (--no-e2ee): prompt and answer crossed the network in the clear"
+        }
     );
     println!(
-        "signature         {} (recovered {})",
-        if chat.signature_valid {
-            "valid, from the attested signer"
-        } else {
-            "INVALID"
-        },
-        chat.recovered_signer.as_deref().unwrap_or("nothing")
+        "signature         valid, from the attested signer (recovered {})",
+        chat.recovered_signer
     );
     println!("signed text       {}", chat.record.text);
     println!("signature id      {}", chat.id);
@@ -133,14 +210,47 @@ pub(crate) fn print_summary(node: &NodeProof, chat: &ChatProof) {
     }
 }
 
-pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
-    let client = http_client()?;
-    let node = verify_node(&client, &args.url, &args.verify).await?;
-    if !node.passed {
-        eprint!("{}", crate::table::render_checks(&node.verdict.checks));
-        bail!("the node's attestation did not verify; not sending the prompt");
+/// Verifies the node at `url` (printing every check when it is refused) and returns its client
+/// and verdict.
+pub(crate) async fn verified_node(
+    http: &reqwest::Client,
+    url: &str,
+    opts: &VerifyOpts,
+    e2ee: E2eeMode,
+) -> anyhow::Result<(NodeClient, Arc<VerifiedNode>)> {
+    let client = node_client(http, url, opts, e2ee)?;
+    let mut proof = client.fetch_proof(opts.nonce()?).await?;
+    if opts.nras {
+        let mut proofs = vec![proof];
+        proofs = crate::proof::add_nras(proofs, opts).await;
+        let Some(p) = proofs.pop() else {
+            bail!("no report");
+        };
+        proof = p;
+        if !proof.passed {
+            eprint!("{}", crate::table::render_checks(&proof.verdict.checks));
+            bail!("the node's GPU attestation (NRAS) did not verify; not sending the prompt");
+        }
     }
-    let model = pick_model(&client, &args.url, args.model.clone()).await?;
+    let checks = proof.verdict.checks.clone();
+    match client.adopt(proof).await {
+        Ok(node) => Ok((client, node)),
+        Err(e) => {
+            eprint!("{}", crate::table::render_checks(&checks));
+            bail!("refused [{}]: {e}; not sending the prompt", e.code())
+        }
+    }
+}
+
+pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
+    let http = http_client()?;
+    let e2ee = if args.no_e2ee {
+        E2eeMode::Off
+    } else {
+        E2eeMode::Required
+    };
+    let (client, node) = verified_node(&http, &args.url, &args.verify, e2ee).await?;
+    let model = pick_model(&http, &args.url, args.model.clone()).await?;
     let body = request_bytes(
         model,
         args.system.as_deref(),
@@ -150,25 +260,27 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
         args.seed,
         args.stream,
     )?;
-    let chat = chat_with_proof(
-        &client,
-        &args.url,
-        body,
-        args.stream,
-        &node.report.signing_address,
-    )
-    .await?;
+    if e2ee == E2eeMode::Required {
+        eprintln!(
+            "prompt sealed to the node's attested E2EE key (bound by {})",
+            node.signer_hex
+        );
+    } else {
+        eprintln!("--no-e2ee: the prompt goes to the node in the clear");
+    }
+    let chat = ask(&client, body, args.stream).await?;
     if args.json {
-        let out = serde_json::json!({ "attestation": node, "checks": node.verdict.checks, "chat": chat });
+        let out = serde_json::json!({
+            "attestation": node.proof,
+            "checks": node.proof.verdict.checks,
+            "measurement": node.measurement,
+            "chat": chat,
+        });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{}", chat.answer.trim());
         println!();
         print_summary(&node, &chat);
     }
-    Ok(if chat.signature_valid {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(ExitCode::SUCCESS)
 }

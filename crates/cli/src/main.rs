@@ -3,11 +3,14 @@
 
 mod attest_cmd;
 mod bench;
+mod bench_e2ee;
 mod bench_quote;
+mod chain_cmd;
 mod chat_cmd;
 mod demo;
 mod node_cmd;
 mod proof;
+mod proxy_cmd;
 mod table;
 
 use std::process::ExitCode;
@@ -41,10 +44,25 @@ enum Command {
     /// One command: start a local node (built-in engine, simulated TEE), ask a verified question,
     /// print the proof.
     Demo(demo::DemoArgs),
+    /// A local OpenAI-compatible endpoint that sends each request, sealed, only to nodes that verify,
+    /// and checks every answer's signature.
+    Proxy(proxy_cmd::ProxyArgs),
     /// Benchmarks: node overhead against its upstream, built-in engine against llama.cpp, quote
     /// verification against dcap-qvl.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Local development chain: anvil with every Cloister contract deployed.
+    #[command(subcommand)]
+    Devnet(chain_cmd::DevnetCommand),
+    /// Nodes registered on chain.
+    #[command(subcommand)]
+    Nodes(chain_cmd::NodesCommand),
+    /// Client escrow: deposit, withdraw (after a delay), balance.
+    #[command(subcommand)]
+    Escrow(chain_cmd::EscrowCommand),
+    /// API keys: signed spend authorizations for one node.
+    #[command(subcommand)]
+    Key(chain_cmd::KeyCommand),
 }
 
 fn init_logging(filter: &str) {
@@ -90,7 +108,12 @@ fn main() -> ExitCode {
             Command::VerifyQuote(args) => attest_cmd::verify_quote(args),
             Command::Chat(args) => chat_cmd::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Proxy(args) => proxy_cmd::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Devnet(cmd) => chain_cmd::devnet(cmd).await,
+            Command::Nodes(cmd) => chain_cmd::nodes(cmd).await,
+            Command::Escrow(cmd) => chain_cmd::escrow(cmd).await,
+            Command::Key(cmd) => chain_cmd::key(cmd).await,
         }
     });
     match result {

@@ -1,5 +1,6 @@
 //! `cloister node run`: flags and a TOML config file.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +14,10 @@ use cloister_engine::Engine;
 use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine};
 use cloister_engine::source::ModelSource;
 use cloister_engine::upstream::{UpstreamConfig, UpstreamEngine};
+use cloister_chain::alloy::primitives::U256;
+use cloister_chain::{ChainConfig, DevnetFile};
+use cloister_node::billing::Price;
+use cloister_node::onchain::{OnChainConfig, OnChainNode};
 use cloister_node::{AppState, NodeConfig};
 use serde::Deserialize;
 
@@ -81,6 +86,40 @@ pub(crate) struct RunArgs {
     /// Request timeout in seconds [default: 300].
     #[arg(long)]
     pub request_timeout_secs: Option<u64>,
+    /// Live on chain: a `devnet.json` (from `cloister devnet up`) or a chain config JSON
+    /// (`rpc_url`, `chain_id`, contract addresses). The node registers (or reattests) at start,
+    /// requires API keys, meters into the ledger and settles vouchers.
+    #[arg(long)]
+    pub chain: Option<PathBuf>,
+    /// Operator private key (also CLOISTER_OPERATOR_KEY) [default with a devnet.json: its
+    /// `operator` dev account].
+    #[arg(long, env = "CLOISTER_OPERATOR_KEY", hide_env_values = true)]
+    #[serde(skip)]
+    pub operator_key: Option<String>,
+    /// Public URL registered for this node [default: http://<listen address>].
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Price of a model, `MODEL=INPUT:OUTPUT` in token base units per token (repeatable)
+    /// [default: every served model at 1000000000:3000000000].
+    #[arg(long = "price")]
+    #[serde(default)]
+    pub prices: Vec<String>,
+    /// Stake (token base units) for the first registration [default: the registry's minimum].
+    #[arg(long)]
+    pub stake: Option<String>,
+    /// SQLite ledger of metered vouchers [default: .cloister/ledger.sqlite].
+    #[arg(long)]
+    pub ledger: Option<PathBuf>,
+    /// Settle waiting vouchers at least this often, in seconds [default: 300].
+    #[arg(long)]
+    pub settle_interval_secs: Option<u64>,
+    /// Settle at once when this many vouchers wait [default: 100].
+    #[arg(long)]
+    pub settle_threshold: Option<usize>,
+    /// Do not answer InferenceOracle requests.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_oracle: bool,
 }
 
 impl RunArgs {
@@ -102,8 +141,18 @@ impl RunArgs {
             dstack_socket,
             configfs_root,
             body_limit,
-            request_timeout_secs
+            request_timeout_secs,
+            chain,
+            endpoint,
+            stake,
+            ledger,
+            settle_interval_secs,
+            settle_threshold
         );
+        if self.prices.is_empty() {
+            self.prices = file.prices;
+        }
+        self.no_oracle |= file.no_oracle;
         if self.upstream_models.is_empty() {
             self.upstream_models = file.upstream_models;
         }
@@ -209,12 +258,118 @@ async fn run_node(args: RunArgs) -> anyhow::Result<ExitCode> {
         models = ?models,
         "node serving"
     );
-    let state = AppState::new(engine, attester, key, node_config(&args));
+    let local = listener.local_addr().unwrap_or(listen);
+    let mut state = AppState::new(Arc::clone(&engine), Arc::clone(&attester), Arc::clone(&key), node_config(&args));
+    let onchain = match &args.chain {
+        Some(path) => {
+            let config = onchain_config(&args, path, &models, local)?;
+            let node = OnChainNode::start(config, engine, attester, key)
+                .await
+                .context("starting the node's on-chain life (registration)")?;
+            let r = &node.registration;
+            tracing::info!(
+                action = r.action,
+                tx = %r.tx_hash,
+                gas = r.gas_used,
+                resigned = r.resigned,
+                rejected = r.rejected,
+                "registry"
+            );
+            state = state.with_billing(Arc::clone(&node.billing));
+            Some(node)
+        }
+        None => None,
+    };
     cloister_node::serve(listener, state, shutdown_signal())
         .await
         .context("serving HTTP")?;
+    if let Some(node) = onchain {
+        tracing::info!("settling waiting vouchers before exit");
+        node.shutdown().await;
+    }
     tracing::info!("node stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Default prices (token base units per token) when `--price` is not given.
+const DEFAULT_INPUT_PRICE: u64 = 1_000_000_000;
+const DEFAULT_OUTPUT_PRICE: u64 = 3_000_000_000;
+
+fn parse_price(spec: &str) -> anyhow::Result<(String, Price)> {
+    let (model, prices) = spec
+        .rsplit_once('=')
+        .with_context(|| format!("--price `{spec}`: expected MODEL=INPUT:OUTPUT"))?;
+    let (input, output) = prices
+        .split_once(':')
+        .with_context(|| format!("--price `{spec}`: expected MODEL=INPUT:OUTPUT"))?;
+    let parse = |v: &str| -> anyhow::Result<U256> {
+        v.trim()
+            .parse::<U256>()
+            .with_context(|| format!("--price `{spec}`: `{v}` is not a whole number of base units"))
+    };
+    Ok((
+        model.to_owned(),
+        Price {
+            input: parse(input)?,
+            output: parse(output)?,
+        },
+    ))
+}
+
+fn onchain_config(
+    args: &RunArgs,
+    chain_file: &Path,
+    models: &[String],
+    local: SocketAddr,
+) -> anyhow::Result<OnChainConfig> {
+    let chain = ChainConfig::load(chain_file).with_context(|| format!("reading {}", chain_file.display()))?;
+    let operator_key = match &args.operator_key {
+        Some(k) => k.clone(),
+        None => DevnetFile::load(chain_file)
+            .ok()
+            .and_then(|d| d.account("operator").map(|a| a.private_key.clone()))
+            .context("no operator key: give --operator-key (or CLOISTER_OPERATOR_KEY)")?,
+    };
+    let operator = cloister_chain::parse_private_key(&operator_key).context("--operator-key")?;
+    let mut prices = HashMap::new();
+    for spec in &args.prices {
+        let (model, price) = parse_price(spec)?;
+        if !models.contains(&model) {
+            bail!("--price names `{model}`, which this node does not serve ({models:?})");
+        }
+        prices.insert(model, price);
+    }
+    for model in models {
+        prices.entry(model.clone()).or_insert(Price {
+            input: U256::from(DEFAULT_INPUT_PRICE),
+            output: U256::from(DEFAULT_OUTPUT_PRICE),
+        });
+    }
+    let stake = args
+        .stake
+        .as_deref()
+        .map(|s| s.parse::<U256>().with_context(|| format!("--stake `{s}`")))
+        .transpose()?;
+    Ok(OnChainConfig {
+        chain,
+        operator,
+        endpoint: args
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}")),
+        prices,
+        stake,
+        ledger_path: args
+            .ledger
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".cloister/ledger.sqlite")),
+        settle_interval: Duration::from_secs(args.settle_interval_secs.unwrap_or(300)),
+        settle_threshold: args.settle_threshold.unwrap_or(100),
+        withdrawal_margin: Duration::from_secs(30),
+        poll_interval: Duration::from_secs(2),
+        deposit_ttl: Duration::from_secs(30),
+        oracle: !args.no_oracle,
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -264,6 +419,14 @@ mod tests {
         assert_eq!(merged.model.as_deref(), Some("models/a.gguf"));
         assert_eq!(merged.slots, Some(8));
         assert!(merged.dev_simulated_tee);
+    }
+
+    #[test]
+    fn prices_parse_and_bad_ones_are_named() {
+        let (m, p) = parse_price("smol=10:30").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((m.as_str(), p.input, p.output), ("smol", U256::from(10), U256::from(30)));
+        assert!(parse_price("smol=10").is_err());
+        assert!(parse_price("smol=a:1").is_err());
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub enum ApiError {
     /// A sealed (E2EE) request was refused before its body was read.
     #[error("E2EE request refused: {0}")]
     E2ee(#[from] E2eeRefusal),
+    /// A paid request was refused (API key, deposit, budget, ledger).
+    #[error("billing: {0}")]
+    Billing(#[from] crate::billing::BillingRefusal),
     /// A bug or an impossible state (serialisation of our own types failed, ...).
     #[error("internal error: {0}")]
     Internal(String),
@@ -180,6 +183,9 @@ impl ApiError {
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Attestation(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Billing(b) => {
+                StatusCode::from_u16(b.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             Self::E2ee(E2eeRefusal::ReplayCacheFull) => StatusCode::SERVICE_UNAVAILABLE,
             Self::E2ee(_) => StatusCode::BAD_REQUEST,
             Self::Engine(e) => match e {
@@ -288,6 +294,23 @@ impl ApiError {
                 "internal_error",
                 None,
                 "Internal server error.".into(),
+            ),
+            Self::Billing(b) => (
+                match b.status() {
+                    401 => "authentication_error",
+                    402 => "insufficient_quota",
+                    404 => "invalid_request_error",
+                    _ => "server_error",
+                },
+                b.code(),
+                None,
+                match b {
+                    // Ledger detail stays in the log.
+                    crate::billing::BillingRefusal::Ledger(_) => {
+                        "Metering failed; the answer was not signed.".to_owned()
+                    }
+                    other => format!("{}.", echo(&other.to_string())),
+                },
             ),
             Self::E2ee(refusal) => (
                 if matches!(refusal, E2eeRefusal::ReplayCacheFull) {

@@ -32,9 +32,11 @@
 //! # }
 //! ```
 
+pub mod billing;
 mod config;
 mod error;
 mod metrics;
+pub mod onchain;
 mod routes;
 mod sigcache;
 mod state;
@@ -55,6 +57,9 @@ pub const SIGNATURE_HEADER: &str = "x-cloister-signature";
 pub const SIGNING_ADDRESS_HEADER: &str = "x-cloister-signing-address";
 /// Response header with the completion id, the key of `GET /v1/signature/{id}`.
 pub const SIGNATURE_ID_HEADER: &str = "x-cloister-signature-id";
+/// Response header with the metering receipt (JSON [`billing::Receipt`]) of a paid plain answer;
+/// streams carry it as `receipt` in the signature event.
+pub const RECEIPT_HEADER: &str = "x-cloister-receipt";
 /// SSE event name of the final signature event of a stream.
 pub const SIGNATURE_EVENT: &str = "cloister.signature";
 

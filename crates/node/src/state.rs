@@ -34,6 +34,8 @@ pub struct AppState {
     /// The E2EE (HPKE X25519) key; its public half is bound into the report by `key`.
     pub(crate) e2ee: Arc<E2eeKeyPair>,
     pub(crate) config: Arc<NodeConfig>,
+    /// Paid access (API keys, metering); `None`: the node serves for free.
+    pub(crate) billing: Option<Arc<crate::billing::Billing>>,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -81,8 +83,26 @@ impl AppState {
             key,
             e2ee: Arc::new(E2eeKeyPair::generate()),
             config: Arc::new(config),
+            billing: None,
             shared: Arc::new(shared),
         }
+    }
+
+    /// Turns on paid access: every chat request needs an API key and is metered into `billing`.
+    #[must_use]
+    pub fn with_billing(mut self, billing: Arc<crate::billing::Billing>) -> Self {
+        self.billing = Some(billing);
+        self
+    }
+
+    /// The billing state, when paid access is on.
+    pub fn billing(&self) -> Option<&Arc<crate::billing::Billing>> {
+        self.billing.as_ref()
+    }
+
+    /// The signing key (for the node's own chain tasks: vouchers, oracle results).
+    pub fn signing_key(&self) -> &Arc<EnclaveKey> {
+        &self.key
     }
 
     /// The EIP-55 `0x` address of the signing key (the one the attestation report binds).

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod e2ee;
+pub mod eip712;
 mod error;
 pub mod openai;
 mod report;

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
-use cloister_types::openai::ChatCompletionRequest;
+use cloister_types::openai::{ChatCompletionRequest, Usage};
 use cloister_types::{sha256_hex, signature_text};
 use futures::StreamExt as _;
 
@@ -21,7 +21,8 @@ use super::e2ee;
 use super::sse::SseStream;
 use crate::error::{ApiError, engine_error_kind};
 use crate::state::AppState;
-use crate::{SIGNATURE_HEADER, SIGNATURE_ID_HEADER, SIGNING_ADDRESS_HEADER};
+use crate::billing::{Payer, Receipt};
+use crate::{RECEIPT_HEADER, SIGNATURE_HEADER, SIGNATURE_ID_HEADER, SIGNING_ADDRESS_HEADER};
 
 /// What a chat handler knows about the exchange it is serving.
 pub(super) struct Exchange {
@@ -29,8 +30,26 @@ pub(super) struct Exchange {
     pub(super) id: String,
     /// Metrics label of the requested model.
     pub(super) model: String,
+    /// The model id as requested (the price key).
+    pub(super) requested_model: String,
+    /// Who pays, when billing is on.
+    pub(super) payer: Option<Payer>,
     /// When the request arrived.
     pub(super) started: Instant,
+}
+
+impl Exchange {
+    /// Meters `usage` for the payer, durably, before any signature over the answer exists.
+    /// `None` when the node is free.
+    pub(super) fn charge(&self, state: &AppState, usage: Option<&Usage>) -> Result<Option<Receipt>, ApiError> {
+        let (Some(billing), Some(payer)) = (&state.billing, &self.payer) else {
+            return Ok(None);
+        };
+        let usage = usage.cloned().unwrap_or_default();
+        let receipt = billing.charge(payer, &self.requested_model, &usage, &state.key)?;
+        tracing::debug!(id = %self.id, cumulative = %receipt.cumulative_amount, "usage metered");
+        Ok(Some(receipt))
+    }
 }
 
 /// The handler. A sealed request (`x-cloister-e2ee`) is opened first and its answer sealed on the
@@ -43,10 +62,10 @@ pub(super) async fn chat_completions(
     let started = Instant::now();
     let raw = body.map_err(|rejection| body_error(&state, &rejection))?;
     if !e2ee::is_sealed(&headers) {
-        return chat(state, &raw, started).await;
+        return chat(state, &headers, &raw, started).await;
     }
     let (plaintext, keys) = e2ee::open(&state, &headers, &raw)?;
-    let response = match chat(state, &plaintext, started).await {
+    let response = match chat(state, &headers, &plaintext, started).await {
         Ok(response) => response,
         Err(err) => {
             err.log();
@@ -56,13 +75,24 @@ pub(super) async fn chat_completions(
     Ok(e2ee::seal(response, keys).await)
 }
 
-async fn chat(state: AppState, raw: &[u8], started: Instant) -> Result<Response, ApiError> {
+async fn chat(
+    state: AppState,
+    headers: &HeaderMap,
+    raw: &[u8],
+    started: Instant,
+) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = serde_json::from_slice(raw).map_err(|e| ApiError::from_json(&e))?;
+    let payer = match &state.billing {
+        Some(billing) => Some(billing.authorize(headers, &req.model).await?),
+        None => None,
+    };
     let model = state.model_label(&req.model);
     state.metrics().chat_request(&model, req.stream);
     let exchange = Exchange {
         id: completion_id(),
         model,
+        requested_model: req.model.clone(),
+        payer,
         started,
     };
     if req.stream {
@@ -129,6 +159,7 @@ async fn complete(
     // Serialised once: these bytes are hashed, signed and sent, unchanged.
     let body = serde_json::to_vec(&completion)
         .map_err(|e| ApiError::Internal(format!("serialising a completion: {e}")))?;
+    let receipt = exchange.charge(&state, completion.usage.as_ref())?;
     let record = state.sign_and_store(&exchange.id, signature_text(raw, &body));
     state.metrics().chat_duration(exchange.started.elapsed());
     tracing::debug!(id = %exchange.id, bytes = body.len(), "completion signed");
@@ -140,6 +171,11 @@ async fn complete(
     set_header(&mut response, SIGNATURE_HEADER, &record.signature)?;
     set_header(&mut response, SIGNING_ADDRESS_HEADER, &record.signing_address)?;
     set_header(&mut response, SIGNATURE_ID_HEADER, &exchange.id)?;
+    if let Some(receipt) = receipt {
+        let json = serde_json::to_string(&receipt)
+            .map_err(|e| ApiError::Internal(format!("serialising a receipt: {e}")))?;
+        set_header(&mut response, RECEIPT_HEADER, &json)?;
+    }
     Ok(response)
 }
 

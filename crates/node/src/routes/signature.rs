@@ -18,6 +18,9 @@ pub(crate) struct SignatureEvent<'a> {
     /// The record.
     #[serde(flatten)]
     pub(crate) record: &'a SignatureRecord,
+    /// The metering receipt of a paid stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) receipt: Option<&'a crate::billing::Receipt>,
 }
 
 /// The handler.
@@ -32,6 +35,7 @@ pub(super) async fn get_signature(
     let value = serde_json::to_value(SignatureEvent {
         id: &id,
         record: &record,
+        receipt: None,
     })
     .map_err(|e| ApiError::Internal(format!("serialising a signature: {e}")))?;
     Ok(Json(value))

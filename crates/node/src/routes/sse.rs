@@ -47,6 +47,8 @@ pub(super) struct SseStream {
     include_usage: bool,
     /// Latest usage reported; metered once, when the stream ends however it ends.
     usage: Option<Usage>,
+    /// Latest usage reported, kept for billing (charged before the signature event).
+    billed: Option<Usage>,
     exchange: Exchange,
     phase: Phase,
 }
@@ -68,6 +70,7 @@ impl SseStream {
             sent: Sha256::new(),
             include_usage,
             usage: None,
+            billed: None,
             exchange,
             phase: Phase::Chunks,
         }
@@ -127,6 +130,7 @@ impl SseStream {
         chunk.id.clone_from(&self.exchange.id);
         if let Some(usage) = chunk.usage {
             self.usage = Some(usage);
+            self.billed = Some(usage);
             if !self.include_usage {
                 if chunk.choices.is_empty() {
                     return None;
@@ -158,6 +162,11 @@ impl SseStream {
     }
 
     fn signature_event(&mut self) -> Bytes {
+        // Metered durably before the signature exists; a failed charge ends the stream unsigned.
+        let receipt = match self.exchange.charge(&self.state, self.billed.as_ref()) {
+            Ok(receipt) => receipt,
+            Err(err) => return error_event(&err),
+        };
         let sent = std::mem::take(&mut self.sent);
         let text = format!("{}:{}", self.request_hash, hex::encode(sent.finalize()));
         let record = self.state.sign_and_store(&self.exchange.id, text);
@@ -167,6 +176,7 @@ impl SseStream {
         let event = SignatureEvent {
             id: &self.exchange.id,
             record: &record,
+            receipt: receipt.as_ref(),
         };
         match serde_json::to_string(&event) {
             Ok(json) => Bytes::from(format!("event: {SIGNATURE_EVENT}\ndata: {json}\n\n")),

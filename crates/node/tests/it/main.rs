@@ -11,6 +11,7 @@ mod chat;
 mod common;
 mod concurrency;
 mod e2ee;
+mod onchain;
 mod errors;
 mod limits;
 mod ops;

@@ -1,0 +1,108 @@
+use alloy::primitives::{Address, B256, Bytes};
+
+/// Errors from talking to the chain or running a devnet.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// A call or transaction reverted with a custom error of one of our contracts (or OpenZeppelin's),
+    /// decoded by name: match on `name` (`"VoucherAlreadySettled"`, `"UnapprovedMeasurement"`, ...).
+    #[error("reverted: {name}({args})")]
+    Reverted {
+        /// The Solidity error name.
+        name: String,
+        /// Its arguments, formatted, comma-separated.
+        args: String,
+        /// The raw revert data.
+        data: Bytes,
+    },
+    /// A revert whose data matches no known error (or carries none).
+    #[error("reverted with unknown data 0x{}", alloy::primitives::hex::encode(.data))]
+    RevertedUnknown {
+        /// The raw revert data (possibly empty).
+        data: Bytes,
+    },
+    /// A transaction was mined but failed (status 0).
+    #[error("transaction {tx_hash} failed on chain")]
+    TxFailed {
+        /// Its hash.
+        tx_hash: B256,
+    },
+    /// The RPC endpoint answered with an error, or could not be reached.
+    #[error("RPC error: {0}")]
+    Rpc(#[from] alloy::transports::TransportError),
+    /// Waiting for a transaction's receipt failed.
+    #[error("waiting for receipt: {0}")]
+    Receipt(#[from] alloy::providers::PendingTransactionError),
+    /// A contract call failed in another way (no data, ABI mismatch, not deployed).
+    #[error("contract call: {0}")]
+    Contract(alloy::contract::Error),
+    /// An answer could not be decoded as the ABI says.
+    #[error("ABI decoding: {0}")]
+    Abi(#[from] alloy::sol_types::Error),
+    /// The RPC endpoint serves another chain than the configuration names.
+    #[error("RPC endpoint is chain {actual}, configuration says {expected}")]
+    WrongChain {
+        /// Chain id from the configuration.
+        expected: u64,
+        /// Chain id the endpoint reports.
+        actual: u64,
+    },
+    /// Sending needs a key and none was given.
+    #[error("this operation sends a transaction; no private key was given")]
+    NoSigner,
+    /// A transaction receipt lacked the event it must carry.
+    #[error("receipt of {tx_hash} has no {event} event")]
+    MissingEvent {
+        /// Transaction hash.
+        tx_hash: B256,
+        /// Expected event name.
+        event: &'static str,
+    },
+    /// A deployment produced no contract address.
+    #[error("deployment of {0} returned no address")]
+    NoContractAddress(&'static str),
+    /// A private key was malformed.
+    #[error("malformed private key")]
+    BadPrivateKey,
+    /// An RPC URL was malformed.
+    #[error("malformed RPC URL {0:?}")]
+    BadRpcUrl(String),
+    /// A config file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A config file was not the expected JSON.
+    #[error("{path}: {source}")]
+    ConfigJson {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        source: serde_json::Error,
+    },
+    /// A config names a contract this operation needs, but its address is zero or missing.
+    #[error("configuration has no {0} address")]
+    MissingContract(&'static str),
+    /// anvil could not be found or started.
+    #[error("anvil: {0}")]
+    Anvil(String),
+    /// A node the caller asked about is not registered.
+    #[error("operator {0} is not registered")]
+    NotRegistered(Address),
+}
+
+impl ChainError {
+    /// The Solidity error name if this is a decoded revert.
+    pub fn revert_name(&self) -> Option<&str> {
+        match self {
+            Self::Reverted { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = ChainError> = std::result::Result<T, E>;

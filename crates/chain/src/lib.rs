@@ -1,0 +1,195 @@
+//! Cloister's on-chain side: alloy bindings generated from `contracts/out/*.json`, typed clients
+//! for `NodeRegistry`, `Escrow` and `InferenceOracle`, reverts decoded into named errors, and a
+//! local devnet (anvil + every contract deployed).
+//!
+//! ```no_run
+//! # async fn demo() -> cloister_chain::Result<()> {
+//! use cloister_chain::{Chain, ChainConfig, parse_private_key};
+//! let config = ChainConfig::load("devnet.json")?;
+//! let key = parse_private_key(&std::env::var("CLOISTER_CLIENT_KEY").unwrap_or_default())?;
+//! let chain = Chain::connect(config, Some(key)).await?;
+//! let me = chain.address().expect("connected with a key");
+//! chain.escrow()?.deposit(alloy::primitives::U256::from(1_000u64)).await?;
+//! println!("escrow balance {}", chain.escrow()?.balance_of(me).await?);
+//! for node in chain.registry()?.list_nodes().await? {
+//!     println!("{} {} active={}", node.operator, node.endpoint, node.active);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod bindings;
+mod config;
+pub mod devnet;
+mod error;
+mod escrow;
+mod oracle;
+mod registry;
+mod revert;
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionReceipt;
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+
+pub use alloy;
+pub use config::{ChainConfig, ContractAddresses, DevAccount, DevnetFile};
+pub use error::{ChainError, Result};
+pub use escrow::{Escrow, PendingWithdrawal, SettleItem, SettleOutcome, SettledVoucher};
+pub use oracle::{Consumer, FulfillOutcome, InferenceRequest, Oracle, OracleRequest, RequestWatcher};
+pub use registry::{ModelPrice, NodeInfo, Registry};
+pub use revert::decode_revert;
+
+/// What a mined transaction cost.
+#[derive(Clone, Debug)]
+pub struct TxOutcome {
+    /// Transaction hash.
+    pub tx_hash: B256,
+    /// Gas used.
+    pub gas_used: u64,
+    /// Block it landed in.
+    pub block_number: Option<u64>,
+    /// The full receipt (for event decoding).
+    pub receipt: TransactionReceipt,
+}
+
+/// Parses a hex private key (`0x` optional). The error never echoes the input.
+pub fn parse_private_key(hex_key: &str) -> Result<PrivateKeySigner> {
+    hex_key.trim().parse::<PrivateKeySigner>().map_err(|_| ChainError::BadPrivateKey)
+}
+
+/// Signs a 32-byte digest with a local key; `r‖s‖v`, `v` in {27, 28} (what `ECDSA.recover` takes).
+pub fn sign_digest(signer: &PrivateKeySigner, digest: &B256) -> Result<[u8; 65]> {
+    let sig = signer.sign_hash_sync(digest).map_err(|_| ChainError::BadPrivateKey)?;
+    Ok(sig.as_bytes())
+}
+
+/// A connection to one chain with the contracts of a [`ChainConfig`], optionally with a key to send
+/// transactions. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Chain {
+    provider: DynProvider,
+    config: ChainConfig,
+    from: Option<Address>,
+}
+
+impl Chain {
+    /// Connects and checks that the endpoint serves `config.chain_id`.
+    pub async fn connect(config: ChainConfig, signer: Option<PrivateKeySigner>) -> Result<Self> {
+        let url: alloy::transports::http::reqwest::Url =
+            config.rpc_url.parse().map_err(|_| ChainError::BadRpcUrl(config.rpc_url.clone()))?;
+        let from = signer.as_ref().map(|s| s.address());
+        let provider = match signer {
+            Some(signer) => ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased(),
+            None => ProviderBuilder::new().connect_http(url).erased(),
+        };
+        let actual = provider.get_chain_id().await?;
+        if actual != config.chain_id {
+            return Err(ChainError::WrongChain { expected: config.chain_id, actual });
+        }
+        Ok(Self { provider, config, from })
+    }
+
+    /// The provider (for raw calls).
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ChainConfig {
+        &self.config
+    }
+
+    /// The sending address, if connected with a key.
+    pub fn address(&self) -> Option<Address> {
+        self.from
+    }
+
+    /// The `NodeRegistry` client.
+    pub fn registry(&self) -> Result<Registry> {
+        let registry = nonzero(self.config.registry, "registry")?;
+        Ok(Registry::new(self.provider.clone(), registry, self.config.token, self.from))
+    }
+
+    /// The `Escrow` client.
+    pub fn escrow(&self) -> Result<Escrow> {
+        let escrow = nonzero(self.config.escrow, "escrow")?;
+        Ok(Escrow::new(self.provider.clone(), escrow, self.config.token, self.config.chain_id, self.from))
+    }
+
+    /// The `InferenceOracle` client.
+    pub fn oracle(&self) -> Result<Oracle> {
+        let oracle = nonzero(self.config.oracle, "oracle")?;
+        Ok(Oracle::new(self.provider.clone(), oracle, self.config.token, self.config.chain_id, self.from))
+    }
+
+    /// The `ExampleConsumer` client.
+    pub fn consumer(&self) -> Result<Consumer> {
+        let consumer = self.config.consumer.ok_or(ChainError::MissingContract("consumer"))?;
+        Ok(Consumer::new(self.provider.clone(), nonzero(consumer, "consumer")?, self.config.token, self.from))
+    }
+
+    /// Payment-token balance of `who`.
+    pub async fn token_balance(&self, who: Address) -> Result<U256> {
+        let token = bindings::DevToken::new(nonzero(self.config.token, "token")?, &self.provider);
+        token.balanceOf(who).call().await.map_err(revert::from_contract)
+    }
+
+    /// The latest block number.
+    pub async fn block_number(&self) -> Result<u64> {
+        Ok(self.provider.get_block_number().await?)
+    }
+
+    /// The latest block's timestamp (seconds).
+    pub async fn block_timestamp(&self) -> Result<u64> {
+        let block = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await?
+            .ok_or_else(|| ChainError::Rpc(alloy::transports::TransportErrorKind::custom_str("no latest block")))?;
+        Ok(block.header.timestamp)
+    }
+}
+
+fn nonzero(a: Address, what: &'static str) -> Result<Address> {
+    if a.is_zero() { Err(ChainError::MissingContract(what)) } else { Ok(a) }
+}
+
+/// Sends a prepared call, waits for its receipt, and fails by name if it reverted.
+pub(crate) async fn send<P, D>(call: alloy::contract::CallBuilder<P, D>) -> Result<TxOutcome>
+where
+    P: Provider,
+    D: alloy::contract::CallDecoder,
+{
+    let pending = call.send().await.map_err(revert::from_contract)?;
+    let receipt = pending.get_receipt().await?;
+    if !receipt.status() {
+        return Err(ChainError::TxFailed { tx_hash: receipt.transaction_hash });
+    }
+    Ok(TxOutcome {
+        tx_hash: receipt.transaction_hash,
+        gas_used: receipt.gas_used,
+        block_number: receipt.block_number,
+        receipt,
+    })
+}
+
+/// Approves `spender` for `amount` of `token` from `owner` unless the allowance already covers it.
+pub(crate) async fn ensure_allowance(
+    provider: &DynProvider,
+    token: Address,
+    owner: Address,
+    spender: Address,
+    amount: U256,
+) -> Result<Option<TxOutcome>> {
+    if amount.is_zero() {
+        return Ok(None);
+    }
+    let token = bindings::DevToken::new(nonzero(token, "token")?, provider);
+    let allowance = token.allowance(owner, spender).call().await.map_err(revert::from_contract)?;
+    if allowance >= amount {
+        return Ok(None);
+    }
+    send(token.approve(spender, amount)).await.map(Some)
+}

@@ -1,0 +1,303 @@
+//! Fetching and verifying attestation reports, and turning a verdict into an accepted node.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use cloister_attest::report::{BoundE2eeKey, ReportVerdict, names, verify_report};
+use cloister_types::{AttestationReport, Nonce, TeeKind};
+use serde::Serialize;
+
+use crate::policy::{E2eeMode, Policy, collateral_for};
+use crate::{Error, Result, node_base};
+
+/// One verified (or refused) attestation report, with everything needed to show why.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportProof {
+    /// Which report of the answer this is: `report` for a single report, else `gateway`,
+    /// `model[0]`, ... (NEAR AI cloud).
+    pub label: String,
+    /// The node's base URL.
+    pub url: String,
+    /// The nonce we sent (hex).
+    pub nonce: String,
+    /// The report as received.
+    pub report: AttestationReport,
+    /// Where the quote's collateral came from (or why there is none).
+    pub collateral: String,
+    /// The verdict.
+    #[serde(skip)]
+    pub verdict: ReportVerdict,
+    /// Whether every check passed.
+    pub passed: bool,
+}
+
+/// A node whose report passed verification and the client's policy.
+#[derive(Clone, Debug)]
+pub struct VerifiedNode {
+    /// The node's base URL.
+    pub url: String,
+    /// The attested signing address.
+    pub signer: [u8; 20],
+    /// The attested signing address, `0x` + lower-case hex.
+    pub signer_hex: String,
+    /// The TEE the report states.
+    pub tee: Option<TeeKind>,
+    /// The quote's measurement digest (hex).
+    pub measurement: Option<String>,
+    /// The attested E2EE key, when the report binds one.
+    pub e2ee: Option<BoundE2eeKey>,
+    /// The full proof.
+    pub proof: ReportProof,
+    /// When it was verified (for the verdict TTL).
+    pub verified_at: Instant,
+}
+
+impl VerifiedNode {
+    /// The TEE as text (`tdx`, `dstack`, `simulated`, or `unstated`).
+    pub fn tee_name(&self) -> String {
+        self.tee.map_or_else(|| "unstated".to_owned(), |t| t.to_string())
+    }
+
+    /// Whether the key binding (if any) names `model`. A binding with no models names none.
+    pub fn binds_model(&self, model: &str) -> bool {
+        self.e2ee
+            .as_ref()
+            .is_some_and(|k| k.models.iter().any(|m| m.id == model))
+    }
+
+    /// Whether the cached verdict can still be used at `now_unix`.
+    pub(crate) fn fresh(&self, policy: &Policy, now_unix: u64) -> bool {
+        self.verified_at.elapsed() < policy.verdict_ttl
+            && self.e2ee.as_ref().is_none_or(|k| k.expires_at > now_unix)
+    }
+}
+
+/// Fetches `GET {base}/v1/attestation/report?nonce=..[&model=..]` and returns the body.
+pub(crate) async fn fetch_report_body(
+    http: &reqwest::Client,
+    base: &str,
+    nonce: &Nonce,
+    model: Option<&str>,
+) -> Result<Bytes> {
+    let endpoint = format!("{base}/v1/attestation/report");
+    let mut query = vec![("nonce", nonce.to_hex())];
+    if let Some(model) = model {
+        query.push(("model", model.to_owned()));
+    }
+    let unreachable = |source| Error::Unreachable {
+        url: endpoint.clone(),
+        source,
+    };
+    let resp = http
+        .get(&endpoint)
+        .query(&query)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(unreachable)?;
+    if !status.is_success() {
+        return Err(Error::NodeStatus {
+            status: status.as_u16(),
+            body,
+            sealed: false,
+        });
+    }
+    Ok(body)
+}
+
+/// Splits an attestation answer into labelled reports: one report at top level (`report`), or
+/// NEAR AI cloud's `{gateway_attestation, model_attestations: [..]}` (`gateway`, `model[0]`, ...).
+pub fn split_reports(body: &[u8]) -> std::result::Result<Vec<(String, AttestationReport)>, String> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("attestation report is not JSON: {e}"))?;
+    let Some(obj) = value.as_object_mut() else {
+        return Err("attestation report is not a JSON object".into());
+    };
+    if !obj.contains_key("gateway_attestation") && !obj.contains_key("model_attestations") {
+        let report = serde_json::from_value(value)
+            .map_err(|e| format!("attestation report is not valid report JSON: {e}"))?;
+        return Ok(vec![("report".to_owned(), report)]);
+    }
+    let mut reports = Vec::new();
+    if let Some(gateway) = obj.remove("gateway_attestation").filter(|g| !g.is_null()) {
+        let report = serde_json::from_value(gateway)
+            .map_err(|e| format!("gateway_attestation is not valid report JSON: {e}"))?;
+        reports.push(("gateway".to_owned(), report));
+    }
+    match obj.remove("model_attestations") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Array(models)) => {
+            for (i, model) in models.into_iter().enumerate() {
+                let report = serde_json::from_value(model)
+                    .map_err(|e| format!("model_attestations[{i}] is not valid report JSON: {e}"))?;
+                reports.push((format!("model[{i}]"), report));
+            }
+        }
+        Some(_) => return Err("model_attestations is not a list".into()),
+    }
+    if reports.is_empty() {
+        return Err("the answer has neither a gateway attestation nor model attestations".into());
+    }
+    Ok(reports)
+}
+
+/// Fetches the attestation answer at `url` with `nonce` and verifies every report in it under
+/// `policy` (quote policy and collateral; the measurement allowlist and E2EE requirements are
+/// applied by [`accept`]).
+pub async fn verify_endpoint(
+    http: &reqwest::Client,
+    url: &str,
+    policy: &Policy,
+    nonce: Nonce,
+    model: Option<&str>,
+) -> Result<Vec<ReportProof>> {
+    let base = node_base(url);
+    let body = fetch_report_body(http, &base, &nonce, model).await?;
+    let reports = split_reports(&body).map_err(|detail| Error::BadReport {
+        url: base.clone(),
+        detail,
+    })?;
+    let now = policy.now();
+    let mut proofs = Vec::new();
+    for (label, report) in reports {
+        let (collateral, source) =
+            collateral_for(report.intel_quote.as_bytes(), &policy.collateral, now).await;
+        let verdict = verify_report(&report, &nonce, collateral.as_ref(), now, &policy.quote);
+        let passed = verdict.passed();
+        proofs.push(ReportProof {
+            label,
+            url: base.clone(),
+            nonce: nonce.to_hex(),
+            report,
+            collateral: source,
+            verdict,
+            passed,
+        });
+    }
+    Ok(proofs)
+}
+
+/// Applies the client policy to a verified report: simulated evidence, every named check, the
+/// measurement allowlist, and the E2EE key binding. Returns the accepted node or the named reason.
+pub fn accept(proof: ReportProof, policy: &Policy) -> Result<Arc<VerifiedNode>> {
+    let verdict = &proof.verdict;
+    let simulated = proof.report.tee == Some(TeeKind::Simulated)
+        || cloister_attest::simulated::is_simulated(proof.report.intel_quote.as_bytes());
+    if simulated && !policy.allow_simulated() {
+        return Err(Error::SimulatedRefused);
+    }
+    if let Some(failed) = verdict.first_failure() {
+        return Err(
+            if failed.name == names::KEY_BINDING || failed.name == names::KEY_BINDING_FRESH {
+                Error::KeyBindingInvalid {
+                    detail: format!("{}: {}", failed.name, failed.detail),
+                }
+            } else {
+                Error::AttestationRefused {
+                    check: failed.name.clone(),
+                    detail: failed.detail.clone(),
+                }
+            },
+        );
+    }
+    if !verdict.passed() {
+        let failed = verdict.quote.first_failure();
+        return Err(Error::AttestationRefused {
+            check: failed.map_or_else(
+                || "quote".to_owned(),
+                |c| format!("{}{}", names::QUOTE_PREFIX, c.name),
+            ),
+            detail: failed.map_or_else(
+                || {
+                    verdict
+                        .quote
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "quote did not verify".into())
+                },
+                |c| c.detail.clone(),
+            ),
+        });
+    }
+    let Some(signer) = verdict.signing_address else {
+        return Err(Error::AttestationRefused {
+            check: names::BINDS_ADDRESS.to_owned(),
+            detail: "no attested signing address".into(),
+        });
+    };
+    if !policy
+        .allowed_measurements
+        .allows(verdict.measurement_digest.as_deref())
+    {
+        return Err(Error::MeasurementNotAllowed {
+            digest: verdict.measurement_digest.clone(),
+        });
+    }
+    if policy.e2ee == E2eeMode::Required && verdict.e2ee.is_none() {
+        return Err(Error::E2eeUnavailable);
+    }
+    Ok(Arc::new(VerifiedNode {
+        url: proof.url.clone(),
+        signer,
+        signer_hex: cloister_crypto::format_address(&signer).to_ascii_lowercase(),
+        tee: proof.report.tee,
+        measurement: verdict.measurement_digest.clone(),
+        e2ee: verdict.e2ee.clone(),
+        proof,
+        verified_at: Instant::now(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report_json(address: &str) -> serde_json::Value {
+        serde_json::json!({
+            "signing_address": address,
+            "signing_algo": "ecdsa",
+            "request_nonce": "00",
+            "intel_quote": "",
+        })
+    }
+
+    #[test]
+    fn a_single_report_is_labelled_report() {
+        let body = serde_json::to_vec(&report_json("0x01")).unwrap_or_default();
+        let reports = split_reports(&body).unwrap_or_default();
+        let labels: Vec<&str> = reports.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(labels, ["report"]);
+    }
+
+    #[test]
+    fn a_nearai_answer_splits_into_gateway_and_models() {
+        let body = serde_json::json!({
+            "gateway_attestation": report_json("0x01"),
+            "model_attestations": [report_json("0x02"), report_json("0x03")],
+        });
+        let reports = split_reports(&serde_json::to_vec(&body).unwrap_or_default()).unwrap_or_default();
+        let got: Vec<(&str, &str)> = reports
+            .iter()
+            .map(|(l, r)| (l.as_str(), r.signing_address.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("gateway", "0x01"), ("model[0]", "0x02"), ("model[1]", "0x03")]
+        );
+    }
+
+    #[test]
+    fn malformed_answers_are_errors() {
+        for body in [
+            &b"[]"[..],
+            br#"{"gateway_attestation": null, "model_attestations": []}"#,
+            br#"{"model_attestations": {}}"#,
+            br#"{"model_attestations": [{"signing_address": 1}]}"#,
+            b"not json",
+        ] {
+            assert!(split_reports(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! `EvilNode`: a test double of a Cloister node built from the real pieces (a real `EnclaveKey`,
+//! a real E2EE key pair, the real envelope, a simulated quote binding the real signer), which can
+//! be told to misbehave in one specific way. Honest, it speaks the node's wire protocol.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use cloister_crypto::EnclaveKey;
+use cloister_crypto::e2ee::{
+    E2eeKeyPair, ReplayGuard, SealedRequest, encode_base64, open_request, seal_request,
+};
+use cloister_types::e2ee::{BoundModel, KeyBinding, key_binding_text, request_aad};
+use cloister_types::{AttestationReport, Nonce, ReportData, TeeKind, signature_text};
+
+pub const MODEL: &str = "evil-model";
+
+/// How the node misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// None: a correct node.
+    Honest,
+    /// Flips a bit in the sealed answer (plain: the body; stream: the second chunk).
+    TamperCiphertext,
+    /// Seals the answer under the keys of another HPKE context (another key).
+    WrongResponseKey,
+    /// Streams without the end marker.
+    TruncateStream,
+    /// Signs answers with a key other than the attested one.
+    SignWithOtherKey,
+    /// Its key binding is signed by a key other than the attested signer.
+    BindingByOtherKey,
+    /// Offers no HPKE key at all.
+    NoKeyBinding,
+    /// Answers a sealed request in the clear.
+    DowngradeToPlaintext,
+    /// Answers with the sealed answer it gave to its first request (a replayed answer).
+    ReplayFirstAnswer,
+    /// Answers 503 to chat requests.
+    Overloaded,
+}
+
+struct Inner {
+    key: EnclaveKey,
+    other_key: EnclaveKey,
+    e2ee: E2eeKeyPair,
+    evil: Misbehaviour,
+    replay: Mutex<ReplayGuard>,
+    first_answer: Mutex<Option<Bytes>>,
+    /// Every sealed request body seen (base64 text), and its headers, for replay tests.
+    pub seen: Mutex<Vec<(HeaderMap, Bytes)>>,
+}
+
+#[derive(Clone)]
+pub struct EvilNode {
+    pub url: String,
+    inner: Arc<Inner>,
+}
+
+impl EvilNode {
+    pub async fn start(evil: Misbehaviour) -> Self {
+        let inner = Arc::new(Inner {
+            key: EnclaveKey::generate(),
+            other_key: EnclaveKey::generate(),
+            e2ee: E2eeKeyPair::generate(),
+            evil,
+            replay: Mutex::new(ReplayGuard::new(Duration::from_secs(600), 1024)),
+            first_answer: Mutex::new(None),
+            seen: Mutex::new(Vec::new()),
+        });
+        let app = Router::new()
+            .route("/v1/attestation/report", get(report))
+            .route("/v1/models", get(models))
+            .route("/v1/chat/completions", post(chat))
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url: format!("http://{addr}"),
+            inner,
+        }
+    }
+
+    pub fn signer_hex(&self) -> String {
+        self.inner.key.address_hex().to_ascii_lowercase()
+    }
+
+    /// The sealed requests received so far.
+    pub fn seen(&self) -> Vec<(HeaderMap, Bytes)> {
+        self.inner.seen.lock().unwrap().clone()
+    }
+}
+
+/// The measurement digest of every simulated quote.
+pub fn simulated_measurement() -> String {
+    let quote = cloister_attest::simulated::simulated_quote(&ReportData::new([0; 20], Nonce([0; 32])));
+    let parsed = cloister_attest::quote::parse_quote(&quote).unwrap();
+    hex::encode(
+        cloister_attest::measurements::Measurements::from_quote(&parsed)
+            .unwrap()
+            .digest(),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct ReportQuery {
+    nonce: String,
+}
+
+async fn report(State(s): State<Arc<Inner>>, Query(q): Query<ReportQuery>) -> Response {
+    let nonce: Nonce = q.nonce.parse().unwrap();
+    let quote = cloister_attest::simulated::simulated_quote(&ReportData::new(s.key.address(), nonce));
+    let models = vec![BoundModel {
+        id: MODEL.into(),
+        sha256: None,
+    }];
+    let expires_at = cloister_client::unix_now() + 3600;
+    let binder = if s.evil == Misbehaviour::BindingByOtherKey {
+        &s.other_key
+    } else {
+        &s.key
+    };
+    let pk = s.e2ee.public_key_bytes();
+    let (hpke_public_key, key_binding) = if s.evil == Misbehaviour::NoKeyBinding {
+        (None, None)
+    } else {
+        (
+            Some(hex::encode(pk)),
+            Some(KeyBinding {
+                signature: binder.sign_personal_hex(key_binding_text(&pk, &models, expires_at).as_bytes()),
+                models,
+                expires_at,
+            }),
+        )
+    };
+    axum::Json(AttestationReport {
+        signing_address: s.key.address_hex(),
+        signing_algo: "ecdsa".into(),
+        request_nonce: nonce.to_hex(),
+        intel_quote: hex::encode(quote),
+        nvidia_payload: None,
+        event_log: serde_json::Value::Null,
+        info: serde_json::json!({}),
+        tee: Some(TeeKind::Simulated),
+        hpke_public_key,
+        key_binding,
+    })
+    .into_response()
+}
+
+async fn models() -> Response {
+    axum::Json(serde_json::json!({"object":"list","data":[{"id":MODEL,"object":"model","created":0,"owned_by":"evil"}]}))
+        .into_response()
+}
+
+fn refuse(code: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({"error":{"message":code,"type":"invalid_request_error","code":code}})),
+    )
+        .into_response()
+}
+
+const ANSWER_TEXT: &str = "The sky is blue.";
+
+fn completion() -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "id": "chatcmpl-evil", "object": "chat.completion", "created": 1, "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER_TEXT}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    }))
+    .unwrap()
+}
+
+fn stream_events() -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = ["The", " sky", " is", " blue."]
+        .iter()
+        .map(|w| {
+            format!(
+                "data: {}\n\n",
+                serde_json::json!({"id":"chatcmpl-evil","object":"chat.completion.chunk","created":1,"model":MODEL,
+                    "choices":[{"index":0,"delta":{"content":w},"finish_reason":null}]})
+            )
+            .into_bytes()
+        })
+        .collect();
+    out.push(b"data: [DONE]\n\n".to_vec());
+    out
+}
+
+async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Response {
+    if s.evil == Misbehaviour::Overloaded {
+        return (StatusCode::SERVICE_UNAVAILABLE, "overloaded").into_response();
+    }
+    let sealed_req = headers.contains_key("x-cloister-e2ee");
+    let (request, keys) = if sealed_req {
+        s.seen.lock().unwrap().push((headers.clone(), raw.clone()));
+        let ts: u64 = headers["x-cloister-e2ee-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let model = headers["x-cloister-model"].to_str().unwrap();
+        let Ok(sealed) = SealedRequest::from_base64(std::str::from_utf8(&raw).unwrap()) else {
+            return refuse("e2ee_malformed");
+        };
+        let aad = request_aad("POST", "/v1/chat/completions", ts, model);
+        let Ok((body, keys)) = open_request(&s.e2ee, &s.key.address(), &sealed, &aad) else {
+            return refuse("e2ee_open_failed");
+        };
+        if s.replay.lock().unwrap().check_and_insert(&sealed.enc).is_err() {
+            return refuse("e2ee_replayed");
+        }
+        (Bytes::from(body), Some(keys))
+    } else {
+        (raw, None)
+    };
+    let wants_stream = serde_json::from_slice::<serde_json::Value>(&request)
+        .ok()
+        .and_then(|v| v.get("stream")?.as_bool())
+        .unwrap_or(false);
+    let signer = if s.evil == Misbehaviour::SignWithOtherKey {
+        &s.other_key
+    } else {
+        &s.key
+    };
+    // Keys of an unrelated HPKE context, for the wrong-key misbehaviour.
+    let wrong_keys = || {
+        let other = E2eeKeyPair::generate();
+        let (sealed, _) = seal_request(&other.public_key_bytes(), &s.key.address(), b"x", b"").unwrap();
+        open_request(&other, &s.key.address(), &sealed, b"").unwrap().1
+    };
+    if !wants_stream {
+        let body = completion();
+        let record_sig = signer.sign_personal_hex(signature_text(&request, &body).as_bytes());
+        let mut resp = Response::builder()
+            .status(200)
+            .header("x-cloister-signature", record_sig)
+            .header("x-cloister-signing-address", s.key.address_hex())
+            .header("x-cloister-signature-id", "chatcmpl-evil");
+        let Some(keys) = keys else {
+            return resp
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap();
+        };
+        if s.evil == Misbehaviour::DowngradeToPlaintext {
+            return resp
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap();
+        }
+        let keys = if s.evil == Misbehaviour::WrongResponseKey {
+            wrong_keys()
+        } else {
+            keys
+        };
+        let mut sealed = keys.seal_body(&body);
+        if s.evil == Misbehaviour::TamperCiphertext {
+            sealed[3] ^= 1;
+        }
+        let mut text = Bytes::from(encode_base64(&sealed));
+        if s.evil == Misbehaviour::ReplayFirstAnswer {
+            let mut first = s.first_answer.lock().unwrap();
+            match first.as_ref() {
+                Some(f) => text = f.clone(),
+                None => *first = Some(text.clone()),
+            }
+        }
+        resp = resp
+            .header("x-cloister-e2ee", "v1")
+            .header(header::CONTENT_TYPE, "application/cloister-e2ee");
+        return resp.body(Body::from(text)).unwrap();
+    }
+    // Streamed: the plaintext SSE the node would send, then its signature event.
+    let events = stream_events();
+    let signed: Vec<u8> = events.concat();
+    let record = serde_json::json!({
+        "text": signature_text(&request, &signed),
+        "signature": signer.sign_personal_hex(signature_text(&request, &signed).as_bytes()),
+        "signing_address": s.key.address_hex(),
+        "signing_algo": "ecdsa",
+    });
+    let mut plain_events = events;
+    plain_events.push(format!("event: cloister.signature\ndata: {record}\n\n").into_bytes());
+    let wire: Vec<Bytes> = match keys {
+        None => plain_events.into_iter().map(Bytes::from).collect(),
+        Some(keys) => {
+            let keys = if s.evil == Misbehaviour::WrongResponseKey {
+                wrong_keys()
+            } else {
+                keys
+            };
+            let mut sealer = keys.sealer();
+            let mut out: Vec<Bytes> = plain_events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let mut ct = sealer.seal_chunk(e);
+                    if s.evil == Misbehaviour::TamperCiphertext && i == 1 {
+                        ct[0] ^= 1;
+                    }
+                    Bytes::from(format!("data: {}\n\n", encode_base64(&ct)))
+                })
+                .collect();
+            if s.evil != Misbehaviour::TruncateStream {
+                out.push(Bytes::from(format!(
+                    "data: {}\n\n",
+                    encode_base64(&sealer.finish())
+                )));
+            }
+            out
+        }
+    };
+    let body = futures::stream::iter(wire.into_iter().map(Ok::<_, std::convert::Infallible>));
+    let mut resp = Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header("x-cloister-signing-address", s.key.address_hex());
+    if sealed_req && s.evil != Misbehaviour::DowngradeToPlaintext {
+        resp = resp.header("x-cloister-e2ee", "v1");
+    }
+    resp.body(Body::from_stream(body)).unwrap()
+}
