@@ -183,9 +183,7 @@ impl ApiError {
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Attestation(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Billing(b) => {
-                StatusCode::from_u16(b.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-            }
+            Self::Billing(b) => StatusCode::from_u16(b.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             Self::E2ee(E2eeRefusal::ReplayCacheFull) => StatusCode::SERVICE_UNAVAILABLE,
             Self::E2ee(_) => StatusCode::BAD_REQUEST,
             Self::Engine(e) => match e {

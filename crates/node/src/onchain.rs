@@ -19,9 +19,9 @@ use cloister_chain::alloy::signers::local::PrivateKeySigner;
 use cloister_chain::{Chain, ChainConfig, ChainError, Escrow, ModelPrice, Oracle, Registry, SettleItem};
 use cloister_crypto::EnclaveKey;
 use cloister_engine::Engine;
+use cloister_types::ReportData;
 use cloister_types::eip712::result_digest;
 use cloister_types::openai::{ChatCompletionRequest, ChatMessage};
-use cloister_types::ReportData;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -194,7 +194,10 @@ impl OnChainNode {
                     Some(s) => s,
                     None => registry.min_stake().await?,
                 };
-                ("registered", registry.register(quote, &config.endpoint, &models, stake).await?)
+                (
+                    "registered",
+                    registry.register(quote, &config.endpoint, &models, stake).await?,
+                )
             }
             Err(e) => return Err(e.into()),
         };
@@ -206,7 +209,11 @@ impl OnChainNode {
         let domain = escrow.domain();
         let resign = ledger.resign(&key, &domain, &signers)?;
         if resign.resigned + resign.rejected > 0 {
-            tracing::info!(resigned = resign.resigned, rejected = resign.rejected, "ledger re-signed");
+            tracing::info!(
+                resigned = resign.resigned,
+                rejected = resign.rejected,
+                "ledger re-signed"
+            );
         }
 
         let billing = Arc::new(Billing::new(
@@ -219,6 +226,7 @@ impl OnChainNode {
         ));
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(settle_loop(
+            chain.clone(),
             escrow,
             Arc::clone(&ledger),
             config.clone(),
@@ -227,7 +235,14 @@ impl OnChainNode {
         if config.oracle {
             let oracle = chain.oracle()?;
             let from = chain.block_number().await?;
-            tasks.push(tokio::spawn(oracle_loop(oracle, engine, key, config.poll_interval, from, stop_rx)));
+            tasks.push(tokio::spawn(oracle_loop(
+                oracle,
+                engine,
+                key,
+                config.poll_interval,
+                from,
+                stop_rx,
+            )));
         }
         Ok(Self {
             billing,
@@ -278,11 +293,14 @@ pub async fn settle_now(escrow: &Escrow, ledger: &Ledger) -> Result<usize, OnCha
             ledger.mark_settled(v.authorization, on_chain)?;
             continue;
         }
-        items.push((v.authorization, SettleItem {
-            key: v.api_key,
-            cumulative_amount: v.cumulative,
-            voucher_signature: v.signature,
-        }));
+        items.push((
+            v.authorization,
+            SettleItem {
+                key: v.api_key,
+                cumulative_amount: v.cumulative,
+                voucher_signature: v.signature,
+            },
+        ));
     }
     if items.is_empty() {
         return Ok(0);
@@ -292,17 +310,31 @@ pub async fn settle_now(escrow: &Escrow, ledger: &Ledger) -> Result<usize, OnCha
     let tx = format!("{:#x}", outcome.tx.tx_hash);
     for (authorization, item) in &items {
         // `settled` advances only by what was paid when a client was short; read it back.
-        let paid_to = escrow.settled(*authorization).await.unwrap_or(item.cumulative_amount);
+        let paid_to = escrow
+            .settled(*authorization)
+            .await
+            .unwrap_or(item.cumulative_amount);
         ledger.mark_settled(*authorization, paid_to)?;
     }
     ledger.record_settlement(&tx, items.len(), outcome.tx.gas_used)?;
-    tracing::info!(tx, vouchers = items.len(), gas = outcome.tx.gas_used, "vouchers settled");
+    tracing::info!(
+        tx,
+        vouchers = items.len(),
+        gas = outcome.tx.gas_used,
+        "vouchers settled"
+    );
     Ok(items.len())
 }
 
-/// Whether a client with unsettled usage can withdraw within `margin`.
-async fn withdrawal_due(escrow: &Escrow, ledger: &Ledger, margin: Duration, now: u64) -> bool {
+/// Whether a client with unsettled usage can withdraw within `margin` (of chain time).
+async fn withdrawal_due(chain: &Chain, escrow: &Escrow, ledger: &Ledger, margin: Duration) -> bool {
     let Ok(unsettled) = ledger.unsettled() else {
+        return false;
+    };
+    if unsettled.is_empty() {
+        return false;
+    }
+    let Ok(now) = chain.block_timestamp().await else {
         return false;
     };
     for v in unsettled {
@@ -316,7 +348,13 @@ async fn withdrawal_due(escrow: &Escrow, ledger: &Ledger, margin: Duration, now:
     false
 }
 
-async fn settle_loop(escrow: Escrow, ledger: Arc<Ledger>, config: OnChainConfig, mut stop: watch::Receiver<bool>) {
+async fn settle_loop(
+    chain: Chain,
+    escrow: Escrow,
+    ledger: Arc<Ledger>,
+    config: OnChainConfig,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut last = tokio::time::Instant::now();
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -325,15 +363,11 @@ async fn settle_loop(escrow: Escrow, ledger: Arc<Ledger>, config: OnChainConfig,
             _ = stop.changed() => true,
         };
         let waiting = ledger.unsettled().map(|v| v.len()).unwrap_or(0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         let due = waiting > 0
             && (stopping
                 || waiting >= config.settle_threshold
                 || last.elapsed() >= config.settle_interval
-                || withdrawal_due(&escrow, &ledger, config.withdrawal_margin, now).await);
+                || withdrawal_due(&chain, &escrow, &ledger, config.withdrawal_margin).await);
         if due {
             match settle_now(&escrow, &ledger).await {
                 Ok(_) => {
@@ -409,8 +443,13 @@ async fn oracle_loop(
             };
             let digest = result_digest(&domain, r.id, output.as_bytes(), &r.model);
             let signature = key.sign_prehash(&digest.0);
-            match oracle.fulfill(r.id, Bytes::from(output.into_bytes()), signature).await {
-                Ok(o) => tracing::info!(id = %r.id, tx = %o.tx.tx_hash, callback_ok = o.callback_ok, "oracle request fulfilled"),
+            match oracle
+                .fulfill(r.id, Bytes::from(output.into_bytes()), signature)
+                .await
+            {
+                Ok(o) => {
+                    tracing::info!(id = %r.id, tx = %o.tx.tx_hash, callback_ok = o.callback_ok, "oracle request fulfilled")
+                }
                 Err(err) => tracing::warn!(id = %r.id, %err, "fulfilling an oracle request failed"),
             }
         }

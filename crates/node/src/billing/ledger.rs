@@ -126,9 +126,7 @@ impl Ledger {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                rusqlite::Error::ToSqlConversionFailure(Box::new(e))
-            })?;
+            std::fs::create_dir_all(dir).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         }
         Self::init(Connection::open(path)?)
     }
@@ -225,17 +223,27 @@ impl Ledger {
     }
 
     fn row_to_voucher(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawVoucher> {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+        ))
     }
 
     fn decode(raw: RawVoucher) -> Result<Voucher, LedgerError> {
         let (auth, key, cumulative, signer, signature, settled) = raw;
         Ok(Voucher {
-            authorization: B256::try_from(auth.as_slice()).map_err(|_| LedgerError::Corrupt("authorization"))?,
+            authorization: B256::try_from(auth.as_slice())
+                .map_err(|_| LedgerError::Corrupt("authorization"))?,
             api_key: ApiKey::decode(&key).map_err(|_| LedgerError::Corrupt("api key"))?,
             cumulative: u256(&cumulative)?,
             signer: Address::try_from(signer.as_slice()).map_err(|_| LedgerError::Corrupt("signer"))?,
-            signature: signature.try_into().map_err(|_| LedgerError::Corrupt("signature"))?,
+            signature: signature
+                .try_into()
+                .map_err(|_| LedgerError::Corrupt("signature"))?,
             settled: u256(&settled)?,
         })
     }
@@ -266,7 +274,10 @@ impl Ledger {
         {
             conn.execute(
                 "UPDATE vouchers SET settled = ?2 WHERE authorization = ?1",
-                params![authorization.as_slice(), cumulative.to_be_bytes::<32>().as_slice()],
+                params![
+                    authorization.as_slice(),
+                    cumulative.to_be_bytes::<32>().as_slice()
+                ],
             )?;
         }
         Ok(())
@@ -385,9 +396,15 @@ mod tests {
             let r = ledger.charge(&key, id, U256::from(50), &node, &domain).unwrap();
             assert_eq!(r.cumulative_amount, "80");
             // The voucher signature recovers to the node's key over the escrow digest.
-            let sig: [u8; 65] = hex::decode(r.signature.trim_start_matches("0x")).unwrap().try_into().unwrap();
+            let sig: [u8; 65] = hex::decode(r.signature.trim_start_matches("0x"))
+                .unwrap()
+                .try_into()
+                .unwrap();
             let digest = voucher_digest(&domain, id, U256::from(80));
-            assert_eq!(recover_signer(&digest, &sig).unwrap(), Address::from(node.address()));
+            assert_eq!(
+                recover_signer(&digest, &sig).unwrap(),
+                Address::from(node.address())
+            );
         }
         // Reopened: nothing lost.
         let ledger = Ledger::open(&path).unwrap();
@@ -404,7 +421,10 @@ mod tests {
         ledger.mark_settled(id, U256::from(100)).unwrap();
         assert!(ledger.unsettled().unwrap().is_empty());
         ledger.mark_settled(id, U256::from(10)).unwrap();
-        assert!(ledger.unsettled().unwrap().is_empty(), "settled never moves backwards");
+        assert!(
+            ledger.unsettled().unwrap().is_empty(),
+            "settled never moves backwards"
+        );
     }
 
     #[test]
@@ -416,7 +436,9 @@ mod tests {
         let (k1, id1) = key_for(&EnclaveKey::generate(), 1000, &domain);
         let (k2, id2) = key_for(&EnclaveKey::generate(), 1000, &domain);
         ledger.charge(&k1, id1, U256::from(5), &old, &domain).unwrap();
-        ledger.charge(&k2, id2, U256::from(9), &intruder, &domain).unwrap();
+        ledger
+            .charge(&k2, id2, U256::from(9), &intruder, &domain)
+            .unwrap();
         // The intruder's row claims the old (registered) signer but carries its own signature.
         ledger
             .conn()
@@ -427,13 +449,24 @@ mod tests {
             .unwrap();
 
         let new = EnclaveKey::generate();
-        let report = ledger.resign(&new, &domain, &[Address::from(old.address())]).unwrap();
-        assert_eq!(report, ResignReport { resigned: 1, rejected: 1 });
+        let report = ledger
+            .resign(&new, &domain, &[Address::from(old.address())])
+            .unwrap();
+        assert_eq!(
+            report,
+            ResignReport {
+                resigned: 1,
+                rejected: 1
+            }
+        );
         let left = ledger.unsettled().unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].authorization, id1);
         assert_eq!(left[0].signer, Address::from(new.address()));
         let digest = voucher_digest(&domain, id1, U256::from(5));
-        assert_eq!(recover_signer(&digest, &left[0].signature).unwrap(), Address::from(new.address()));
+        assert_eq!(
+            recover_signer(&digest, &left[0].signature).unwrap(),
+            Address::from(new.address())
+        );
     }
 }

@@ -246,7 +246,13 @@ impl Billing {
             .get(model)
             .ok_or_else(|| BillingRefusal::NoPrice(model.to_owned()))?;
         self.ledger
-            .charge(&payer.key, payer.authorization, price.cost(usage), key, &self.escrow)
+            .charge(
+                &payer.key,
+                payer.authorization,
+                price.cost(usage),
+                key,
+                &self.escrow,
+            )
             .map_err(|e| match e {
                 LedgerError::OverMax { .. } => BillingRefusal::SpendLimit,
                 other => BillingRefusal::Ledger(other.to_string()),

@@ -19,9 +19,9 @@ use futures::StreamExt as _;
 
 use super::e2ee;
 use super::sse::SseStream;
+use crate::billing::{Payer, Receipt};
 use crate::error::{ApiError, engine_error_kind};
 use crate::state::AppState;
-use crate::billing::{Payer, Receipt};
 use crate::{RECEIPT_HEADER, SIGNATURE_HEADER, SIGNATURE_ID_HEADER, SIGNING_ADDRESS_HEADER};
 
 /// What a chat handler knows about the exchange it is serving.
@@ -41,7 +41,11 @@ pub(super) struct Exchange {
 impl Exchange {
     /// Meters `usage` for the payer, durably, before any signature over the answer exists.
     /// `None` when the node is free.
-    pub(super) fn charge(&self, state: &AppState, usage: Option<&Usage>) -> Result<Option<Receipt>, ApiError> {
+    pub(super) fn charge(
+        &self,
+        state: &AppState,
+        usage: Option<&Usage>,
+    ) -> Result<Option<Receipt>, ApiError> {
         let (Some(billing), Some(payer)) = (&state.billing, &self.payer) else {
             return Ok(None);
         };

@@ -33,7 +33,9 @@ async fn devnet() -> Option<(Devnet, DevnetFile)> {
         return None;
     }
     let dn = Devnet::spawn(DevnetOptions::default()).await.unwrap();
-    let file = devnet::deploy_devnet(dn.rpc_url(), &DeployParams::default()).await.unwrap();
+    let file = devnet::deploy_devnet(dn.rpc_url(), &DeployParams::default())
+        .await
+        .unwrap();
     Some((dn, file))
 }
 
@@ -87,7 +89,13 @@ async fn start_node(engine: Arc<dyn Engine>, cfg: OnChainConfig) -> PaidNode {
     let task = tokio::spawn(serve(listener, state, async move {
         let _ = rx.await;
     }));
-    PaidNode { url, onchain, key, stop: Some(tx), task }
+    PaidNode {
+        url,
+        onchain,
+        key,
+        stop: Some(tx),
+        task,
+    }
 }
 
 impl PaidNode {
@@ -138,27 +146,39 @@ async fn chat(url: &str, model: &str, bearer: Option<&str>, stream: bool) -> req
 }
 
 async fn deposit(file: &DevnetFile, role: &str, amount: U256) {
-    let chain = Chain::connect(file.chain_config(), Some(parse_private_key(&key_of(file, role)).unwrap()))
-        .await
-        .unwrap();
+    let chain = Chain::connect(
+        file.chain_config(),
+        Some(parse_private_key(&key_of(file, role)).unwrap()),
+    )
+    .await
+    .unwrap();
     chain.escrow().unwrap().deposit(amount).await.unwrap();
 }
 
 #[tokio::test]
 async fn register_pay_chat_settle_and_the_operator_is_paid() {
     let Some(engine) = engine().await else { return };
-    let Some((_anvil, file)) = devnet().await else { return };
+    let Some((_anvil, file)) = devnet().await else {
+        return;
+    };
     let model = engine.model_id().to_owned();
     let engine: Arc<dyn Engine> = Arc::new(engine);
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(Arc::clone(&engine), config(&file, &model, &dir.path().join("l.sqlite"))).await;
+    let node = start_node(
+        Arc::clone(&engine),
+        config(&file, &model, &dir.path().join("l.sqlite")),
+    )
+    .await;
     assert_eq!(node.onchain.registration.action, "registered");
 
     let chain = node.onchain.chain().clone();
     let operator = file.account("operator").unwrap().address;
     let registry = chain.registry().unwrap();
     assert!(registry.is_active(operator).await.unwrap());
-    assert_eq!(registry.signer_of(operator).await.unwrap(), Address::from(node.key.address()));
+    assert_eq!(
+        registry.signer_of(operator).await.unwrap(),
+        Address::from(node.key.address())
+    );
 
     deposit(&file, "client", TOKEN).await;
     let (key, id) = mint_key(&file, TOKEN, far_future(), "client");
@@ -167,7 +187,8 @@ async fn register_pay_chat_settle_and_the_operator_is_paid() {
     // Plain: the receipt is a voucher for the cumulative amount, signed by the enclave key.
     let resp = chat(&node.url, &model, Some(&bearer), false).await;
     assert_eq!(resp.status(), 200);
-    let receipt: Value = serde_json::from_str(resp.headers()["x-cloister-receipt"].to_str().unwrap()).unwrap();
+    let receipt: Value =
+        serde_json::from_str(resp.headers()["x-cloister-receipt"].to_str().unwrap()).unwrap();
     let first: U256 = receipt["cumulative_amount"].as_str().unwrap().parse().unwrap();
     assert!(first > U256::ZERO);
     assert_eq!(receipt["authorization"], format!("{id:#x}"));
@@ -177,7 +198,11 @@ async fn register_pay_chat_settle_and_the_operator_is_paid() {
     let text = resp.text().await.unwrap();
     let sig_event = text.split("event: cloister.signature\ndata: ").nth(1).unwrap();
     let sig: Value = serde_json::from_str(sig_event.trim()).unwrap();
-    let total: U256 = sig["receipt"]["cumulative_amount"].as_str().unwrap().parse().unwrap();
+    let total: U256 = sig["receipt"]["cumulative_amount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(total > first);
 
     let escrow = chain.escrow().unwrap();
@@ -185,8 +210,16 @@ async fn register_pay_chat_settle_and_the_operator_is_paid() {
     let before_client = escrow.balance_of(client).await.unwrap();
     let before_op = chain.token_balance(operator).await.unwrap();
     let ledger = Arc::clone(node.onchain.billing.ledger());
-    assert_eq!(settle_now(&escrow, &ledger).await.unwrap(), 1, "one voucher for the authorization");
-    assert_eq!(chain.token_balance(operator).await.unwrap() - before_op, total, "operator paid the total");
+    assert_eq!(
+        settle_now(&escrow, &ledger).await.unwrap(),
+        1,
+        "one voucher for the authorization"
+    );
+    assert_eq!(
+        chain.token_balance(operator).await.unwrap() - before_op,
+        total,
+        "operator paid the total"
+    );
     assert_eq!(before_client - escrow.balance_of(client).await.unwrap(), total);
     assert_eq!(escrow.settled(id).await.unwrap(), total);
     // Nothing left, nothing paid twice.
@@ -197,7 +230,9 @@ async fn register_pay_chat_settle_and_the_operator_is_paid() {
 #[tokio::test]
 async fn restart_between_metering_and_settlement_loses_nothing_and_pays_once() {
     let Some(engine) = engine().await else { return };
-    let Some((_anvil, file)) = devnet().await else { return };
+    let Some((_anvil, file)) = devnet().await else {
+        return;
+    };
     let model = engine.model_id().to_owned();
     let engine: Arc<dyn Engine> = Arc::new(engine);
     let dir = tempfile::tempdir().unwrap();
@@ -225,7 +260,8 @@ async fn restart_between_metering_and_settlement_loses_nothing_and_pays_once() {
 
     // Keeps metering on top of the old total, then settles once.
     let resp = chat(&node.url, &model, Some(&bearer), false).await;
-    let receipt: Value = serde_json::from_str(resp.headers()["x-cloister-receipt"].to_str().unwrap()).unwrap();
+    let receipt: Value =
+        serde_json::from_str(resp.headers()["x-cloister-receipt"].to_str().unwrap()).unwrap();
     let total: U256 = receipt["cumulative_amount"].as_str().unwrap().parse().unwrap();
     assert!(total > metered);
     let chain = node.onchain.chain().clone();
@@ -234,7 +270,11 @@ async fn restart_between_metering_and_settlement_loses_nothing_and_pays_once() {
     let before = chain.token_balance(operator).await.unwrap();
     assert_eq!(settle_now(&escrow, &ledger).await.unwrap(), 1);
     assert_eq!(settle_now(&escrow, &ledger).await.unwrap(), 0);
-    assert_eq!(chain.token_balance(operator).await.unwrap() - before, total, "paid exactly once");
+    assert_eq!(
+        chain.token_balance(operator).await.unwrap() - before,
+        total,
+        "paid exactly once"
+    );
 
     // A third life right after settlement pays nothing more.
     drop(node.stop().await);
@@ -248,7 +288,9 @@ async fn restart_between_metering_and_settlement_loses_nothing_and_pays_once() {
 #[tokio::test]
 async fn bad_keys_are_refused_by_name() {
     let Some(engine) = engine().await else { return };
-    let Some((_anvil, file)) = devnet().await else { return };
+    let Some((_anvil, file)) = devnet().await else {
+        return;
+    };
     let model = engine.model_id().to_owned();
     let engine: Arc<dyn Engine> = Arc::new(engine);
     let dir = tempfile::tempdir().unwrap();
@@ -258,9 +300,15 @@ async fn bad_keys_are_refused_by_name() {
     async fn code(resp: reqwest::Response) -> (u16, String) {
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap();
-        (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+        (
+            status,
+            body["error"]["code"].as_str().unwrap_or_default().to_owned(),
+        )
     }
-    assert_eq!(code(chat(&node.url, &model, None, false).await).await, (401, "missing_api_key".into()));
+    assert_eq!(
+        code(chat(&node.url, &model, None, false).await).await,
+        (401, "missing_api_key".into())
+    );
     assert_eq!(
         code(chat(&node.url, &model, Some("ck1_garbage"), false).await).await,
         (401, "invalid_api_key".into())
@@ -285,21 +333,33 @@ async fn bad_keys_are_refused_by_name() {
     );
     // A tiny limit: the first answer uses it up, the next is refused.
     let (tiny, _) = mint_key(&file, U256::from(1u64), far_future(), "client");
-    assert_eq!(chat(&node.url, &model, Some(&tiny.encode()), false).await.status(), 200);
+    assert_eq!(
+        chat(&node.url, &model, Some(&tiny.encode()), false)
+            .await
+            .status(),
+        200
+    );
     assert_eq!(
         code(chat(&node.url, &model, Some(&tiny.encode()), false).await).await,
         (402, "spend_limit_reached".into())
     );
     // The node still serves a good key.
     let (good, _) = mint_key(&file, TOKEN, far_future(), "client");
-    assert_eq!(chat(&node.url, &model, Some(&good.encode()), false).await.status(), 200);
+    assert_eq!(
+        chat(&node.url, &model, Some(&good.encode()), false)
+            .await
+            .status(),
+        200
+    );
     node.stop().await.shutdown().await;
 }
 
 #[tokio::test]
 async fn oracle_requests_for_served_models_are_answered_on_chain() {
     let Some(engine) = engine().await else { return };
-    let Some((_anvil, file)) = devnet().await else { return };
+    let Some((_anvil, file)) = devnet().await else {
+        return;
+    };
     let model = engine.model_id().to_owned();
     let engine: Arc<dyn Engine> = Arc::new(engine);
     let dir = tempfile::tempdir().unwrap();
@@ -318,7 +378,11 @@ async fn oracle_requests_for_served_models_are_answered_on_chain() {
     let before = requester.token_balance(operator).await.unwrap();
     let fee = U256::from(1_000_000u64);
     let (id, _) = consumer
-        .ask(&model, alloy_primitives::Bytes::from_static(b"Name a colour."), fee)
+        .ask(
+            &model,
+            alloy_primitives::Bytes::from_static(b"Name a colour."),
+            fee,
+        )
         .await
         .unwrap();
     // A request for a model nobody serves stays pending (and is refundable after the timeout).
@@ -338,7 +402,53 @@ async fn oracle_requests_for_served_models_are_answered_on_chain() {
     let answer = answer.expect("the node fulfilled the request within 30 s");
     assert!(!answer.is_empty());
     assert!(std::str::from_utf8(&answer).is_ok());
-    assert_eq!(requester.token_balance(operator).await.unwrap() - before, fee, "fee paid to the operator");
+    assert_eq!(
+        requester.token_balance(operator).await.unwrap() - before,
+        fee,
+        "fee paid to the operator"
+    );
     assert!(consumer.answer(other).await.unwrap().is_none());
+    node.stop().await.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pending_withdrawal_triggers_settlement_before_its_delay_ends() {
+    let Some(engine) = engine().await else { return };
+    let Some((_anvil, file)) = devnet().await else {
+        return;
+    };
+    let model = engine.model_id().to_owned();
+    let engine: Arc<dyn Engine> = Arc::new(engine);
+    let dir = tempfile::tempdir().unwrap();
+    // Interval and threshold never fire here; only the withdrawal can.
+    let node = start_node(engine, config(&file, &model, &dir.path().join("l.sqlite"))).await;
+    deposit(&file, "client", TOKEN).await;
+    let (key, id) = mint_key(&file, TOKEN, far_future(), "client");
+    assert_eq!(
+        chat(&node.url, &model, Some(&key.encode()), false).await.status(),
+        200
+    );
+    let metered = node.onchain.billing.ledger().cumulative(id).unwrap();
+
+    let client = Chain::connect(
+        file.chain_config(),
+        Some(parse_private_key(&key_of(&file, "client")).unwrap()),
+    )
+    .await
+    .unwrap();
+    let escrow = client.escrow().unwrap();
+    assert_eq!(escrow.settled(id).await.unwrap(), U256::ZERO);
+    escrow.request_withdrawal(TOKEN).await.unwrap();
+    // The delay is 60 s of chain time; move the chain to 20 s before its end (inside the margin).
+    devnet::increase_time(client.provider(), 40).await.unwrap();
+    let mut settled = U256::ZERO;
+    for _ in 0..100 {
+        settled = escrow.settled(id).await.unwrap();
+        if settled == metered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(settled, metered, "settled before the client could withdraw");
     node.stop().await.shutdown().await;
 }
