@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+echo "test: real OpenAI clients for the proxy tests (pinned openai in tools/pyclients/venv)"
+scripts/setup-test-clients.sh
 echo "test: contracts (reproducible out/, forge test)"
 bash contracts/check.sh
 echo "test: cargo fmt --check"
@@ -12,5 +14,5 @@ cargo fmt --all -- --check
 echo "test: cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "test: cargo test"
-CLOISTER_REQUIRE_MODEL=1 CLOISTER_REQUIRE_ANVIL=1 CLOISTER_TEST_MODEL="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf" \
+CLOISTER_REQUIRE_MODEL=1 CLOISTER_REQUIRE_ANVIL=1 CLOISTER_REQUIRE_CLIENTS=1 CLOISTER_TEST_MODEL="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf" \
   cargo test --locked --workspace

@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy::network::EthereumWallet;
@@ -91,7 +92,11 @@ pub struct Devnet {
     child: Child,
     rpc_url: String,
     chain_id: u64,
+    stderr_tail: Arc<Mutex<Vec<u8>>>,
 }
+
+/// Bytes of anvil's stderr kept for error messages.
+const STDERR_TAIL: usize = 4096;
 
 impl Devnet {
     /// Starts anvil (hardfork [`HARDFORK`]) and waits until it answers.
@@ -110,8 +115,26 @@ impl Devnet {
             cmd.args(["--chain-id", &id.to_string()]);
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        let child = cmd.spawn().map_err(|e| ChainError::Anvil(format!("{}: {e}", anvil.display())))?;
-        let mut devnet = Self { child, rpc_url: format!("http://127.0.0.1:{port}"), chain_id: 0 };
+        let mut child = cmd.spawn().map_err(|e| ChainError::Anvil(format!("{}: {e}", anvil.display())))?;
+        // Drain stderr so a chatty anvil never blocks on a full pipe; keep its tail for errors.
+        let stderr_tail = Arc::new(Mutex::new(Vec::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let tail = Arc::clone(&stderr_tail);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut t) = tail.lock() {
+                        t.extend_from_slice(&buf[..n]);
+                        let excess = t.len().saturating_sub(STDERR_TAIL);
+                        t.drain(..excess);
+                    }
+                }
+            });
+        }
+        let mut devnet = Self { child, rpc_url: format!("http://127.0.0.1:{port}"), chain_id: 0, stderr_tail };
         devnet.chain_id = devnet.wait_ready().await?;
         Ok(devnet)
     }
@@ -122,11 +145,9 @@ impl Devnet {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
+                // Give the drain thread a moment to collect anvil's last words.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let err = self.stderr_tail.lock().map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
                 return Err(ChainError::Anvil(format!("exited with {status}: {}", err.trim())));
             }
             if let Ok(id) = provider.get_chain_id().await {
@@ -193,7 +214,7 @@ fn wallet_provider(rpc_url: &str, signer: PrivateKeySigner) -> Result<DynProvide
 /// Advances the chain's clock by `secs` and mines a block (anvil/hardhat only).
 pub async fn increase_time(provider: &DynProvider, secs: u64) -> Result<()> {
     let _: serde_json::Value = provider.raw_request("evm_increaseTime".into(), (secs,)).await?;
-    let _: serde_json::Value = provider.raw_request("evm_mine".into(), ()).await?;
+    let _: serde_json::Value = provider.raw_request("evm_mine".into(), Vec::<serde_json::Value>::new()).await?;
     Ok(())
 }
 

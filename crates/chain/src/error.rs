@@ -27,6 +27,12 @@ pub enum ChainError {
         /// Its hash.
         tx_hash: B256,
     },
+    /// No receipt arrived in time.
+    #[error("no receipt for {tx_hash} after {}s", crate::RECEIPT_TIMEOUT.as_secs())]
+    ReceiptTimeout {
+        /// The transaction.
+        tx_hash: B256,
+    },
     /// The RPC endpoint answered with an error, or could not be reached.
     #[error("RPC error: {0}")]
     Rpc(#[from] alloy::transports::TransportError),

@@ -163,7 +163,7 @@ where
     D: alloy::contract::CallDecoder,
 {
     let pending = call.send().await.map_err(revert::from_contract)?;
-    let receipt = pending.get_receipt().await?;
+    let receipt = wait_for_receipt(pending.provider(), *pending.tx_hash()).await?;
     if !receipt.status() {
         return Err(ChainError::TxFailed { tx_hash: receipt.transaction_hash });
     }
@@ -173,6 +173,28 @@ where
         block_number: receipt.block_number,
         receipt,
     })
+}
+
+/// How long [`wait_for_receipt`] waits before giving up.
+pub const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Polls for a transaction's receipt (20 ms, doubling to 1 s) for up to [`RECEIPT_TIMEOUT`].
+///
+/// alloy's own block-heartbeat watcher stalls on anvil after `evm_increaseTime`; plain receipt
+/// polling has no such state and also suits L2s with sub-second blocks.
+pub async fn wait_for_receipt<P: Provider>(provider: &P, tx_hash: B256) -> Result<TransactionReceipt> {
+    let start = std::time::Instant::now();
+    let mut delay = std::time::Duration::from_millis(20);
+    loop {
+        if let Some(receipt) = provider.get_transaction_receipt(tx_hash).await? {
+            return Ok(receipt);
+        }
+        if start.elapsed() > RECEIPT_TIMEOUT {
+            return Err(ChainError::ReceiptTimeout { tx_hash });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(1));
+    }
 }
 
 /// Approves `spender` for `amount` of `token` from `owner` unless the allowance already covers it.

@@ -5,8 +5,9 @@
 //!    per stream chunk (seal + open of one SSE event), beside the signature work every request
 //!    already pays (hash both bodies, sign, recover).
 //! 2. Latency and throughput against a zero-work upstream: client → node unencrypted (the
-//!    baseline), client → node sealed (the `cloister-client` library), and client → `cloister proxy`
-//!    → node sealed (what an OpenAI SDK sees), interleaved in rounds.
+//!    baseline: a bare POST), the same through `cloister-client` with E2EE off (signature checked),
+//!    sealed through `cloister-client`, and client → `cloister proxy` → node sealed (what an OpenAI
+//!    SDK sees), interleaved in rounds.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -239,32 +240,49 @@ pub(crate) async fn e2ee(args: E2eeArgs) -> anyhow::Result<ExitCode> {
         .verify_now()
         .await
         .context("verifying the bench node")?;
+    // The same checks without E2EE: isolates what sealing costs from what verifying costs.
+    let mut clear_policy = Policy::dev_allow_simulated();
+    clear_policy.e2ee = cloister_client::E2eeMode::Off;
+    let clear_client = NodeClient::with_http(&node, Arc::new(clear_policy), http.clone());
+    clear_client
+        .verify_now()
+        .await
+        .context("verifying the bench node")?;
     let pool = NodePool::from_clients(vec![node_client.clone()]);
     let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let proxy = format!("http://{}", proxy_listener.local_addr()?);
-    let proxy_server =
-        tokio::spawn(async move { axum::serve(proxy_listener, crate::proxy_cmd::router(pool)).await });
+    let proxy_server = tokio::spawn(async move {
+        axum::serve(
+            crate::proxy_cmd::nodelay(proxy_listener),
+            crate::proxy_cmd::router(pool),
+        )
+        .await
+    });
 
     let direct_url = format!("{node}/v1/chat/completions");
     let proxy_url = format!("{proxy}/v1/chat/completions");
     let plain = || post(http.clone(), direct_url.clone(), body.clone());
+    let verified = || sealed(clear_client.clone(), body.clone(), args.stream);
     let lib = || sealed(node_client.clone(), body.clone(), args.stream);
     let via_proxy = || post(http.clone(), proxy_url.clone(), body.clone());
     // Warm-up.
     load_round(50, args.concurrency, plain).await?;
+    load_round(50, args.concurrency, verified).await?;
     load_round(50, args.concurrency, lib).await?;
     load_round(50, args.concurrency, via_proxy).await?;
 
-    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut a, mut v, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         let x = load_round(args.requests, args.concurrency, plain).await?;
+        let w = load_round(args.requests, args.concurrency, verified).await?;
         let y = load_round(args.requests, args.concurrency, lib).await?;
         let z = load_round(args.requests, args.concurrency, via_proxy).await?;
         eprintln!(
-            "round {round}: unencrypted p50 {:.3} ms | sealed (library) p50 {:.3} ms | via proxy p50 {:.3} ms",
-            x.p50_ms, y.p50_ms, z.p50_ms
+            "round {round}: unencrypted p50 {:.3} ms | verified, clear {:.3} ms | sealed + verified {:.3} ms | via proxy {:.3} ms",
+            x.p50_ms, w.p50_ms, y.p50_ms, z.p50_ms
         );
         a.push(x);
+        v.push(w);
         b.push(y);
         c.push(z);
     }
@@ -295,6 +313,11 @@ pub(crate) async fn e2ee(args: E2eeArgs) -> anyhow::Result<ExitCode> {
     println!("| path | req/s | p50 ms | p99 ms | p50 ratio to unencrypted | p50 added ms |");
     println!("|---|---:|---:|---:|---:|---:|");
     row("client → node, unencrypted (baseline)", &a, &a);
+    row(
+        "client → node, in clear, signature verified (cloister-client, E2EE off)",
+        &v,
+        &a,
+    );
     row("client → node, sealed + verified (cloister-client)", &b, &a);
     row("client → cloister proxy → node, sealed + verified", &c, &a);
     Ok(ExitCode::SUCCESS)

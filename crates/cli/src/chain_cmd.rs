@@ -158,17 +158,24 @@ pub(crate) struct KeyMintArgs {
 }
 
 fn parse_amount(text: &str) -> anyhow::Result<U256> {
-    let v = parse_units(text.trim(), DECIMALS).with_context(|| format!("amount {text:?} is not a token amount"))?;
+    let v = parse_units(text.trim(), DECIMALS)
+        .with_context(|| format!("amount {text:?} is not a token amount"))?;
     let v: U256 = v.into();
     Ok(v)
 }
 
 fn fmt_amount(v: U256) -> String {
-    format_units(v, DECIMALS).map(|s| trim_zeros(&s)).unwrap_or_else(|_| v.to_string())
+    format_units(v, DECIMALS)
+        .map(|s| trim_zeros(&s))
+        .unwrap_or_else(|_| v.to_string())
 }
 
 fn trim_zeros(s: &str) -> String {
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_owned() } else { s.to_owned() }
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s.to_owned()
+    }
 }
 
 fn load_devnet(opts: &ChainOpts) -> anyhow::Result<Option<DevnetFile>> {
@@ -188,8 +195,12 @@ async fn chain_config(opts: &ChainOpts) -> anyhow::Result<ChainConfig> {
             let Some(url) = &opts.rpc_url else {
                 bail!("say where the chain is: --chain devnet.json, or --rpc-url with contract addresses");
             };
-            let provider = ProviderBuilder::new().connect_http(url.parse().context("--rpc-url is not a URL")?);
-            let chain_id = provider.get_chain_id().await.with_context(|| format!("asking {url} for its chain id"))?;
+            let provider =
+                ProviderBuilder::new().connect_http(url.parse().context("--rpc-url is not a URL")?);
+            let chain_id = provider
+                .get_chain_id()
+                .await
+                .with_context(|| format!("asking {url} for its chain id"))?;
             ChainConfig {
                 rpc_url: url.clone(),
                 chain_id,
@@ -226,39 +237,66 @@ fn signer_from(
 ) -> anyhow::Result<PrivateKeySigner> {
     if let Some(role) = dev_account {
         let file = load_devnet(chain)?.context("--dev-account needs --chain devnet.json")?;
-        let acct = file.account(role).with_context(|| format!("devnet.json has no {role:?} account"))?;
+        let acct = file
+            .account(role)
+            .with_context(|| format!("devnet.json has no {role:?} account"))?;
         return Ok(parse_private_key(&acct.private_key)?);
     }
     let Some(key) = key else {
-        bail!("{what} needs a private key: --private-key / its environment variable, or --dev-account on a devnet");
+        bail!(
+            "{what} needs a private key: --private-key / its environment variable, or --dev-account on a devnet"
+        );
     };
     parse_private_key(key).with_context(|| format!("{what}: malformed private key"))
 }
 
 pub(crate) async fn devnet(cmd: DevnetCommand) -> anyhow::Result<ExitCode> {
     let DevnetCommand::Up(args) = cmd;
-    let dn = Devnet::spawn(DevnetOptions { port: Some(args.port), chain_id: None, anvil: args.anvil.clone() })
+    let dn = Devnet::spawn(DevnetOptions {
+        port: Some(args.port),
+        chain_id: None,
+        anvil: args.anvil.clone(),
+    })
+    .await
+    .context("starting anvil")?;
+    let params = DeployParams {
+        withdraw_delay: args.withdraw_delay,
+        ..DeployParams::default()
+    };
+    let file = devnet::deploy_devnet(dn.rpc_url(), &params)
         .await
-        .context("starting anvil")?;
-    let params = DeployParams { withdraw_delay: args.withdraw_delay, ..DeployParams::default() };
-    let file = devnet::deploy_devnet(dn.rpc_url(), &params).await.context("deploying the contracts")?;
+        .context("deploying the contracts")?;
     file.save(&args.out)?;
 
     let c = &file.contracts;
-    println!("Cloister devnet: anvil (pid {}) on {}, chain id {}", dn.pid(), file.rpc_url, file.chain_id);
+    println!(
+        "Cloister devnet: anvil (pid {}) on {}, chain id {}",
+        dn.pid(),
+        file.rpc_url,
+        file.chain_id
+    );
     println!("  token (DevToken)        {:#x}", c.token);
-    println!("  quote verifier (SIMULATED, devnet only) {:#x}", c.quote_verifier);
+    println!(
+        "  quote verifier (SIMULATED, devnet only) {:#x}",
+        c.quote_verifier
+    );
     println!("  NodeRegistry            {:#x}", c.registry);
     println!("  Escrow                  {:#x}", c.escrow);
     println!("  InferenceOracle         {:#x}", c.oracle);
     if let Some(consumer) = c.consumer {
         println!("  ExampleConsumer         {consumer:#x}");
     }
-    println!("  accounts ({} tokens each):", fmt_amount(params.mint_per_account));
+    println!(
+        "  accounts ({} tokens each):",
+        fmt_amount(params.mint_per_account)
+    );
     for a in &file.accounts {
         println!("    {:<10} {:#x}", a.role, a.address);
     }
-    println!("Wrote {} (it holds anvil's well-known PUBLIC test keys: never use them on a real chain).", args.out.display());
+    println!(
+        "Wrote {} (it holds anvil's well-known PUBLIC test keys: never use them on a real chain).",
+        args.out.display()
+    );
     println!("Press Ctrl-C to stop.");
 
     wait_for_shutdown().await;
@@ -316,10 +354,16 @@ pub(crate) async fn nodes(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
         println!("no nodes registered in {:#x}", registry.address());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<42}  {:<42}  {:<6}  {:<10}  {:<28}  MODELS (input/output price per token)", "OPERATOR", "SIGNER", "ACTIVE", "STAKE", "ENDPOINT");
+    println!(
+        "{:<42}  {:<42}  {:<6}  {:<10}  {:<28}  MODELS (input/output price per token)",
+        "OPERATOR", "SIGNER", "ACTIVE", "STAKE", "ENDPOINT"
+    );
     for (n, a) in nodes.iter().zip(&active) {
-        let models: Vec<String> =
-            n.models.iter().map(|m| format!("{} ({}/{})", m.id, m.input_price, m.output_price)).collect();
+        let models: Vec<String> = n
+            .models
+            .iter()
+            .map(|m| format!("{} ({}/{})", m.id, m.input_price, m.output_price))
+            .collect();
         println!(
             "{:<42}  {:<42}  {:<6}  {:<10}  {:<28}  {}",
             format!("{:#x}", n.operator),
@@ -337,16 +381,36 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         EscrowCommand::Deposit { chain, key, amount } => {
             let amount = parse_amount(&amount)?;
-            let signer = signer_from(&chain, key.private_key.as_deref(), key.dev_account.as_deref(), "deposit")?;
+            let signer = signer_from(
+                &chain,
+                key.private_key.as_deref(),
+                key.dev_account.as_deref(),
+                "deposit",
+            )?;
             let me = signer.address();
             let chain = Chain::connect(chain_config(&chain).await?, Some(signer)).await?;
             let escrow = chain.escrow()?;
             let tx = escrow.deposit(amount).await.context("deposit")?;
-            println!("deposited {} for {me:#x} (tx {:#x}, gas {})", fmt_amount(amount), tx.tx_hash, tx.gas_used);
+            println!(
+                "deposited {} for {me:#x} (tx {:#x}, gas {})",
+                fmt_amount(amount),
+                tx.tx_hash,
+                tx.gas_used
+            );
             println!("escrow balance: {}", fmt_amount(escrow.balance_of(me).await?));
         }
-        EscrowCommand::Withdraw { chain, key, amount, wait } => {
-            let signer = signer_from(&chain, key.private_key.as_deref(), key.dev_account.as_deref(), "withdraw")?;
+        EscrowCommand::Withdraw {
+            chain,
+            key,
+            amount,
+            wait,
+        } => {
+            let signer = signer_from(
+                &chain,
+                key.private_key.as_deref(),
+                key.dev_account.as_deref(),
+                "withdraw",
+            )?;
             let me = signer.address();
             let chain = Chain::connect(chain_config(&chain).await?, Some(signer)).await?;
             let escrow = chain.escrow()?;
@@ -356,7 +420,10 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
                     bail!("no withdrawal pending; give an AMOUNT to request one");
                 };
                 let amount = parse_amount(&amount)?;
-                let tx = escrow.request_withdrawal(amount).await.context("requesting the withdrawal")?;
+                let tx = escrow
+                    .request_withdrawal(amount)
+                    .await
+                    .context("requesting the withdrawal")?;
                 pending = escrow.pending_withdrawal(me).await?;
                 println!(
                     "requested withdrawal of {} (tx {:#x}); ready at unix {}",
@@ -365,7 +432,10 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
                     pending.ready_at
                 );
             } else if amount.is_some() {
-                println!("a withdrawal of {} is already pending; completing it instead", fmt_amount(pending.amount));
+                println!(
+                    "a withdrawal of {} is already pending; completing it instead",
+                    fmt_amount(pending.amount)
+                );
             }
             let now = chain.block_timestamp().await?;
             if now < pending.ready_at {
@@ -391,12 +461,21 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
                 fmt_amount(escrow.balance_of(me).await?)
             );
         }
-        EscrowCommand::Balance { chain: opts, key, address } => {
+        EscrowCommand::Balance {
+            chain: opts,
+            key,
+            address,
+        } => {
             let who = match address {
                 Some(a) => a,
-                None => signer_from(&opts, key.private_key.as_deref(), key.dev_account.as_deref(), "balance")
-                    .context("give --address, or a key")?
-                    .address(),
+                None => signer_from(
+                    &opts,
+                    key.private_key.as_deref(),
+                    key.dev_account.as_deref(),
+                    "balance",
+                )
+                .context("give --address, or a key")?
+                .address(),
             };
             let chain = Chain::connect(chain_config(&opts).await?, None).await?;
             let escrow = chain.escrow()?;
@@ -412,10 +491,17 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
                 } else {
                     format!("ready in {} s", pending.ready_at - now)
                 };
-                println!("  pending withdrawal: {} ({state}, unix {})", fmt_amount(pending.amount), pending.ready_at);
+                println!(
+                    "  pending withdrawal: {} ({state}, unix {})",
+                    fmt_amount(pending.amount),
+                    pending.ready_at
+                );
             }
             if !chain.config().token.is_zero() {
-                println!("  wallet token balance: {}", fmt_amount(chain.token_balance(who).await?));
+                println!(
+                    "  wallet token balance: {}",
+                    fmt_amount(chain.token_balance(who).await?)
+                );
             }
         }
     }
@@ -424,13 +510,21 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
 
 pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     let KeyCommand::Mint(args) = cmd;
-    let signer = signer_from(&args.chain, args.client_key.as_deref(), args.dev_account.as_deref(), "key mint")?;
+    let signer = signer_from(
+        &args.chain,
+        args.client_key.as_deref(),
+        args.dev_account.as_deref(),
+        "key mint",
+    )?;
     let config = chain_config(&args.chain).await?;
     if config.escrow.is_zero() {
         bail!("key mint needs the Escrow address (--chain devnet.json, or --escrow)");
     }
     let max_amount = parse_amount(&args.max_amount)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let auth = SpendAuthorization {
         client: signer.address(),
         node: args.node,
@@ -461,7 +555,13 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
             eprintln!("note: {:#x} is not an active node in the registry", args.node);
         }
     }
-    eprintln!("authorization id {id:#x}, client {:#x}, node {:#x}, max {}, expires unix {}", key.auth.client, key.auth.node, fmt_amount(max_amount), key.auth.expiry);
+    eprintln!(
+        "authorization id {id:#x}, client {:#x}, node {:#x}, max {}, expires unix {}",
+        key.auth.client,
+        key.auth.node,
+        fmt_amount(max_amount),
+        key.auth.expiry
+    );
     println!("{}", key.encode());
     Ok(ExitCode::SUCCESS)
 }

@@ -46,6 +46,10 @@ pub(crate) struct ChatArgs {
     /// Send the prompt in the clear instead of sealing it to the node's attested E2EE key.
     #[arg(long)]
     pub no_e2ee: bool,
+    /// API key for a paid node (`ck1_…` from `cloister key mint`; also CLOISTER_API_KEY), sent as
+    /// `Authorization: Bearer`.
+    #[arg(long, env = "CLOISTER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     #[command(flatten)]
     pub verify: VerifyOpts,
     /// Print JSON instead of text.
@@ -116,15 +120,22 @@ pub(crate) struct ChatProof {
     /// Request and answer were sealed to the node's attested E2EE key.
     pub sealed: bool,
     pub usage: Option<Usage>,
+    /// The node's metering receipt (paid nodes): the enclave-signed cumulative voucher.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<serde_json::Value>,
 }
 
 /// Sends `body` through `client` (sealed unless its policy says otherwise), reads the whole
 /// answer and returns it with its checked signature.
-pub(crate) async fn ask(client: &NodeClient, body: Bytes, stream: bool) -> anyhow::Result<ChatProof> {
+pub(crate) async fn ask(
+    client: &NodeClient,
+    body: Bytes,
+    stream: bool,
+    opts: &RequestOptions,
+) -> anyhow::Result<ChatProof> {
     let refused = |e: cloister_client::Error| anyhow!("refused [{}]: {e}", e.code());
-    let opts = RequestOptions::default();
     if !stream {
-        let r = client.chat(body, &opts).await.map_err(refused)?;
+        let r = client.chat(body, opts).await.map_err(refused)?;
         let completion: ChatCompletion =
             serde_json::from_slice(&r.body).context("the answer is not a chat completion")?;
         return Ok(ChatProof {
@@ -138,9 +149,10 @@ pub(crate) async fn ask(client: &NodeClient, body: Bytes, stream: bool) -> anyho
             record: r.signature,
             sealed: r.sealed,
             usage: completion.usage,
+            receipt: r.receipt.as_deref().and_then(|t| serde_json::from_str(t).ok()),
         });
     }
-    let mut s = client.chat_stream(body, &opts).await.map_err(refused)?;
+    let mut s = client.chat_stream(body, opts).await.map_err(refused)?;
     let sealed = s.sealed;
     let (mut answer, mut id, mut usage) = (String::new(), String::new(), None);
     while let Some(item) = s.next().await {
@@ -168,6 +180,7 @@ pub(crate) async fn ask(client: &NodeClient, body: Bytes, stream: bool) -> anyho
                     record: proof.signature,
                     sealed,
                     usage,
+                    receipt: proof.receipt,
                 });
             }
         }
@@ -268,7 +281,11 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     } else {
         eprintln!("--no-e2ee: the prompt goes to the node in the clear");
     }
-    let chat = ask(&client, body, args.stream).await?;
+    let opts = RequestOptions {
+        authorization: args.api_key.as_ref().map(|k| format!("Bearer {k}")),
+        ..RequestOptions::default()
+    };
+    let chat = ask(&client, body, args.stream, &opts).await?;
     if args.json {
         let out = serde_json::json!({
             "attestation": node.proof,

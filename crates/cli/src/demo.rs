@@ -1,4 +1,6 @@
-//! `cloister demo`: a node with the built-in engine and a simulated TEE, a verified chat, the proof.
+//! `cloister demo`: a local chain (anvil + the contracts), a node with the built-in engine and a
+//! simulated TEE that registers on it, a client that deposits and mints an API key, a verified and
+//! sealed chat, and the settlement that pays the operator.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -6,9 +8,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use cloister_client::E2eeMode;
+use cloister_client::{E2eeMode, RequestOptions};
 
 use crate::chat_cmd::{ask, print_summary, request_bytes, verified_node};
+use crate::demo_chain::DemoChain;
 use crate::node_cmd::{RunArgs, build_attester, build_engine, node_config, shutdown_signal};
 use crate::proof::{VerifyOpts, http_client};
 use crate::table::render_checks;
@@ -38,6 +41,9 @@ pub(crate) struct DemoArgs {
     /// Keep the node serving after the demo, until Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
+    /// Skip the chain (no anvil, no registration, no payment): node and verified chat only.
+    #[arg(long)]
+    pub no_chain: bool,
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -58,7 +64,27 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
-    let state = cloister_node::AppState::new(engine, attester, key, node_config(&run_args));
+    let mut state = cloister_node::AppState::new(
+        Arc::clone(&engine),
+        Arc::clone(&attester),
+        Arc::clone(&key),
+        node_config(&run_args),
+    );
+    let ledger_dir = tempfile::tempdir().context("a temporary directory for the demo ledger")?;
+    let chain = if args.no_chain {
+        None
+    } else {
+        let chain = DemoChain::start(
+            engine,
+            attester,
+            key,
+            &url,
+            &ledger_dir.path().join("ledger.sqlite"),
+        )
+        .await?;
+        state = state.with_billing(chain.billing());
+        Some(chain)
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(cloister_node::serve(listener, state, async move {
         let _ = stop_rx.await;
@@ -85,12 +111,26 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         None,
         true,
     )?;
-    let chat = ask(&client, body, true).await?;
+    let opts = RequestOptions {
+        authorization: chain.as_ref().map(|c| format!("Bearer {}", c.api_key)),
+        ..RequestOptions::default()
+    };
+    let chat = ask(&client, body, true, &opts).await?;
     println!();
     println!("== answer from {model} ==");
     println!("{}", chat.answer.trim());
     println!();
     print_summary(&node, &chat);
+    println!();
+    if let Some(receipt) = &chat.receipt {
+        println!(
+            "metering receipt: cumulative {} base units, voucher signed by the enclave key {}",
+            receipt["cumulative_amount"].as_str().unwrap_or("?"),
+            receipt["signature"]
+                .as_str()
+                .map_or("?", |s| &s[..s.len().min(18)])
+        );
+    }
     println!();
     println!("verdict: VERIFIED answer (simulated TEE: development only)");
 
@@ -100,5 +140,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = stop_tx.send(());
     server.await.context("node task")?.context("node server")?;
+    if let Some(chain) = chain {
+        chain.settle_and_report().await?;
+    }
     Ok(ExitCode::SUCCESS)
 }

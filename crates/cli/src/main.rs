@@ -8,6 +8,7 @@ mod bench_quote;
 mod chain_cmd;
 mod chat_cmd;
 mod demo;
+mod demo_chain;
 mod node_cmd;
 mod proof;
 mod proxy_cmd;

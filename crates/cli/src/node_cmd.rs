@@ -10,12 +10,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use cloister_attest::collect::{Attester, DetectOptions, detect};
+use cloister_chain::alloy::primitives::U256;
+use cloister_chain::{ChainConfig, DevnetFile};
 use cloister_engine::Engine;
 use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine};
 use cloister_engine::source::ModelSource;
 use cloister_engine::upstream::{UpstreamConfig, UpstreamEngine};
-use cloister_chain::alloy::primitives::U256;
-use cloister_chain::{ChainConfig, DevnetFile};
 use cloister_node::billing::Price;
 use cloister_node::onchain::{OnChainConfig, OnChainNode};
 use cloister_node::{AppState, NodeConfig};
@@ -259,7 +259,12 @@ async fn run_node(args: RunArgs) -> anyhow::Result<ExitCode> {
         "node serving"
     );
     let local = listener.local_addr().unwrap_or(listen);
-    let mut state = AppState::new(Arc::clone(&engine), Arc::clone(&attester), Arc::clone(&key), node_config(&args));
+    let mut state = AppState::new(
+        Arc::clone(&engine),
+        Arc::clone(&attester),
+        Arc::clone(&key),
+        node_config(&args),
+    );
     let onchain = match &args.chain {
         Some(path) => {
             let config = onchain_config(&args, path, &models, local)?;
@@ -353,10 +358,7 @@ fn onchain_config(
     Ok(OnChainConfig {
         chain,
         operator,
-        endpoint: args
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("http://{local}")),
+        endpoint: args.endpoint.clone().unwrap_or_else(|| format!("http://{local}")),
         prices,
         stake,
         ledger_path: args
@@ -424,7 +426,10 @@ mod tests {
     #[test]
     fn prices_parse_and_bad_ones_are_named() {
         let (m, p) = parse_price("smol=10:30").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((m.as_str(), p.input, p.output), ("smol", U256::from(10), U256::from(30)));
+        assert_eq!(
+            (m.as_str(), p.input, p.output),
+            ("smol", U256::from(10), U256::from(30))
+        );
         assert!(parse_price("smol=10").is_err());
         assert!(parse_price("smol=a:1").is_err());
     }

@@ -116,11 +116,22 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(node = %node.url(), "proxying to node");
     }
     eprintln!("cloister proxy listening on http://{addr}/v1");
-    axum::serve(listener, router(pool))
+    axum::serve(nodelay(listener), router(pool))
         .with_graceful_shutdown(crate::node_cmd::shutdown_signal())
         .await
         .context("proxy server")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SSE events are small: each goes out at once rather than waiting for Nagle (and the client's
+/// delayed ACK, 40 ms a round).
+pub(crate) fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "TCP_NODELAY not set");
+        }
+    })
 }
 
 /// The proxy's routes over `pool`.
@@ -218,7 +229,7 @@ async fn chat(State(pool): State<Arc<NodePool>>, headers: HeaderMap, body: Bytes
     if !stream {
         return match pool.chat(body, &opts).await {
             Ok(r) => {
-                tracing::info!(node = %r.node.url, sealed = r.sealed, "answer verified");
+                tracing::debug!(node = %r.node.url, sealed = r.sealed, "answer verified");
                 let mut resp = (StatusCode::OK, r.body).into_response();
                 let h = resp.headers_mut();
                 h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -228,6 +239,10 @@ async fn chat(State(pool): State<Arc<NodePool>>, headers: HeaderMap, body: Bytes
                     .and_then(|s| HeaderValue::from_str(&s).ok())
                 {
                     h.insert("x-cloister-signature", v);
+                }
+                // The node's metering receipt (signed by the enclave key) goes to the client as is.
+                if let Some(v) = r.receipt.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
+                    h.insert(cloister_client::RECEIPT_HEADER, v);
                 }
                 resp
             }
@@ -246,8 +261,11 @@ async fn chat(State(pool): State<Arc<NodePool>>, headers: HeaderMap, body: Bytes
         Ok::<_, std::convert::Infallible>(match item {
             Ok(StreamEvent::Data(event)) => event,
             Ok(StreamEvent::Done(proof)) => {
-                tracing::info!(node = %proof.node.url, sealed, "stream verified");
-                let record = serde_json::to_string(&proof.signature).unwrap_or_default();
+                tracing::debug!(node = %proof.node.url, sealed, "stream verified");
+                let mut record = serde_json::to_value(&proof.signature).unwrap_or_default();
+                if let (Some(obj), Some(receipt)) = (record.as_object_mut(), proof.receipt) {
+                    obj.insert("receipt".to_owned(), receipt);
+                }
                 Bytes::from(format!(
                     "data: [DONE]\n\nevent: cloister.signature\ndata: {record}\n\n"
                 ))
@@ -275,4 +293,46 @@ async fn chat(State(pool): State<Arc<NodePool>>, headers: HeaderMap, body: Bytes
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     verified_headers(h, &node, sealed, "at-end-of-stream");
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(nodes: &[&str], network: Option<PathBuf>) -> ProxyArgs {
+        ProxyArgs {
+            listen: "127.0.0.1:0"
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
+            nodes: nodes.iter().map(|s| (*s).to_owned()).collect(),
+            network,
+            allowed_measurements: None,
+            accept_tcb: vec!["UpToDate".into()],
+            allow_simulated: false,
+            collateral: Vec::new(),
+            pccs: String::new(),
+            verdict_ttl_secs: 300,
+        }
+    }
+
+    #[test]
+    fn nodes_come_from_flags_and_network_files() {
+        let dir = std::env::temp_dir().join(format!("cloister-proxy-test-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let list = dir.join("list.json");
+        let object = dir.join("object.json");
+        let bad = dir.join("bad.json");
+        let _ = std::fs::write(&list, r#"["http://a:1", "http://b:2"]"#);
+        let _ = std::fs::write(&object, r#"{"nodes": ["http://c:3"]}"#);
+        let _ = std::fs::write(&bad, r#"{"urls": []}"#);
+        let urls = |a: &ProxyArgs| node_urls(a).unwrap_or_default();
+        assert_eq!(
+            urls(&args(&["http://x:9"], Some(list))),
+            ["http://x:9", "http://a:1", "http://b:2"]
+        );
+        assert_eq!(urls(&args(&[], Some(object))), ["http://c:3"]);
+        assert!(node_urls(&args(&[], Some(bad))).is_err());
+        assert!(node_urls(&args(&[], None)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

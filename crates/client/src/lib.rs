@@ -32,8 +32,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::{Error, Result};
 pub use node::{
-    CHAT_PATH, ChatStream, NodeClient, RequestOptions, StreamEvent, StreamProof, VerifiedResponse,
-    default_http_client,
+    CHAT_PATH, ChatStream, NodeClient, RECEIPT_HEADER, RequestOptions, StreamEvent, StreamProof,
+    VerifiedResponse, default_http_client,
 };
 pub use policy::{CollateralFile, CollateralSource, E2eeMode, MeasurementAllowlist, Policy};
 pub use pool::NodePool;

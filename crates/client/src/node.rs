@@ -26,6 +26,8 @@ use crate::{Error, Result, node_base, unix_now};
 
 /// The chat endpoint's path (bound into the request AAD).
 pub const CHAT_PATH: &str = "/v1/chat/completions";
+/// Header of a plain answer's metering receipt (docs/protocol.md §9).
+pub const RECEIPT_HEADER: &str = "x-cloister-receipt";
 
 /// Per-request options.
 #[derive(Clone, Debug, Default)]
@@ -49,6 +51,8 @@ pub struct VerifiedResponse {
     pub signature_id: Option<String>,
     /// Whether request and answer were sealed.
     pub sealed: bool,
+    /// The node's metering receipt (`x-cloister-receipt`, JSON), when it bills this request.
+    pub receipt: Option<String>,
 }
 
 /// One item of a [`ChatStream`].
@@ -72,6 +76,8 @@ pub struct StreamProof {
     pub signature: SignatureRecord,
     /// Whether the node sent `data: [DONE]`.
     pub done_seen: bool,
+    /// The metering receipt carried in the signature event, when the node bills this request.
+    pub receipt: Option<serde_json::Value>,
 }
 
 /// A streamed answer: [`StreamEvent::Data`] items as they arrive, then one
@@ -362,6 +368,7 @@ impl NodeClient {
                 signature: record,
                 signature_id: header_text(&headers, SIGNATURE_ID_HEADER),
                 sealed,
+                receipt: header_text(&headers, RECEIPT_HEADER),
             });
         }
     }
@@ -531,6 +538,7 @@ struct Plain {
     /// Every plaintext byte before the signature event: what the signature covers.
     signed: Vec<u8>,
     record: Option<SignatureRecord>,
+    receipt: Option<serde_json::Value>,
     done_seen: bool,
 }
 
@@ -616,6 +624,7 @@ impl StreamReader {
             node,
             signature: record,
             done_seen: plain.done_seen,
+            receipt: plain.receipt,
         })
     }
 
@@ -635,10 +644,12 @@ impl StreamReader {
                 return Err(Error::MalformedResponse("an event after the signature".into()));
             }
             if name.as_deref() == Some("cloister.signature") {
-                let record = serde_json::from_str(data.trim()).map_err(|e| Error::SignatureInvalid {
+                let bad = |e: serde_json::Error| Error::SignatureInvalid {
                     detail: format!("the signature event is not a signature record: {e}"),
-                })?;
-                plain.record = Some(record);
+                };
+                let value: serde_json::Value = serde_json::from_str(data.trim()).map_err(bad)?;
+                plain.receipt = value.get("receipt").filter(|r| !r.is_null()).cloned();
+                plain.record = Some(serde_json::from_value(value).map_err(bad)?);
                 continue;
             }
             plain.signed.extend_from_slice(&event);

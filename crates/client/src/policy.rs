@@ -289,7 +289,7 @@ fn collateral_from_files(
             (
                 None,
                 format!(
-                    "none: no collateral file is for the quote's FMSPC {} ({have})",
+                    "none: no --collateral file is for the quote's FMSPC {} ({have})",
                     info.fmspc
                 ),
             )

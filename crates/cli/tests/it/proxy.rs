@@ -337,11 +337,16 @@ async fn async_openai_works_through_the_proxy() {
     use async_openai::types::chat::{ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs};
 
     let stack = start_stack().await;
+    // No retries: a refusal (502) must surface at once.
+    let no_retry = backoff::ExponentialBackoffBuilder::new()
+        .with_max_elapsed_time(Some(Duration::ZERO))
+        .build();
     let client = Client::with_config(
         OpenAIConfig::new()
             .with_api_base(format!("{}/v1", stack.proxy_url))
             .with_api_key("sk-test"),
-    );
+    )
+    .with_backoff(no_retry);
     let models = client.models().list().await.unwrap();
     assert_eq!(
         models.data.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
@@ -482,9 +487,13 @@ async fn the_node_refuses_a_request_replayed_from_the_wire() {
     let request = first_chat_request(&captured);
     let node_addr = stack.node_url.trim_start_matches("http://").to_owned();
     let answer = tokio::task::spawn_blocking(move || {
+        // The captured bytes, with `connection: close` so the node ends the answer by closing.
+        let line_end = request.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        let mut replay = request[..line_end].to_vec();
+        replay.extend_from_slice(b"connection: close\r\n");
+        replay.extend_from_slice(&request[line_end..]);
         let mut conn = TcpStream::connect(node_addr).unwrap();
-        conn.write_all(&request).unwrap();
-        conn.shutdown(Shutdown::Write).unwrap();
+        conn.write_all(&replay).unwrap();
         let mut out = Vec::new();
         let _ = conn.read_to_end(&mut out);
         String::from_utf8_lossy(&out).into_owned()
@@ -592,4 +601,96 @@ async fn the_proxy_names_tampering_and_a_signature_from_another_key() {
         let v: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["code"], code, "{evil:?}: {v}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloister_chat_seals_by_default_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, node_url) = start_node(&dir).await;
+    let run = |extra: &'static [&'static str]| {
+        let node_url = node_url.clone();
+        tokio::task::spawn_blocking(move || {
+            cloister()
+                .args(["chat", &node_url, "hello there", "--allow-simulated"])
+                .args(extra)
+                .output()
+                .unwrap()
+        })
+    };
+    let sealed = run(&[]).await.unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&sealed.stdout),
+        String::from_utf8_lossy(&sealed.stderr),
+    );
+    assert!(sealed.status.success(), "{out}\n{err}");
+    assert!(
+        err.contains("prompt sealed to the node's attested E2EE key"),
+        "{err}"
+    );
+    assert!(out.contains("echo: hello there"), "{out}");
+    assert!(
+        out.contains("e2ee              prompt and answer sealed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("signature         valid, from the attested signer"),
+        "{out}"
+    );
+
+    let clear = run(&["--no-e2ee", "--stream"]).await.unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&clear.stdout),
+        String::from_utf8_lossy(&clear.stderr),
+    );
+    assert!(clear.status.success(), "{out}\n{err}");
+    assert!(err.contains("--no-e2ee"), "{err}");
+    assert!(out.contains("e2ee              OFF"), "{out}");
+
+    let strict = {
+        let node_url = node_url.clone();
+        tokio::task::spawn_blocking(move || {
+            cloister()
+                .args(["chat", &node_url, "hello there"])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let err = String::from_utf8_lossy(&strict.stderr);
+    assert!(!strict.status.success());
+    assert!(err.contains("simulated_tee_refused"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_forwards_authorization_and_receipts_unchanged() {
+    let (node, _proxy, url, _dir) = proxy_to_evil(evil_node::Misbehaviour::Honest).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .header("authorization", "Bearer spend-authorization-base64")
+        .json(&evil_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-cloister-signer"], node.signer_hex().as_str());
+    assert_eq!(resp.headers()["x-cloister-receipt"], evil_node::RECEIPT);
+    assert_eq!(
+        node.last_authorization().as_deref(),
+        Some("Bearer spend-authorization-base64")
+    );
+    let text = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&evil_body(true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, signature_event) = text
+        .split_once("data: [DONE]\n\nevent: cloister.signature\ndata: ")
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_str(signature_event.trim()).unwrap();
+    assert_eq!(event["receipt"]["cumulative_amount"], "42", "{text}");
 }

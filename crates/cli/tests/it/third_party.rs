@@ -36,6 +36,14 @@ fn json_body(
     move || std::future::ready(([("content-type", "application/json")], body.clone()))
 }
 
+/// A POST handler answering `body` as JSON after reading the whole request body (a handler that
+/// leaves a large body unread makes hyper close the keep-alive connection the client then reuses).
+fn json_body_post(
+    body: bytes::Bytes,
+) -> impl Fn(bytes::Bytes) -> std::future::Ready<([(&'static str, &'static str); 1], bytes::Bytes)> + Clone {
+    move |_request: bytes::Bytes| std::future::ready(([("content-type", "application/json")], body.clone()))
+}
+
 /// A test double of NEAR AI cloud's `GET /v1/attestation/report`: it answers the captured body
 /// whatever the query (the capture was made with the nonce the test sends).
 fn start_fake_nearai_endpoint(body: Vec<u8>) -> SocketAddr {
@@ -258,7 +266,7 @@ fn start_fake_near_and_nras(dir: &Path, tamper_nras: bool) -> SocketAddr {
     serve_in_thread(
         axum::Router::new()
             .route("/v1/attestation/report", axum::routing::get(json_body(report)))
-            .route("/v3/attest/gpu", axum::routing::post(json_body(nras)))
+            .route("/v3/attest/gpu", axum::routing::post(json_body_post(nras)))
             .route("/.well-known/jwks.json", axum::routing::get(json_body(jwks))),
     )
 }

@@ -21,6 +21,8 @@ use cloister_types::e2ee::{BoundModel, KeyBinding, key_binding_text, request_aad
 use cloister_types::{AttestationReport, Nonce, ReportData, TeeKind, signature_text};
 
 pub const MODEL: &str = "evil-model";
+/// The metering receipt the node attaches (as a billing node does).
+pub const RECEIPT: &str = r#"{"cumulative_amount":"42"}"#;
 
 /// How the node misbehaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,17 +47,28 @@ pub enum Misbehaviour {
     ReplayFirstAnswer,
     /// Answers 503 to chat requests.
     Overloaded,
+    /// Its key binding expires two seconds after each report.
+    ShortLivedBinding,
+}
+
+/// The keys of one node "boot"; [`EvilNode::restart`] replaces them.
+struct Keys {
+    key: EnclaveKey,
+    e2ee: E2eeKeyPair,
 }
 
 struct Inner {
-    key: EnclaveKey,
+    keys: std::sync::RwLock<Arc<Keys>>,
     other_key: EnclaveKey,
-    e2ee: E2eeKeyPair,
     evil: Misbehaviour,
     replay: Mutex<ReplayGuard>,
     first_answer: Mutex<Option<Bytes>>,
     /// Every sealed request body seen (base64 text), and its headers, for replay tests.
-    pub seen: Mutex<Vec<(HeaderMap, Bytes)>>,
+    seen: Mutex<Vec<(HeaderMap, Bytes)>>,
+    /// How many attestation reports were asked for.
+    reports: std::sync::atomic::AtomicUsize,
+    /// The `Authorization` header of the last chat request.
+    authorization: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -67,13 +80,17 @@ pub struct EvilNode {
 impl EvilNode {
     pub async fn start(evil: Misbehaviour) -> Self {
         let inner = Arc::new(Inner {
-            key: EnclaveKey::generate(),
+            keys: std::sync::RwLock::new(Arc::new(Keys {
+                key: EnclaveKey::generate(),
+                e2ee: E2eeKeyPair::generate(),
+            })),
             other_key: EnclaveKey::generate(),
-            e2ee: E2eeKeyPair::generate(),
             evil,
             replay: Mutex::new(ReplayGuard::new(Duration::from_secs(600), 1024)),
             first_answer: Mutex::new(None),
             seen: Mutex::new(Vec::new()),
+            reports: std::sync::atomic::AtomicUsize::new(0),
+            authorization: Mutex::new(None),
         });
         let app = Router::new()
             .route("/v1/attestation/report", get(report))
@@ -92,7 +109,31 @@ impl EvilNode {
     }
 
     pub fn signer_hex(&self) -> String {
-        self.inner.key.address_hex().to_ascii_lowercase()
+        self.inner
+            .keys
+            .read()
+            .unwrap()
+            .key
+            .address_hex()
+            .to_ascii_lowercase()
+    }
+
+    /// Simulates a restart: a new signing key and a new E2EE key, as a real node gets at boot.
+    pub fn restart(&self) {
+        *self.inner.keys.write().unwrap() = Arc::new(Keys {
+            key: EnclaveKey::generate(),
+            e2ee: E2eeKeyPair::generate(),
+        });
+    }
+
+    /// How many attestation reports were asked for.
+    pub fn reports_served(&self) -> usize {
+        self.inner.reports.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The `Authorization` header of the last chat request.
+    pub fn last_authorization(&self) -> Option<String> {
+        self.inner.authorization.lock().unwrap().clone()
     }
 
     /// The sealed requests received so far.
@@ -118,19 +159,26 @@ struct ReportQuery {
 }
 
 async fn report(State(s): State<Arc<Inner>>, Query(q): Query<ReportQuery>) -> Response {
+    let k = Arc::clone(&s.keys.read().unwrap());
+    s.reports.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let nonce: Nonce = q.nonce.parse().unwrap();
-    let quote = cloister_attest::simulated::simulated_quote(&ReportData::new(s.key.address(), nonce));
+    let quote = cloister_attest::simulated::simulated_quote(&ReportData::new(k.key.address(), nonce));
     let models = vec![BoundModel {
         id: MODEL.into(),
         sha256: None,
     }];
-    let expires_at = cloister_client::unix_now() + 3600;
+    let validity = if s.evil == Misbehaviour::ShortLivedBinding {
+        2
+    } else {
+        3600
+    };
+    let expires_at = cloister_client::unix_now() + validity;
     let binder = if s.evil == Misbehaviour::BindingByOtherKey {
         &s.other_key
     } else {
-        &s.key
+        &k.key
     };
-    let pk = s.e2ee.public_key_bytes();
+    let pk = k.e2ee.public_key_bytes();
     let (hpke_public_key, key_binding) = if s.evil == Misbehaviour::NoKeyBinding {
         (None, None)
     } else {
@@ -144,7 +192,7 @@ async fn report(State(s): State<Arc<Inner>>, Query(q): Query<ReportQuery>) -> Re
         )
     };
     axum::Json(AttestationReport {
-        signing_address: s.key.address_hex(),
+        signing_address: k.key.address_hex(),
         signing_algo: "ecdsa".into(),
         request_nonce: nonce.to_hex(),
         intel_quote: hex::encode(quote),
@@ -199,6 +247,11 @@ fn stream_events() -> Vec<Vec<u8>> {
 }
 
 async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Response {
+    let k = Arc::clone(&s.keys.read().unwrap());
+    *s.authorization.lock().unwrap() = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if s.evil == Misbehaviour::Overloaded {
         return (StatusCode::SERVICE_UNAVAILABLE, "overloaded").into_response();
     }
@@ -215,7 +268,7 @@ async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Re
             return refuse("e2ee_malformed");
         };
         let aad = request_aad("POST", "/v1/chat/completions", ts, model);
-        let Ok((body, keys)) = open_request(&s.e2ee, &s.key.address(), &sealed, &aad) else {
+        let Ok((body, keys)) = open_request(&k.e2ee, &k.key.address(), &sealed, &aad) else {
             return refuse("e2ee_open_failed");
         };
         if s.replay.lock().unwrap().check_and_insert(&sealed.enc).is_err() {
@@ -232,13 +285,13 @@ async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Re
     let signer = if s.evil == Misbehaviour::SignWithOtherKey {
         &s.other_key
     } else {
-        &s.key
+        &k.key
     };
     // Keys of an unrelated HPKE context, for the wrong-key misbehaviour.
     let wrong_keys = || {
         let other = E2eeKeyPair::generate();
-        let (sealed, _) = seal_request(&other.public_key_bytes(), &s.key.address(), b"x", b"").unwrap();
-        open_request(&other, &s.key.address(), &sealed, b"").unwrap().1
+        let (sealed, _) = seal_request(&other.public_key_bytes(), &k.key.address(), b"x", b"").unwrap();
+        open_request(&other, &k.key.address(), &sealed, b"").unwrap().1
     };
     if !wants_stream {
         let body = completion();
@@ -246,8 +299,9 @@ async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Re
         let mut resp = Response::builder()
             .status(200)
             .header("x-cloister-signature", record_sig)
-            .header("x-cloister-signing-address", s.key.address_hex())
-            .header("x-cloister-signature-id", "chatcmpl-evil");
+            .header("x-cloister-signing-address", k.key.address_hex())
+            .header("x-cloister-signature-id", "chatcmpl-evil")
+            .header("x-cloister-receipt", RECEIPT);
         let Some(keys) = keys else {
             return resp
                 .header(header::CONTENT_TYPE, "application/json")
@@ -288,8 +342,9 @@ async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Re
     let record = serde_json::json!({
         "text": signature_text(&request, &signed),
         "signature": signer.sign_personal_hex(signature_text(&request, &signed).as_bytes()),
-        "signing_address": s.key.address_hex(),
+        "signing_address": k.key.address_hex(),
         "signing_algo": "ecdsa",
+        "receipt": serde_json::from_str::<serde_json::Value>(RECEIPT).unwrap(),
     });
     let mut plain_events = events;
     plain_events.push(format!("event: cloister.signature\ndata: {record}\n\n").into_bytes());
@@ -326,7 +381,7 @@ async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Re
     let mut resp = Response::builder()
         .status(200)
         .header(header::CONTENT_TYPE, "text/event-stream")
-        .header("x-cloister-signing-address", s.key.address_hex());
+        .header("x-cloister-signing-address", k.key.address_hex());
     if sealed_req && s.evil != Misbehaviour::DowngradeToPlaintext {
         resp = resp.header("x-cloister-e2ee", "v1");
     }

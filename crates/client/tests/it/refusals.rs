@@ -56,13 +56,23 @@ async fn an_honest_node_answers_sealed_and_verified() {
     assert!(answer.sealed);
     assert_eq!(answer.node.signer_hex, node.signer_hex());
     assert!(String::from_utf8_lossy(&answer.body).contains("The sky is blue."));
+    assert_eq!(answer.receipt.as_deref(), Some(crate::evil_node::RECEIPT));
     // The node received only ciphertext.
     let (_, sealed_body) = node.seen().pop().unwrap();
     assert!(!String::from_utf8_lossy(&sealed_body).contains("sky"));
 
+    // The Authorization header reaches the node unchanged.
+    let opts = RequestOptions {
+        authorization: Some("Bearer key".into()),
+    };
+    let client = NodeClient::new(&node.url, dev_policy()).unwrap();
+    client.chat(body(false), &opts).await.unwrap();
+    assert_eq!(node.last_authorization().as_deref(), Some("Bearer key"));
+
     let (data, proof) = stream(&node, dev_policy()).await.unwrap();
     assert_eq!(data.len(), 4);
     assert!(proof.done_seen);
+    assert_eq!(proof.receipt.unwrap()["cumulative_amount"], "42");
     assert_eq!(proof.node.signer_hex, node.signer_hex());
 }
 
@@ -225,4 +235,83 @@ async fn a_pool_fails_over_but_never_to_an_unverified_node() {
         "{err}"
     );
     assert_eq!(err.code(), "signature_from_another_key");
+}
+
+#[tokio::test]
+async fn the_verdict_is_cached_for_its_ttl_then_verified_again() {
+    let node = EvilNode::start(Misbehaviour::Honest).await;
+    let client = NodeClient::new(&node.url, dev_policy()).unwrap();
+    for _ in 0..3 {
+        client
+            .chat(body(false), &RequestOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(node.reports_served(), 1, "one verification serves the TTL");
+
+    let mut policy = Policy::dev_allow_simulated();
+    policy.verdict_ttl = std::time::Duration::ZERO;
+    let client = NodeClient::new(&node.url, Arc::new(policy)).unwrap();
+    for _ in 0..3 {
+        client
+            .chat(body(false), &RequestOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(node.reports_served(), 4, "an expired verdict is verified again");
+}
+
+#[tokio::test]
+async fn a_restarted_node_is_verified_again_and_its_new_key_used() {
+    let node = EvilNode::start(Misbehaviour::Honest).await;
+    let client = NodeClient::new(&node.url, dev_policy()).unwrap();
+    let first = client
+        .chat(body(false), &RequestOptions::default())
+        .await
+        .unwrap();
+    node.restart();
+    // The cached key no longer opens on the node (`e2ee_open_failed`): the client verifies the
+    // node again, once, and seals to its new attested key.
+    let second = client
+        .chat(body(false), &RequestOptions::default())
+        .await
+        .unwrap();
+    assert_ne!(first.node.signer_hex, second.node.signer_hex);
+    assert_eq!(second.node.signer_hex, node.signer_hex());
+    assert_eq!(node.reports_served(), 2);
+    node.restart();
+    let mut s = client
+        .chat_stream(body(true), &RequestOptions::default())
+        .await
+        .unwrap();
+    let mut last = None;
+    while let Some(item) = s.next().await {
+        last = Some(item.unwrap());
+    }
+    assert!(matches!(last, Some(StreamEvent::Done(p)) if p.node.signer_hex == node.signer_hex()));
+}
+
+#[tokio::test]
+async fn an_expired_key_binding_is_fetched_again_before_sealing() {
+    let node = EvilNode::start(Misbehaviour::ShortLivedBinding).await;
+    let client = NodeClient::new(&node.url, dev_policy()).unwrap();
+    client
+        .chat(body(false), &RequestOptions::default())
+        .await
+        .unwrap();
+    client
+        .chat(body(false), &RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(node.reports_served(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    client
+        .chat(body(false), &RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        node.reports_served(),
+        2,
+        "the binding expired within the verdict TTL"
+    );
 }
