@@ -219,34 +219,63 @@ pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
+/// A node (simulated TEE: the benchmark machine has none; attestation is not on the request path)
+/// in front of the zero-work reference upstream, on loopback.
+pub(crate) struct BenchNode {
+    /// The reference upstream.
+    pub(crate) upstream: std::net::SocketAddr,
+    /// The node.
+    pub(crate) node: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl BenchNode {
+    /// Starts the upstream and the node, admitting at least `concurrency` requests at once.
+    pub(crate) async fn start(concurrency: usize) -> anyhow::Result<Self> {
+        let upstream = start_reference_upstream().await?;
+        let engine = UpstreamEngine::connect(UpstreamConfig {
+            base_url: format!("http://{upstream}/v1"),
+            api_key: None,
+            models: vec!["ref-model".into()],
+            timeout: Duration::from_secs(30),
+        })
+        .await
+        .context("connecting the node to the reference upstream")?;
+        let attester = detect(&DetectOptions {
+            dev_simulated: true,
+            ..Default::default()
+        })
+        .await?;
+        let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
+        let mut config = cloister_node::NodeConfig::default();
+        config.max_concurrent_requests = config.max_concurrent_requests.max(concurrency);
+        let state = cloister_node::AppState::new(Arc::new(engine), attester, key, config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let node = listener.local_addr()?;
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(cloister_node::serve(listener, state, async move {
+            let _ = stop_rx.await;
+        }));
+        Ok(Self {
+            upstream,
+            node,
+            stop,
+            server,
+        })
+    }
+
+    /// Stops the node (the upstream stops with the process).
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
+
 async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
-    let upstream = start_reference_upstream().await?;
-    let upstream_url = format!("http://{upstream}/v1");
-    let engine = UpstreamEngine::connect(UpstreamConfig {
-        base_url: upstream_url.clone(),
-        api_key: None,
-        models: vec!["ref-model".into()],
-        timeout: Duration::from_secs(30),
-    })
-    .await
-    .context("connecting the node to the reference upstream")?;
-    // The benchmark machine has no TEE: the node attests with the simulator. Attestation is not on
-    // the request path, so this does not change what is measured.
-    let attester = detect(&DetectOptions {
-        dev_simulated: true,
-        ..Default::default()
-    })
-    .await?;
-    let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
-    let mut config = cloister_node::NodeConfig::default();
-    config.max_concurrent_requests = config.max_concurrent_requests.max(args.concurrency * 2);
-    let state = cloister_node::AppState::new(Arc::new(engine), attester, key, config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let node = listener.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cloister_node::serve(listener, state, async move {
-        let _ = stop_rx.await;
-    }));
+    let bench = BenchNode::start(args.concurrency * 2).await?;
+    let upstream_url = format!("http://{}/v1", bench.upstream);
+    let node = bench.node;
 
     let body = Bytes::from(serde_json::to_vec(&serde_json::json!({
         "model": "ref-model",
@@ -275,8 +304,7 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
         direct.push(d);
         via_node.push(n);
     }
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    bench.stop().await;
 
     let d_rps = median(direct.iter().map(|s| s.rps));
     let n_rps = median(via_node.iter().map(|s| s.rps));

@@ -12,20 +12,18 @@
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
-use cloister_attest::collect::{DetectOptions, detect};
 use cloister_client::{NodeClient, NodePool, Policy, RequestOptions, StreamEvent};
 use cloister_crypto::EnclaveKey;
 use cloister_crypto::e2ee::{E2eeKeyPair, open_request, seal_request};
-use cloister_engine::upstream::{UpstreamConfig, UpstreamEngine};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use crate::bench::{REFERENCE_ANSWER, median, percentile, reference_stream, start_reference_upstream};
+use crate::bench::{BenchNode, REFERENCE_ANSWER, median, percentile, reference_stream};
 
 /// `cloister bench e2ee`.
 #[derive(Debug, Args)]
@@ -204,32 +202,8 @@ pub(crate) async fn e2ee(args: E2eeArgs) -> anyhow::Result<ExitCode> {
     }))?);
     crypto(&args, &body)?;
 
-    let upstream = start_reference_upstream().await?;
-    let engine = UpstreamEngine::connect(UpstreamConfig {
-        base_url: format!("http://{upstream}/v1"),
-        api_key: None,
-        models: vec!["ref-model".into()],
-        timeout: Duration::from_secs(30),
-    })
-    .await
-    .context("connecting the node to the reference upstream")?;
-    // No TEE on the benchmark machine: the node attests with the simulator. Attestation happens once
-    // (the client caches the verdict), so it is not on the measured path.
-    let attester = detect(&DetectOptions {
-        dev_simulated: true,
-        ..Default::default()
-    })
-    .await?;
-    let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
-    let mut config = cloister_node::NodeConfig::default();
-    config.max_concurrent_requests = config.max_concurrent_requests.max(args.concurrency * 4);
-    let state = cloister_node::AppState::new(Arc::new(engine), attester, key, config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let node = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cloister_node::serve(listener, state, async move {
-        let _ = stop_rx.await;
-    }));
+    let bench = BenchNode::start(args.concurrency * 4).await?;
+    let node = format!("http://{}", bench.node);
 
     let policy = Arc::new(Policy::dev_allow_simulated());
     let http = reqwest::Client::builder()
@@ -286,8 +260,7 @@ pub(crate) async fn e2ee(args: E2eeArgs) -> anyhow::Result<ExitCode> {
         b.push(y);
         c.push(z);
     }
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    bench.stop().await;
     proxy_server.abort();
 
     let row = |name: &str, s: &[RoundStats], base: &[RoundStats]| {

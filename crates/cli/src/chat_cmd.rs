@@ -283,7 +283,6 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     }
     let opts = RequestOptions {
         authorization: args.api_key.as_ref().map(|k| format!("Bearer {k}")),
-        ..RequestOptions::default()
     };
     let chat = ask(&client, body, args.stream, &opts).await?;
     if args.json {

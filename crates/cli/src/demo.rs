@@ -113,7 +113,6 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     )?;
     let opts = RequestOptions {
         authorization: chain.as_ref().map(|c| format!("Bearer {}", c.api_key)),
-        ..RequestOptions::default()
     };
     let chat = ask(&client, body, true, &opts).await?;
     println!();

@@ -95,7 +95,10 @@ fn demo_ends_with_a_verified_answer() {
     assert!(text.contains("TEE               simulated"), "{text}");
     // The chain half: registration, a paid and sealed chat, a settlement that pays the operator.
     assert!(text.contains("node registered by operator"), "{text}");
-    assert!(text.contains("e2ee              prompt and answer sealed"), "{text}");
+    assert!(
+        text.contains("e2ee              prompt and answer sealed"),
+        "{text}"
+    );
     assert!(text.contains("metering receipt: cumulative"), "{text}");
     assert!(text.contains("settle tx 0x"), "{text}");
     let earned = text
@@ -103,7 +106,11 @@ fn demo_ends_with_a_verified_answer() {
         .find_map(|l| l.strip_prefix("operator earned: "))
         .unwrap_or_else(|| panic!("no earnings line: {text}"));
     assert!(
-        earned.starts_with("0.") && earned.trim_end_matches(" cUSD").trim_matches(['0', '.']) != "",
+        earned.starts_with("0.")
+            && !earned
+                .trim_end_matches(" cUSD")
+                .trim_matches(['0', '.'])
+                .is_empty(),
         "the operator earned something: {earned}"
     );
 }

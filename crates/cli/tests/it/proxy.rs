@@ -15,31 +15,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use crate::{cloister, workspace_root};
+use crate::{cloister, serve_in_thread, workspace_root};
 
 #[path = "../../../client/tests/it/evil_node.rs"]
 #[allow(dead_code)]
 mod evil_node;
 
 const MODEL: &str = "echo-model";
-
-/// Serves `app` on a loopback port from its own thread and runtime.
-fn serve_in_thread(app: axum::Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    addr
-}
 
 /// The last user message of an OpenAI chat request.
 fn last_user_text(body: &[u8]) -> String {

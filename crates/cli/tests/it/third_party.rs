@@ -6,41 +6,22 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::cloister;
 use crate::verify_quote::corpus;
+use crate::{cloister, serve_in_thread};
 
 const REPORT: &str = "nearai-cloud-verifier/nearai_cloud_report_openai_gpt_oss_120b.json";
 
-/// Serves `app` on a loopback port from its own thread and runtime.
-fn serve_in_thread(app: axum::Router) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    addr
-}
+/// A JSON answer: content type and body.
+type JsonAnswer = std::future::Ready<([(&'static str, &'static str); 1], bytes::Bytes)>;
 
 /// A handler answering `body` as JSON.
-fn json_body(
-    body: bytes::Bytes,
-) -> impl Fn() -> std::future::Ready<([(&'static str, &'static str); 1], bytes::Bytes)> + Clone {
+fn json_body(body: bytes::Bytes) -> impl Fn() -> JsonAnswer + Clone {
     move || std::future::ready(([("content-type", "application/json")], body.clone()))
 }
 
 /// A POST handler answering `body` as JSON after reading the whole request body (a handler that
 /// leaves a large body unread makes hyper close the keep-alive connection the client then reuses).
-fn json_body_post(
-    body: bytes::Bytes,
-) -> impl Fn(bytes::Bytes) -> std::future::Ready<([(&'static str, &'static str); 1], bytes::Bytes)> + Clone {
+fn json_body_post(body: bytes::Bytes) -> impl Fn(bytes::Bytes) -> JsonAnswer + Clone {
     move |_request: bytes::Bytes| std::future::ready(([("content-type", "application/json")], body.clone()))
 }
 

@@ -39,6 +39,28 @@ async fn devnet() -> Option<(Devnet, DevnetFile)> {
     Some((dn, file))
 }
 
+/// Everything a test needs: a devnet with the contracts, the engine and its model id, a directory for
+/// ledgers. `None` (after printing why) without the model or anvil.
+struct Setup {
+    _anvil: Devnet,
+    file: DevnetFile,
+    model: String,
+    engine: Arc<dyn Engine>,
+    dir: tempfile::TempDir,
+}
+
+async fn setup() -> Option<Setup> {
+    let engine = engine().await?;
+    let (_anvil, file) = devnet().await?;
+    Some(Setup {
+        _anvil,
+        file,
+        model: engine.model_id().to_owned(),
+        engine: Arc::new(engine),
+        dir: tempfile::tempdir().unwrap(),
+    })
+}
+
 fn key_of(file: &DevnetFile, role: &str) -> String {
     file.account(role).unwrap().private_key.clone()
 }
@@ -157,13 +179,16 @@ async fn deposit(file: &DevnetFile, role: &str, amount: U256) {
 
 #[tokio::test]
 async fn register_pay_chat_settle_and_the_operator_is_paid() {
-    let Some(engine) = engine().await else { return };
-    let Some((_anvil, file)) = devnet().await else {
+    let Some(Setup {
+        _anvil,
+        file,
+        model,
+        engine,
+        dir,
+    }) = setup().await
+    else {
         return;
     };
-    let model = engine.model_id().to_owned();
-    let engine: Arc<dyn Engine> = Arc::new(engine);
-    let dir = tempfile::tempdir().unwrap();
     let node = start_node(
         Arc::clone(&engine),
         config(&file, &model, &dir.path().join("l.sqlite")),
@@ -229,13 +254,16 @@ async fn register_pay_chat_settle_and_the_operator_is_paid() {
 
 #[tokio::test]
 async fn restart_between_metering_and_settlement_loses_nothing_and_pays_once() {
-    let Some(engine) = engine().await else { return };
-    let Some((_anvil, file)) = devnet().await else {
+    let Some(Setup {
+        _anvil,
+        file,
+        model,
+        engine,
+        dir,
+    }) = setup().await
+    else {
         return;
     };
-    let model = engine.model_id().to_owned();
-    let engine: Arc<dyn Engine> = Arc::new(engine);
-    let dir = tempfile::tempdir().unwrap();
     let ledger_path = dir.path().join("ledger.sqlite");
     deposit(&file, "client", TOKEN).await;
     let (key, id) = mint_key(&file, TOKEN, far_future(), "client");
@@ -287,13 +315,16 @@ async fn restart_between_metering_and_settlement_loses_nothing_and_pays_once() {
 
 #[tokio::test]
 async fn bad_keys_are_refused_by_name() {
-    let Some(engine) = engine().await else { return };
-    let Some((_anvil, file)) = devnet().await else {
+    let Some(Setup {
+        _anvil,
+        file,
+        model,
+        engine,
+        dir,
+    }) = setup().await
+    else {
         return;
     };
-    let model = engine.model_id().to_owned();
-    let engine: Arc<dyn Engine> = Arc::new(engine);
-    let dir = tempfile::tempdir().unwrap();
     let node = start_node(engine, config(&file, &model, &dir.path().join("l.sqlite"))).await;
     deposit(&file, "client", TOKEN).await;
 
@@ -356,13 +387,16 @@ async fn bad_keys_are_refused_by_name() {
 
 #[tokio::test]
 async fn oracle_requests_for_served_models_are_answered_on_chain() {
-    let Some(engine) = engine().await else { return };
-    let Some((_anvil, file)) = devnet().await else {
+    let Some(Setup {
+        _anvil,
+        file,
+        model,
+        engine,
+        dir,
+    }) = setup().await
+    else {
         return;
     };
-    let model = engine.model_id().to_owned();
-    let engine: Arc<dyn Engine> = Arc::new(engine);
-    let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&file, &model, &dir.path().join("l.sqlite"));
     cfg.oracle = true;
     let node = start_node(engine, cfg).await;
@@ -413,13 +447,16 @@ async fn oracle_requests_for_served_models_are_answered_on_chain() {
 
 #[tokio::test]
 async fn a_pending_withdrawal_triggers_settlement_before_its_delay_ends() {
-    let Some(engine) = engine().await else { return };
-    let Some((_anvil, file)) = devnet().await else {
+    let Some(Setup {
+        _anvil,
+        file,
+        model,
+        engine,
+        dir,
+    }) = setup().await
+    else {
         return;
     };
-    let model = engine.model_id().to_owned();
-    let engine: Arc<dyn Engine> = Arc::new(engine);
-    let dir = tempfile::tempdir().unwrap();
     // Interval and threshold never fire here; only the withdrawal can.
     let node = start_node(engine, config(&file, &model, &dir.path().join("l.sqlite"))).await;
     deposit(&file, "client", TOKEN).await;
