@@ -94,20 +94,31 @@ impl DevnetFile {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = read(path)?;
-        serde_json::from_str(&text).map_err(|source| ChainError::ConfigJson { path: path.display().to_string(), source })
+        serde_json::from_str(&text).map_err(|source| ChainError::ConfigJson {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Writes it as pretty JSON.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|source| ChainError::ConfigJson { path: path.display().to_string(), source })?;
-        std::fs::write(path, text + "\n").map_err(|source| ChainError::Io { path: path.display().to_string(), source })
+        let text = serde_json::to_string_pretty(self).map_err(|source| ChainError::ConfigJson {
+            path: path.display().to_string(),
+            source,
+        })?;
+        std::fs::write(path, text + "\n").map_err(|source| ChainError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| ChainError::Io { path: path.display().to_string(), source })
+    std::fs::read_to_string(path).map_err(|source| ChainError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 impl ChainConfig {
@@ -116,13 +127,19 @@ impl ChainConfig {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = read(path)?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|source| ChainError::ConfigJson { path: path.display().to_string(), source })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ChainError::ConfigJson {
+                path: path.display().to_string(),
+                source,
+            })?;
         let parsed = if value.get("contracts").is_some() {
             serde_json::from_value::<DevnetFile>(value).map(|d| d.chain_config())
         } else {
             serde_json::from_value::<ChainConfig>(value)
         };
-        parsed.map_err(|source| ChainError::ConfigJson { path: path.display().to_string(), source })
+        parsed.map_err(|source| ChainError::ConfigJson {
+            path: path.display().to_string(),
+            source,
+        })
     }
 }

@@ -10,18 +10,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use cloister_attest::{measurements, quote, simulated};
 use cloister_types::{Nonce, ReportData};
 
-use crate::bindings::{DevToken, Escrow, ExampleConsumer, InferenceOracle, NodeRegistry, SimulatedQuoteVerifier};
+use crate::bindings::{
+    DevToken, Escrow, ExampleConsumer, InferenceOracle, NodeRegistry, SimulatedQuoteVerifier,
+};
 use crate::config::{ChainConfig, ContractAddresses, DevAccount, DevnetFile};
 use crate::error::{ChainError, Result};
 use crate::revert::from_contract;
-use crate::{parse_private_key, send};
+use crate::{parse_private_key, send, wallet_provider};
 
 /// The EVM version the contracts are compiled for (`foundry.toml`'s `evm_version`).
 pub const HARDFORK: &str = "cancun";
@@ -31,25 +32,40 @@ pub const ANVIL_ENV: &str = "CLOISTER_ANVIL";
 
 /// anvil's first four well-known test keys, with the role each plays on a Cloister devnet.
 pub const DEV_KEYS: [(&str, &str); 4] = [
-    ("governance", "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"),
-    ("operator", "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"),
-    ("client", "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"),
-    ("requester", "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"),
+    (
+        "governance",
+        "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    ),
+    (
+        "operator",
+        "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    ),
+    (
+        "client",
+        "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    ),
+    (
+        "requester",
+        "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    ),
 ];
 
 /// The note written into `devnet.json`.
-pub const DEV_KEYS_NOTE: &str =
-    "Development chain. The private keys are anvil's well-known public test keys: never fund them on a real chain.";
+pub const DEV_KEYS_NOTE: &str = "Development chain. The private keys are anvil's well-known public test keys: never fund them on a real chain.";
 
 /// The signer for the dev role `role` (`governance`, `operator`, `client`, `requester`).
 pub fn dev_signer(role: &str) -> Option<PrivateKeySigner> {
-    DEV_KEYS.iter().find(|(r, _)| *r == role).and_then(|(_, k)| parse_private_key(k).ok())
+    DEV_KEYS
+        .iter()
+        .find(|(r, _)| *r == role)
+        .and_then(|(_, k)| parse_private_key(k).ok())
 }
 
 /// The measurement digest of every simulated quote (the one a devnet registry allows).
 pub fn simulated_measurement() -> Result<B256> {
     let q = simulated::simulated_quote(&ReportData::new([1; 20], Nonce([0; 32])));
-    let parsed = quote::parse_quote(&q).map_err(|e| ChainError::Anvil(format!("simulated quote does not parse: {e}")))?;
+    let parsed = quote::parse_quote(&q)
+        .map_err(|e| ChainError::Anvil(format!("simulated quote does not parse: {e}")))?;
     measurements::measurement_digest(&parsed)
         .map(B256::from)
         .ok_or_else(|| ChainError::Anvil("simulated quote has no TD report".into()))
@@ -71,7 +87,9 @@ pub fn find_anvil() -> Option<PathBuf> {
         return Some(cwd);
     }
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("anvil")).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|d| d.join("anvil"))
+            .find(|p| p.is_file())
     })
 }
 
@@ -101,21 +119,34 @@ const STDERR_TAIL: usize = 4096;
 impl Devnet {
     /// Starts anvil (hardfork [`HARDFORK`]) and waits until it answers.
     pub async fn spawn(options: DevnetOptions) -> Result<Self> {
-        let anvil = options
-            .anvil
-            .or_else(find_anvil)
-            .ok_or_else(|| ChainError::Anvil(format!("not found (set {ANVIL_ENV} or run `npm ci --prefix contracts`)")))?;
+        let anvil = options.anvil.or_else(find_anvil).ok_or_else(|| {
+            ChainError::Anvil(format!(
+                "not found (set {ANVIL_ENV} or run `npm ci --prefix contracts`)"
+            ))
+        })?;
         let port = match options.port {
             Some(p) => p,
             None => free_port()?,
         };
         let mut cmd = Command::new(&anvil);
-        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--hardfork", HARDFORK, "--silent"]);
+        cmd.args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--hardfork",
+            HARDFORK,
+            "--silent",
+        ]);
         if let Some(id) = options.chain_id {
             cmd.args(["--chain-id", &id.to_string()]);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| ChainError::Anvil(format!("{}: {e}", anvil.display())))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ChainError::Anvil(format!("{}: {e}", anvil.display())))?;
         // Drain stderr so a chatty anvil never blocks on a full pipe; keep its tail for errors.
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
         if let Some(mut pipe) = child.stderr.take() {
@@ -134,27 +165,42 @@ impl Devnet {
                 }
             });
         }
-        let mut devnet = Self { child, rpc_url: format!("http://127.0.0.1:{port}"), chain_id: 0, stderr_tail };
+        let mut devnet = Self {
+            child,
+            rpc_url: format!("http://127.0.0.1:{port}"),
+            chain_id: 0,
+            stderr_tail,
+        };
         devnet.chain_id = devnet.wait_ready().await?;
         Ok(devnet)
     }
 
     async fn wait_ready(&mut self) -> Result<u64> {
-        let url = self.rpc_url.parse().map_err(|_| ChainError::BadRpcUrl(self.rpc_url.clone()))?;
+        let url = self
+            .rpc_url
+            .parse()
+            .map_err(|_| ChainError::BadRpcUrl(self.rpc_url.clone()))?;
         let provider = ProviderBuilder::new().connect_http(url);
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 // Give the drain thread a moment to collect anvil's last words.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let err = self.stderr_tail.lock().map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
+                let err = self
+                    .stderr_tail
+                    .lock()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
                 return Err(ChainError::Anvil(format!("exited with {status}: {}", err.trim())));
             }
             if let Ok(id) = provider.get_chain_id().await {
                 return Ok(id);
             }
             if start.elapsed() > Duration::from_secs(20) {
-                return Err(ChainError::Anvil(format!("no answer on {} after 20 s", self.rpc_url)));
+                return Err(ChainError::Anvil(format!(
+                    "no answer on {} after 20 s",
+                    self.rpc_url
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -201,20 +247,21 @@ impl Drop for Devnet {
 }
 
 fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ChainError::Anvil(format!("no free port: {e}")))?;
-    let port = l.local_addr().map_err(|e| ChainError::Anvil(format!("no free port: {e}")))?.port();
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| ChainError::Anvil(format!("no free port: {e}")))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| ChainError::Anvil(format!("no free port: {e}")))?
+        .port();
     Ok(port)
-}
-
-fn wallet_provider(rpc_url: &str, signer: PrivateKeySigner) -> Result<DynProvider> {
-    let url = rpc_url.parse().map_err(|_| ChainError::BadRpcUrl(rpc_url.to_owned()))?;
-    Ok(ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased())
 }
 
 /// Advances the chain's clock by `secs` and mines a block (anvil/hardhat only).
 pub async fn increase_time(provider: &DynProvider, secs: u64) -> Result<()> {
     let _: serde_json::Value = provider.raw_request("evm_increaseTime".into(), (secs,)).await?;
-    let _: serde_json::Value = provider.raw_request("evm_mine".into(), Vec::<serde_json::Value>::new()).await?;
+    let _: serde_json::Value = provider
+        .raw_request("evm_mine".into(), Vec::<serde_json::Value>::new())
+        .await?;
     Ok(())
 }
 
@@ -278,7 +325,9 @@ pub async fn deploy_devnet(rpc_url: &str, params: &DeployParams) -> Result<Devne
     let oracle = InferenceOracle::deploy(&p, *token.address(), *registry.address(), params.oracle_timeout)
         .await
         .map_err(from_contract)?;
-    let consumer = ExampleConsumer::deploy(&p, *oracle.address()).await.map_err(from_contract)?;
+    let consumer = ExampleConsumer::deploy(&p, *oracle.address())
+        .await
+        .map_err(from_contract)?;
 
     send(registry.setMeasurement(simulated_measurement()?, true)).await?;
     send(registry.setTcbStatus(0, true)).await?;
@@ -287,7 +336,11 @@ pub async fn deploy_devnet(rpc_url: &str, params: &DeployParams) -> Result<Devne
     for (role, key) in DEV_KEYS {
         let address = parse_private_key(key)?.address();
         send(token.mint(address, params.mint_per_account)).await?;
-        accounts.push(DevAccount { role: role.to_owned(), address, private_key: key.to_owned() });
+        accounts.push(DevAccount {
+            role: role.to_owned(),
+            address,
+            private_key: key.to_owned(),
+        });
     }
 
     Ok(DevnetFile {

@@ -74,8 +74,19 @@ pub struct Escrow {
 }
 
 impl Escrow {
-    pub(crate) fn new(provider: DynProvider, escrow: Address, token: Address, chain_id: u64, from: Option<Address>) -> Self {
-        Self { inner: EscrowContract::new(escrow, provider), token, chain_id, from }
+    pub(crate) fn new(
+        provider: DynProvider,
+        escrow: Address,
+        token: Address,
+        chain_id: u64,
+        from: Option<Address>,
+    ) -> Self {
+        Self {
+            inner: EscrowContract::new(escrow, provider),
+            token,
+            chain_id,
+            from,
+        }
     }
 
     /// The contract address.
@@ -130,8 +141,16 @@ impl Escrow {
 
     /// `client`'s pending withdrawal.
     pub async fn pending_withdrawal(&self, client: Address) -> Result<PendingWithdrawal> {
-        let r = self.inner.pendingWithdrawal(client).call().await.map_err(from_contract)?;
-        Ok(PendingWithdrawal { amount: r.amount, ready_at: r.readyAt })
+        let r = self
+            .inner
+            .pendingWithdrawal(client)
+            .call()
+            .await
+            .map_err(from_contract)?;
+        Ok(PendingWithdrawal {
+            amount: r.amount,
+            ready_at: r.readyAt,
+        })
     }
 
     /// The withdrawal delay (seconds).
@@ -141,17 +160,29 @@ impl Escrow {
 
     /// Already settled for an authorization.
     pub async fn settled(&self, authorization: B256) -> Result<U256> {
-        self.inner.settled(authorization).call().await.map_err(from_contract)
+        self.inner
+            .settled(authorization)
+            .call()
+            .await
+            .map_err(from_contract)
     }
 
     /// The contract's authorization id (equal to [`eip712::authorization_id`]).
     pub async fn authorization_id(&self, auth: &SpendAuthorization) -> Result<B256> {
-        self.inner.authorizationId(to_binding(auth)).call().await.map_err(from_contract)
+        self.inner
+            .authorizationId(to_binding(auth))
+            .call()
+            .await
+            .map_err(from_contract)
     }
 
     /// The contract's voucher digest (equal to [`eip712::voucher_digest`]).
     pub async fn voucher_digest(&self, authorization: B256, cumulative_amount: U256) -> Result<B256> {
-        self.inner.voucherDigest(authorization, cumulative_amount).call().await.map_err(from_contract)
+        self.inner
+            .voucherDigest(authorization, cumulative_amount)
+            .call()
+            .await
+            .map_err(from_contract)
     }
 
     /// Settles a batch of vouchers in one transaction (any sender may; the operator is paid).

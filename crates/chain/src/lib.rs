@@ -56,13 +56,43 @@ pub struct TxOutcome {
 
 /// Parses a hex private key (`0x` optional). The error never echoes the input.
 pub fn parse_private_key(hex_key: &str) -> Result<PrivateKeySigner> {
-    hex_key.trim().parse::<PrivateKeySigner>().map_err(|_| ChainError::BadPrivateKey)
+    hex_key
+        .trim()
+        .parse::<PrivateKeySigner>()
+        .map_err(|_| ChainError::BadPrivateKey)
 }
 
 /// Signs a 32-byte digest with a local key; `r‖s‖v`, `v` in {27, 28} (what `ECDSA.recover` takes).
 pub fn sign_digest(signer: &PrivateKeySigner, digest: &B256) -> Result<[u8; 65]> {
-    let sig = signer.sign_hash_sync(digest).map_err(|_| ChainError::BadPrivateKey)?;
+    let sig = signer
+        .sign_hash_sync(digest)
+        .map_err(|_| ChainError::BadPrivateKey)?;
     Ok(sig.as_bytes())
+}
+
+/// A read-only provider for `rpc_url`.
+pub fn read_provider(rpc_url: &str) -> Result<DynProvider> {
+    let url: alloy::transports::http::reqwest::Url = rpc_url
+        .parse()
+        .map_err(|_| ChainError::BadRpcUrl(rpc_url.to_owned()))?;
+    Ok(ProviderBuilder::new().connect_http(url).erased())
+}
+
+/// A provider that signs and sends as `signer`: gas estimation, chain id, and nonces read from
+/// the node's pending count for every transaction. (alloy's default nonce cache skips a nonce
+/// when gas estimation of a reverting call fails, and every later transaction then waits forever.)
+pub fn wallet_provider(rpc_url: &str, signer: PrivateKeySigner) -> Result<DynProvider> {
+    let url: alloy::transports::http::reqwest::Url = rpc_url
+        .parse()
+        .map_err(|_| ChainError::BadRpcUrl(rpc_url.to_owned()))?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url)
+        .erased())
 }
 
 /// A connection to one chain with the contracts of a [`ChainConfig`], optionally with a key to send
@@ -77,18 +107,23 @@ pub struct Chain {
 impl Chain {
     /// Connects and checks that the endpoint serves `config.chain_id`.
     pub async fn connect(config: ChainConfig, signer: Option<PrivateKeySigner>) -> Result<Self> {
-        let url: alloy::transports::http::reqwest::Url =
-            config.rpc_url.parse().map_err(|_| ChainError::BadRpcUrl(config.rpc_url.clone()))?;
         let from = signer.as_ref().map(|s| s.address());
         let provider = match signer {
-            Some(signer) => ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased(),
-            None => ProviderBuilder::new().connect_http(url).erased(),
+            Some(signer) => wallet_provider(&config.rpc_url, signer)?,
+            None => read_provider(&config.rpc_url)?,
         };
         let actual = provider.get_chain_id().await?;
         if actual != config.chain_id {
-            return Err(ChainError::WrongChain { expected: config.chain_id, actual });
+            return Err(ChainError::WrongChain {
+                expected: config.chain_id,
+                actual,
+            });
         }
-        Ok(Self { provider, config, from })
+        Ok(Self {
+            provider,
+            config,
+            from,
+        })
     }
 
     /// The provider (for raw calls).
@@ -109,25 +144,50 @@ impl Chain {
     /// The `NodeRegistry` client.
     pub fn registry(&self) -> Result<Registry> {
         let registry = nonzero(self.config.registry, "registry")?;
-        Ok(Registry::new(self.provider.clone(), registry, self.config.token, self.from))
+        Ok(Registry::new(
+            self.provider.clone(),
+            registry,
+            self.config.token,
+            self.from,
+        ))
     }
 
     /// The `Escrow` client.
     pub fn escrow(&self) -> Result<Escrow> {
         let escrow = nonzero(self.config.escrow, "escrow")?;
-        Ok(Escrow::new(self.provider.clone(), escrow, self.config.token, self.config.chain_id, self.from))
+        Ok(Escrow::new(
+            self.provider.clone(),
+            escrow,
+            self.config.token,
+            self.config.chain_id,
+            self.from,
+        ))
     }
 
     /// The `InferenceOracle` client.
     pub fn oracle(&self) -> Result<Oracle> {
         let oracle = nonzero(self.config.oracle, "oracle")?;
-        Ok(Oracle::new(self.provider.clone(), oracle, self.config.token, self.config.chain_id, self.from))
+        Ok(Oracle::new(
+            self.provider.clone(),
+            oracle,
+            self.config.token,
+            self.config.chain_id,
+            self.from,
+        ))
     }
 
     /// The `ExampleConsumer` client.
     pub fn consumer(&self) -> Result<Consumer> {
-        let consumer = self.config.consumer.ok_or(ChainError::MissingContract("consumer"))?;
-        Ok(Consumer::new(self.provider.clone(), nonzero(consumer, "consumer")?, self.config.token, self.from))
+        let consumer = self
+            .config
+            .consumer
+            .ok_or(ChainError::MissingContract("consumer"))?;
+        Ok(Consumer::new(
+            self.provider.clone(),
+            nonzero(consumer, "consumer")?,
+            self.config.token,
+            self.from,
+        ))
     }
 
     /// Payment-token balance of `who`.
@@ -147,13 +207,21 @@ impl Chain {
             .provider
             .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
             .await?
-            .ok_or_else(|| ChainError::Rpc(alloy::transports::TransportErrorKind::custom_str("no latest block")))?;
+            .ok_or_else(|| {
+                ChainError::Rpc(alloy::transports::TransportErrorKind::custom_str(
+                    "no latest block",
+                ))
+            })?;
         Ok(block.header.timestamp)
     }
 }
 
 fn nonzero(a: Address, what: &'static str) -> Result<Address> {
-    if a.is_zero() { Err(ChainError::MissingContract(what)) } else { Ok(a) }
+    if a.is_zero() {
+        Err(ChainError::MissingContract(what))
+    } else {
+        Ok(a)
+    }
 }
 
 /// Sends a prepared call, waits for its receipt, and fails by name if it reverted.
@@ -165,7 +233,9 @@ where
     let pending = call.send().await.map_err(revert::from_contract)?;
     let receipt = wait_for_receipt(pending.provider(), *pending.tx_hash()).await?;
     if !receipt.status() {
-        return Err(ChainError::TxFailed { tx_hash: receipt.transaction_hash });
+        return Err(ChainError::TxFailed {
+            tx_hash: receipt.transaction_hash,
+        });
     }
     Ok(TxOutcome {
         tx_hash: receipt.transaction_hash,
@@ -180,8 +250,8 @@ pub const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// Polls for a transaction's receipt (20 ms, doubling to 1 s) for up to [`RECEIPT_TIMEOUT`].
 ///
-/// alloy's own block-heartbeat watcher stalls on anvil after `evm_increaseTime`; plain receipt
-/// polling has no such state and also suits L2s with sub-second blocks.
+/// Plain receipt polling keeps no block-subscription state and suits L2s with sub-second blocks
+/// as well as anvil's instant mining.
 pub async fn wait_for_receipt<P: Provider>(provider: &P, tx_hash: B256) -> Result<TransactionReceipt> {
     let start = std::time::Instant::now();
     let mut delay = std::time::Duration::from_millis(20);
@@ -209,7 +279,11 @@ pub(crate) async fn ensure_allowance(
         return Ok(None);
     }
     let token = bindings::DevToken::new(nonzero(token, "token")?, provider);
-    let allowance = token.allowance(owner, spender).call().await.map_err(revert::from_contract)?;
+    let allowance = token
+        .allowance(owner, spender)
+        .call()
+        .await
+        .map_err(revert::from_contract)?;
     if allowance >= amount {
         return Ok(None);
     }

@@ -73,8 +73,19 @@ pub struct Oracle {
 }
 
 impl Oracle {
-    pub(crate) fn new(provider: DynProvider, oracle: Address, token: Address, chain_id: u64, from: Option<Address>) -> Self {
-        Self { inner: InferenceOracle::new(oracle, provider), token, chain_id, from }
+    pub(crate) fn new(
+        provider: DynProvider,
+        oracle: Address,
+        token: Address,
+        chain_id: u64,
+        from: Option<Address>,
+    ) -> Self {
+        Self {
+            inner: InferenceOracle::new(oracle, provider),
+            token,
+            chain_id,
+            from,
+        }
     }
 
     /// The contract address.
@@ -107,7 +118,11 @@ impl Oracle {
     ) -> Result<(U256, TxOutcome)> {
         let from = self.sender()?;
         ensure_allowance(self.inner.provider(), self.token, from, self.address(), max_fee).await?;
-        let tx = send(self.inner.request(model.to_owned(), input, max_fee, callback, callback_gas_limit)).await?;
+        let tx = send(
+            self.inner
+                .request(model.to_owned(), input, max_fee, callback, callback_gas_limit),
+        )
+        .await?;
         let id = tx
             .receipt
             .inner
@@ -115,7 +130,10 @@ impl Oracle {
             .iter()
             .find_map(|l| l.log_decode::<InferenceOracle::InferenceRequested>().ok())
             .map(|l| l.inner.data.id)
-            .ok_or(ChainError::MissingEvent { tx_hash: tx.tx_hash, event: "InferenceRequested" })?;
+            .ok_or(ChainError::MissingEvent {
+                tx_hash: tx.tx_hash,
+                event: "InferenceRequested",
+            })?;
         Ok((id, tx))
     }
 
@@ -131,8 +149,15 @@ impl Oracle {
             .iter()
             .find_map(|l| l.log_decode::<InferenceOracle::InferenceFulfilled>().ok())
             .map(|l| l.inner.data)
-            .ok_or(ChainError::MissingEvent { tx_hash: tx.tx_hash, event: "InferenceFulfilled" })?;
-        Ok(FulfillOutcome { callback_ok: ev.callbackOk, output_hash: ev.outputHash, tx })
+            .ok_or(ChainError::MissingEvent {
+                tx_hash: tx.tx_hash,
+                event: "InferenceFulfilled",
+            })?;
+        Ok(FulfillOutcome {
+            callback_ok: ev.callbackOk,
+            output_hash: ev.outputHash,
+            tx,
+        })
     }
 
     /// Refunds an expired request to its requester.
@@ -143,7 +168,11 @@ impl Oracle {
 
     /// The contract's result digest (equal to [`eip712::result_digest`]).
     pub async fn result_digest(&self, id: U256, output_hash: B256, model: &str) -> Result<B256> {
-        self.inner.resultDigest(id, output_hash, model.to_owned()).call().await.map_err(from_contract)
+        self.inner
+            .resultDigest(id, output_hash, model.to_owned())
+            .call()
+            .await
+            .map_err(from_contract)
     }
 
     /// A request's stored state.
@@ -192,7 +221,10 @@ impl Oracle {
 
     /// A poller over `InferenceRequested` events starting at `from_block`.
     pub fn watch_requests(&self, from_block: u64) -> RequestWatcher {
-        RequestWatcher { oracle: self.clone(), next_block: from_block }
+        RequestWatcher {
+            oracle: self.clone(),
+            next_block: from_block,
+        }
     }
 }
 
@@ -230,8 +262,17 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(provider: DynProvider, consumer: Address, token: Address, from: Option<Address>) -> Self {
-        Self { inner: ExampleConsumer::new(consumer, provider), token, from }
+    pub(crate) fn new(
+        provider: DynProvider,
+        consumer: Address,
+        token: Address,
+        from: Option<Address>,
+    ) -> Self {
+        Self {
+            inner: ExampleConsumer::new(consumer, provider),
+            token,
+            from,
+        }
     }
 
     /// The contract address.
@@ -251,7 +292,10 @@ impl Consumer {
             .iter()
             .find_map(|l| l.log_decode::<ExampleConsumer::Asked>().ok())
             .map(|l| l.inner.data.id)
-            .ok_or(ChainError::MissingEvent { tx_hash: tx.tx_hash, event: "Asked" })?;
+            .ok_or(ChainError::MissingEvent {
+                tx_hash: tx.tx_hash,
+                event: "Asked",
+            })?;
         Ok((id, tx))
     }
 
@@ -260,6 +304,11 @@ impl Consumer {
         if !self.inner.answered(id).call().await.map_err(from_contract)? {
             return Ok(None);
         }
-        self.inner.answers(id).call().await.map_err(from_contract).map(Some)
+        self.inner
+            .answers(id)
+            .call()
+            .await
+            .map_err(from_contract)
+            .map(Some)
     }
 }

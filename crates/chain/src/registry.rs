@@ -65,13 +65,21 @@ impl From<NodeRegistry::NodeInfo> for NodeInfo {
 
 impl From<NodeRegistry::ModelPrice> for ModelPrice {
     fn from(m: NodeRegistry::ModelPrice) -> Self {
-        Self { id: m.id, input_price: m.inputPrice, output_price: m.outputPrice }
+        Self {
+            id: m.id,
+            input_price: m.inputPrice,
+            output_price: m.outputPrice,
+        }
     }
 }
 
 impl From<&ModelPrice> for NodeRegistry::ModelPrice {
     fn from(m: &ModelPrice) -> Self {
-        Self { id: m.id.clone(), inputPrice: m.input_price, outputPrice: m.output_price }
+        Self {
+            id: m.id.clone(),
+            inputPrice: m.input_price,
+            outputPrice: m.output_price,
+        }
     }
 }
 
@@ -84,8 +92,17 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn new(provider: DynProvider, registry: Address, token: Address, from: Option<Address>) -> Self {
-        Self { inner: NodeRegistry::new(registry, provider), token, from }
+    pub(crate) fn new(
+        provider: DynProvider,
+        registry: Address,
+        token: Address,
+        from: Option<Address>,
+    ) -> Self {
+        Self {
+            inner: NodeRegistry::new(registry, provider),
+            token,
+            from,
+        }
     }
 
     /// The contract address.
@@ -104,14 +121,25 @@ impl Registry {
 
     /// The nonce `operator`'s next quote must carry in report_data[32..64].
     pub async fn attestation_nonce(&self, operator: Address) -> Result<B256> {
-        self.inner.attestationNonce(operator).call().await.map_err(from_contract)
+        self.inner
+            .attestationNonce(operator)
+            .call()
+            .await
+            .map_err(from_contract)
     }
 
     /// The report_data a quote for `operator`'s next registration or reattestation must carry:
     /// `signer ‖ 0^12 ‖ attestationNonce(operator)`.
-    pub async fn report_data_for(&self, operator: Address, signer: Address) -> Result<cloister_types::ReportData> {
+    pub async fn report_data_for(
+        &self,
+        operator: Address,
+        signer: Address,
+    ) -> Result<cloister_types::ReportData> {
         let nonce = self.attestation_nonce(operator).await?;
-        Ok(cloister_types::ReportData::new(signer.into_array(), cloister_types::Nonce(nonce.0)))
+        Ok(cloister_types::ReportData::new(
+            signer.into_array(),
+            cloister_types::Nonce(nonce.0),
+        ))
     }
 
     /// A **simulated** quote (devnet only: refused by every production verifier) for `operator`'s
@@ -183,13 +211,24 @@ impl Registry {
 
     /// `operator`'s (input, output) prices for `model`, or `None` if it does not serve it.
     pub async fn price_of(&self, operator: Address, model: &str) -> Result<Option<(U256, U256)>> {
-        let r = self.inner.priceOf(operator, model.to_owned()).call().await.map_err(from_contract)?;
+        let r = self
+            .inner
+            .priceOf(operator, model.to_owned())
+            .call()
+            .await
+            .map_err(from_contract)?;
         Ok(r.served.then_some((r.inputPrice, r.outputPrice)))
     }
 
     /// Everything about `operator`'s node; [`ChainError::NotRegistered`] if it has none.
     pub async fn get_node(&self, operator: Address) -> Result<NodeInfo> {
-        let n: NodeInfo = self.inner.getNode(operator).call().await.map_err(from_contract)?.into();
+        let n: NodeInfo = self
+            .inner
+            .getNode(operator)
+            .call()
+            .await
+            .map_err(from_contract)?
+            .into();
         if n.operator.is_zero() {
             return Err(ChainError::NotRegistered(operator));
         }

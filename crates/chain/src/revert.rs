@@ -52,17 +52,29 @@ pub fn decode_revert(data: Bytes) -> ChainError {
         let selector = Selector::from_slice(&data[..4]);
         if selector == Revert::SELECTOR {
             if let Ok(r) = Revert::abi_decode(&data) {
-                return ChainError::Reverted { name: "Error".into(), args: format!("{:?}", r.reason), data };
+                return ChainError::Reverted {
+                    name: "Error".into(),
+                    args: format!("{:?}", r.reason),
+                    data,
+                };
             }
         } else if selector == Panic::SELECTOR {
             if let Ok(p) = Panic::abi_decode(&data) {
-                return ChainError::Reverted { name: "Panic".into(), args: p.code.to_string(), data };
+                return ChainError::Reverted {
+                    name: "Panic".into(),
+                    args: p.code.to_string(),
+                    data,
+                };
             }
-        } else if let Some(error) = known_errors().get(&selector) {
-            if let Ok(values) = error.abi_decode_input(&data[4..]) {
-                let args = values.iter().map(format_value).collect::<Vec<_>>().join(", ");
-                return ChainError::Reverted { name: error.name.clone(), args, data };
-            }
+        } else if let Some(error) = known_errors().get(&selector)
+            && let Ok(values) = error.abi_decode_input(&data[4..])
+        {
+            let args = values.iter().map(format_value).collect::<Vec<_>>().join(", ");
+            return ChainError::Reverted {
+                name: error.name.clone(),
+                args,
+                data,
+            };
         }
     }
     ChainError::RevertedUnknown { data }
@@ -89,14 +101,26 @@ mod tests {
 
     #[test]
     fn decodes_our_errors_by_name() {
-        let data = bindings::Escrow::VoucherAlreadySettled { authorization: B256::repeat_byte(7) }.abi_encode();
+        let data = bindings::Escrow::VoucherAlreadySettled {
+            authorization: B256::repeat_byte(7),
+        }
+        .abi_encode();
         let err = decode_revert(data.into());
         assert_eq!(err.revert_name(), Some("VoucherAlreadySettled"));
         assert!(err.to_string().contains("0x0707"), "{err}");
-        let data = bindings::NodeRegistry::UnapprovedMeasurement { measurement: B256::ZERO }.abi_encode();
-        assert_eq!(decode_revert(data.into()).revert_name(), Some("UnapprovedMeasurement"));
+        let data = bindings::NodeRegistry::UnapprovedMeasurement {
+            measurement: B256::ZERO,
+        }
+        .abi_encode();
+        assert_eq!(
+            decode_revert(data.into()).revert_name(),
+            Some("UnapprovedMeasurement")
+        );
         let data = Revert::from("nope").abi_encode();
         assert_eq!(decode_revert(data.into()).revert_name(), Some("Error"));
-        assert!(matches!(decode_revert(Bytes::from_static(&[1, 2])), ChainError::RevertedUnknown { .. }));
+        assert!(matches!(
+            decode_revert(Bytes::from_static(&[1, 2])),
+            ChainError::RevertedUnknown { .. }
+        ));
     }
 }

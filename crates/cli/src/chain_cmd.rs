@@ -158,10 +158,21 @@ pub(crate) struct KeyMintArgs {
 }
 
 fn parse_amount(text: &str) -> anyhow::Result<U256> {
-    let v = parse_units(text.trim(), DECIMALS)
-        .with_context(|| format!("amount {text:?} is not a token amount"))?;
-    let v: U256 = v.into();
-    Ok(v)
+    match parse_units(text.trim(), DECIMALS) {
+        Ok(v) => Ok(v.into()),
+        Err(_) => bail!("amount {text:?} is not a token amount (e.g. 10 or 0.5; {DECIMALS} decimals)"),
+    }
+}
+
+/// "Now" for delays: the later of the latest block's time and this machine's clock (a devnet mines
+/// no empty blocks, so its latest block can be old).
+async fn chain_now(chain: &Chain) -> anyhow::Result<u64> {
+    let block = chain.block_timestamp().await?;
+    let local = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(block.max(local))
 }
 
 fn fmt_amount(v: U256) -> String {
@@ -247,7 +258,7 @@ fn signer_from(
             "{what} needs a private key: --private-key / its environment variable, or --dev-account on a devnet"
         );
     };
-    parse_private_key(key).with_context(|| format!("{what}: malformed private key"))
+    parse_private_key(key).with_context(|| format!("{what}: the private key"))
 }
 
 pub(crate) async fn devnet(cmd: DevnetCommand) -> anyhow::Result<ExitCode> {
@@ -437,7 +448,7 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
                     fmt_amount(pending.amount)
                 );
             }
-            let now = chain.block_timestamp().await?;
+            let now = chain_now(&chain).await?;
             if now < pending.ready_at {
                 let left = pending.ready_at - now;
                 if !wait {
@@ -485,7 +496,7 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
             if pending.amount.is_zero() {
                 println!("  pending withdrawal: none");
             } else {
-                let now = chain.block_timestamp().await?;
+                let now = chain_now(&chain).await?;
                 let state = if now >= pending.ready_at {
                     "ready".to_owned()
                 } else {

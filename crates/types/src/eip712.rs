@@ -444,12 +444,45 @@ mod tests {
             Err(ApiKeyError::WrongSigner { .. })
         ));
         // A changed amount is refused likewise.
-        let mut tampered = back.clone();
+        let mut tampered = back;
         tampered.auth.maxAmount = U256::from(1u64);
         assert!(matches!(
             tampered.verify(&escrow),
             Err(ApiKeyError::WrongSigner { .. })
         ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn api_key_text_round_trips(
+            client in proptest::array::uniform20(0u8..),
+            node in proptest::array::uniform20(0u8..),
+            max in proptest::array::uniform32(0u8..),
+            expiry in 0u64..,
+            salt in proptest::array::uniform32(0u8..),
+            sig in proptest::collection::vec(0u8.., 65),
+        ) {
+            let mut signature = [0u8; 65];
+            signature.copy_from_slice(&sig);
+            signature[64] = 27 + (signature[64] & 1);
+            let key = ApiKey::new(
+                SpendAuthorization {
+                    client: Address::from(client),
+                    node: Address::from(node),
+                    maxAmount: U256::from_be_bytes(max),
+                    expiry,
+                    salt: B256::from(salt),
+                },
+                signature,
+            );
+            proptest::prop_assert_eq!(ApiKey::decode(&key.encode()), Ok(key));
+        }
+
+        #[test]
+        fn api_key_decode_never_panics(text in ".{0,600}") {
+            let _ = ApiKey::decode(&text);
+            let _ = ApiKey::decode(&format!("ck1_{text}"));
+        }
     }
 
     #[test]
