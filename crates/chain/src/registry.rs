@@ -199,6 +199,39 @@ impl Registry {
         send(self.inner.setTcbStatus(status, accepted)).await
     }
 
+    /// The measurement digests governance currently allows: the `MeasurementSet` events replayed
+    /// in order (the mapping itself cannot be listed), each then confirmed with
+    /// `measurementAllowed`.
+    pub async fn allowed_measurements(&self) -> Result<Vec<B256>> {
+        let events = self
+            .inner
+            .MeasurementSet_filter()
+            .from_block(0)
+            .query()
+            .await
+            .map_err(ChainError::Contract)?;
+        let mut allowed: Vec<B256> = Vec::new();
+        for (e, _) in events {
+            allowed.retain(|m| *m != e.measurement);
+            if e.allowed {
+                allowed.push(e.measurement);
+            }
+        }
+        let mut confirmed = Vec::with_capacity(allowed.len());
+        for m in allowed {
+            if self
+                .inner
+                .measurementAllowed(m)
+                .call()
+                .await
+                .map_err(from_contract)?
+            {
+                confirmed.push(m);
+            }
+        }
+        Ok(confirmed)
+    }
+
     /// Whether `operator` is registered, not unbonding, and attested within the max age.
     pub async fn is_active(&self, operator: Address) -> Result<bool> {
         self.inner.isActive(operator).call().await.map_err(from_contract)

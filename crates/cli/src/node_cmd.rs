@@ -25,7 +25,7 @@ use serde::Deserialize;
 #[derive(Debug, Subcommand)]
 pub(crate) enum NodeCommand {
     /// Serve the OpenAI-compatible API with attestation and signed answers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 /// `cloister node run` flags. Every flag can also be set in the `--config` TOML file (same names,
@@ -91,6 +91,21 @@ pub(crate) struct RunArgs {
     /// requires API keys, meters into the ledger and settles vouchers.
     #[arg(long)]
     pub chain: Option<PathBuf>,
+    /// Instead of --chain: the JSON-RPC endpoint (with --registry, --escrow, --oracle, --token).
+    #[arg(long, conflicts_with = "chain", requires_all = ["registry", "escrow", "oracle", "token"])]
+    pub rpc_url: Option<String>,
+    /// `NodeRegistry` address (with --rpc-url).
+    #[arg(long, requires = "rpc_url")]
+    pub registry: Option<String>,
+    /// `Escrow` address (with --rpc-url).
+    #[arg(long, requires = "rpc_url")]
+    pub escrow: Option<String>,
+    /// `InferenceOracle` address (with --rpc-url).
+    #[arg(long, requires = "rpc_url")]
+    pub oracle: Option<String>,
+    /// Payment/stake token address (with --rpc-url).
+    #[arg(long, requires = "rpc_url")]
+    pub token: Option<String>,
     /// Operator private key (also CLOISTER_OPERATOR_KEY) [default with a devnet.json: its
     /// `operator` dev account].
     #[arg(long, env = "CLOISTER_OPERATOR_KEY", hide_env_values = true)]
@@ -143,6 +158,11 @@ impl RunArgs {
             body_limit,
             request_timeout_secs,
             chain,
+            rpc_url,
+            registry,
+            escrow,
+            oracle,
+            token,
             endpoint,
             stake,
             ledger,
@@ -168,7 +188,7 @@ pub(crate) fn load_config(path: &Path) -> anyhow::Result<RunArgs> {
 
 pub(crate) async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        NodeCommand::Run(args) => run_node(args).await,
+        NodeCommand::Run(args) => run_node(*args).await,
     }
 }
 
@@ -265,9 +285,10 @@ async fn run_node(args: RunArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&key),
         node_config(&args),
     );
-    let onchain = match &args.chain {
-        Some(path) => {
-            let config = onchain_config(&args, path, &models, local)?;
+    let chain_config = chain_config(&args).await?;
+    let onchain = match chain_config {
+        Some((chain, chain_file)) => {
+            let config = onchain_config(&args, chain, chain_file.as_deref(), &models, local)?;
             let node = OnChainNode::start(config, engine, attester, key)
                 .await
                 .context("starting the node's on-chain life (registration)")?;
@@ -321,17 +342,53 @@ fn parse_price(spec: &str) -> anyhow::Result<(String, Price)> {
     ))
 }
 
+/// The chain the flags name: `--chain FILE`, or `--rpc-url` with the contract addresses (the chain
+/// id is asked from the endpoint). `None`: the node is not on chain.
+async fn chain_config(args: &RunArgs) -> anyhow::Result<Option<(ChainConfig, Option<PathBuf>)>> {
+    if let Some(path) = &args.chain {
+        let chain = ChainConfig::load(path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok(Some((chain, Some(path.clone()))));
+    }
+    let Some(rpc_url) = &args.rpc_url else {
+        return Ok(None);
+    };
+    let address =
+        |flag: &str, v: &Option<String>| -> anyhow::Result<cloister_chain::alloy::primitives::Address> {
+            v.as_deref()
+                .with_context(|| format!("--rpc-url needs --{flag}"))?
+                .parse()
+                .with_context(|| format!("--{flag} is not an address"))
+        };
+    use cloister_chain::alloy::providers::Provider as _;
+    let chain_id = cloister_chain::read_provider(rpc_url)?
+        .get_chain_id()
+        .await
+        .with_context(|| format!("asking {rpc_url} for its chain id"))?;
+    Ok(Some((
+        ChainConfig {
+            rpc_url: rpc_url.clone(),
+            chain_id,
+            token: address("token", &args.token)?,
+            registry: address("registry", &args.registry)?,
+            escrow: address("escrow", &args.escrow)?,
+            oracle: address("oracle", &args.oracle)?,
+            consumer: None,
+        },
+        None,
+    )))
+}
+
 fn onchain_config(
     args: &RunArgs,
-    chain_file: &Path,
+    chain: ChainConfig,
+    chain_file: Option<&Path>,
     models: &[String],
     local: SocketAddr,
 ) -> anyhow::Result<OnChainConfig> {
-    let chain = ChainConfig::load(chain_file).with_context(|| format!("reading {}", chain_file.display()))?;
     let operator_key = match &args.operator_key {
         Some(k) => k.clone(),
-        None => DevnetFile::load(chain_file)
-            .ok()
+        None => chain_file
+            .and_then(|f| DevnetFile::load(f).ok())
             .and_then(|d| d.account("operator").map(|a| a.private_key.clone()))
             .context("no operator key: give --operator-key (or CLOISTER_OPERATOR_KEY)")?,
     };

@@ -55,6 +55,52 @@ pub(crate) struct ProxyArgs {
     /// Seconds a node's verified report is trusted before it is verified again.
     #[arg(long, default_value_t = 300)]
     pub verdict_ttl_secs: u64,
+    /// Discover nodes on chain: a `devnet.json` or chain config JSON. The active nodes of the
+    /// `NodeRegistry` are added to the pool, and unless `--allowed-measurements` is given the
+    /// measurements governance allows there become the allowlist.
+    #[arg(long)]
+    pub chain: Option<PathBuf>,
+}
+
+/// Nodes and allowed measurements read from the registry.
+struct OnChain {
+    endpoints: Vec<String>,
+    measurements: Vec<String>,
+}
+
+async fn discover(path: &std::path::Path) -> anyhow::Result<OnChain> {
+    let config =
+        cloister_chain::ChainConfig::load(path).with_context(|| format!("reading {}", path.display()))?;
+    let chain = cloister_chain::Chain::connect(config, None)
+        .await
+        .context("connecting to the chain")?;
+    let registry = chain.registry()?;
+    let nodes = registry
+        .list_nodes()
+        .await
+        .context("listing the registry's nodes")?;
+    let endpoints: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.active)
+        .map(|n| n.endpoint.clone())
+        .collect();
+    let measurements = registry
+        .allowed_measurements()
+        .await
+        .context("reading the registry's allowed measurements")?
+        .iter()
+        .map(|m| hex::encode(m.as_slice()))
+        .collect();
+    eprintln!(
+        "registry {:#x}: {} active node(s) of {}",
+        registry.address(),
+        endpoints.len(),
+        nodes.len()
+    );
+    Ok(OnChain {
+        endpoints,
+        measurements,
+    })
 }
 
 /// The node list in a `--network` file.
@@ -65,8 +111,9 @@ enum NetworkFile {
     Object { nodes: Vec<String> },
 }
 
-fn node_urls(args: &ProxyArgs) -> anyhow::Result<Vec<String>> {
+fn node_urls(args: &ProxyArgs, discovered: &[String]) -> anyhow::Result<Vec<String>> {
     let mut urls = args.nodes.clone();
+    urls.extend(discovered.iter().cloned());
     if let Some(path) = &args.network {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let file: NetworkFile = serde_json::from_slice(&text).with_context(|| {
@@ -80,13 +127,17 @@ fn node_urls(args: &ProxyArgs) -> anyhow::Result<Vec<String>> {
         });
     }
     if urls.is_empty() {
-        bail!("no nodes: give --node URL (repeatable) or --network FILE");
+        bail!("no nodes: give --node URL (repeatable), --network FILE, or --chain FILE with active nodes");
     }
     Ok(urls)
 }
 
 /// Builds the pool the flags describe.
-fn pool(args: &ProxyArgs) -> anyhow::Result<NodePool> {
+async fn pool(args: &ProxyArgs) -> anyhow::Result<NodePool> {
+    let on_chain = match &args.chain {
+        Some(path) => Some(discover(path).await?),
+        None => None,
+    };
     let opts = VerifyOpts {
         collateral: args.collateral.clone(),
         pccs: args.pccs.clone(),
@@ -97,7 +148,18 @@ fn pool(args: &ProxyArgs) -> anyhow::Result<NodePool> {
     };
     let mut policy = opts.client_policy(E2eeMode::Required)?;
     policy.verdict_ttl = Duration::from_secs(args.verdict_ttl_secs);
-    Ok(NodePool::new(node_urls(args)?, Arc::new(policy))?)
+    if let Some(c) = &on_chain
+        && args.allowed_measurements.is_none()
+    {
+        // An empty on-chain list must refuse everything, not mean "any".
+        policy.allowed_measurements = if c.measurements.is_empty() {
+            cloister_client::MeasurementAllowlist::of(["registry-allows-none"])
+        } else {
+            cloister_client::MeasurementAllowlist::of(c.measurements.iter())
+        };
+    }
+    let discovered = on_chain.map(|c| c.endpoints).unwrap_or_default();
+    Ok(NodePool::new(node_urls(args, &discovered)?, Arc::new(policy))?)
 }
 
 pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
@@ -107,7 +169,7 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             "!!! are accepted; nothing protects prompts or answers on them. Never use it in production."
         );
     }
-    let pool = pool(&args)?;
+    let pool = pool(&args).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -312,6 +374,7 @@ mod tests {
             collateral: Vec::new(),
             pccs: String::new(),
             verdict_ttl_secs: 300,
+            chain: None,
         }
     }
 
@@ -325,14 +388,18 @@ mod tests {
         let _ = std::fs::write(&list, r#"["http://a:1", "http://b:2"]"#);
         let _ = std::fs::write(&object, r#"{"nodes": ["http://c:3"]}"#);
         let _ = std::fs::write(&bad, r#"{"urls": []}"#);
-        let urls = |a: &ProxyArgs| node_urls(a).unwrap_or_default();
+        let urls = |a: &ProxyArgs| node_urls(a, &[]).unwrap_or_default();
         assert_eq!(
             urls(&args(&["http://x:9"], Some(list))),
             ["http://x:9", "http://a:1", "http://b:2"]
         );
         assert_eq!(urls(&args(&[], Some(object))), ["http://c:3"]);
-        assert!(node_urls(&args(&[], Some(bad))).is_err());
-        assert!(node_urls(&args(&[], None)).is_err());
+        assert!(node_urls(&args(&[], Some(bad)), &[]).is_err());
+        assert!(node_urls(&args(&[], None), &[]).is_err());
+        assert_eq!(
+            node_urls(&args(&[], None), &["http://d:4".into()]).unwrap_or_default(),
+            ["http://d:4"]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
