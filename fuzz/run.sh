@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-600}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(quote eventlog spdm report)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(quote eventlog spdm report envelope)
 data=${CLOISTER_ATTESTATION_TESTDATA:-../../shared/testdata/attestation}
 seed() { # target, files...
   local t=$1; shift; mkdir -p "corpus/$t"
@@ -35,5 +35,6 @@ else
 fi
 for t in "${targets[@]}"; do
   echo "fuzz: $t for ${secs}s"
+  mkdir -p "corpus/$t"
   RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=65536 2>&1 | tail -5
 done
