@@ -9,7 +9,9 @@ use libfuzzer_sys::fuzz_target;
 const SIGNER: [u8; 20] = [0x42; 20];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let node = E2eeKeyPair::derive(&[7u8; 32]);
     match mode % 4 {
         0 => {
@@ -26,7 +28,9 @@ fuzz_target!(|data: &[u8]| {
         }
         2 => {
             // A client that really sealed a request reads an arbitrary (hostile) answer.
-            let Ok((_, keys)) = seal_request(&node.public_key_bytes(), &SIGNER, b"{}", b"") else { return };
+            let Ok((_, keys)) = seal_request(&node.public_key_bytes(), &SIGNER, b"{}", b"") else {
+                return;
+            };
             let chunks: Vec<Vec<u8>> = rest.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
             if rest.first().is_some_and(|b| b % 2 == 0) {
                 let _ = keys.open_body(rest);
