@@ -180,17 +180,7 @@ async fn load_round(
     let mut sent = 0usize;
     let one = |client: reqwest::Client, url: String, body: Bytes| async move {
         let t = Instant::now();
-        let resp = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        if !status.is_success() || bytes.is_empty() {
-            bail!("{url} answered {status}");
-        }
+        post_json(client, url, body).await?;
         Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
     };
     while sent < requests.min(concurrency) {
@@ -456,4 +446,20 @@ async fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A plain JSON POST whose whole answer is read; a failed or empty answer is an error.
+pub(crate) async fn post_json(client: reqwest::Client, url: String, body: Bytes) -> anyhow::Result<()> {
+    let resp = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    if !status.is_success() || bytes.is_empty() {
+        bail!("{url} answered {status}");
+    }
+    Ok(())
 }

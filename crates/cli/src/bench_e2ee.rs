@@ -23,7 +23,7 @@ use cloister_crypto::e2ee::{E2eeKeyPair, open_request, seal_request};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use crate::bench::{BenchNode, REFERENCE_ANSWER, median, percentile, reference_stream};
+use crate::bench::{BenchNode, REFERENCE_ANSWER, median, percentile, post_json, reference_stream};
 
 /// `cloister bench e2ee`.
 #[derive(Debug, Args)]
@@ -161,22 +161,6 @@ where
     })
 }
 
-/// A plain POST; the whole answer is read.
-async fn post(client: reqwest::Client, url: String, body: Bytes) -> anyhow::Result<()> {
-    let resp = client
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    let status = resp.status();
-    let bytes = resp.bytes().await?;
-    if !status.is_success() || bytes.is_empty() {
-        bail!("{url} answered {status}");
-    }
-    Ok(())
-}
-
 /// A sealed exchange through the client library; the whole answer is read and verified.
 async fn sealed(client: NodeClient, body: Bytes, stream: bool) -> anyhow::Result<()> {
     let opts = RequestOptions::default();
@@ -235,10 +219,10 @@ pub(crate) async fn e2ee(args: E2eeArgs) -> anyhow::Result<ExitCode> {
 
     let direct_url = format!("{node}/v1/chat/completions");
     let proxy_url = format!("{proxy}/v1/chat/completions");
-    let plain = || post(http.clone(), direct_url.clone(), body.clone());
+    let plain = || post_json(http.clone(), direct_url.clone(), body.clone());
     let verified = || sealed(clear_client.clone(), body.clone(), args.stream);
     let lib = || sealed(node_client.clone(), body.clone(), args.stream);
-    let via_proxy = || post(http.clone(), proxy_url.clone(), body.clone());
+    let via_proxy = || post_json(http.clone(), proxy_url.clone(), body.clone());
     // Warm-up.
     load_round(50, args.concurrency, plain).await?;
     load_round(50, args.concurrency, verified).await?;
