@@ -152,13 +152,6 @@ pub(crate) async fn start_reference_upstream() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-#[derive(Debug, Clone, Copy)]
-struct RoundStats {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -167,30 +160,41 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-async fn load_round(
-    client: &reqwest::Client,
-    url: &str,
-    body: &Bytes,
+/// Throughput and latency of one load round.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RoundStats {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+}
+
+/// Runs `requests` calls of `one` with `concurrency` in flight.
+pub(crate) async fn load_round<F, Fut>(
     requests: usize,
     concurrency: usize,
-) -> anyhow::Result<RoundStats> {
-    let mut latencies = Vec::with_capacity(requests);
-    let started = Instant::now();
-    let mut inflight = FuturesUnordered::new();
-    let mut sent = 0usize;
-    let one = |client: reqwest::Client, url: String, body: Bytes| async move {
+    one: F,
+) -> anyhow::Result<RoundStats>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let timed = |fut: Fut| async move {
         let t = Instant::now();
-        post_json(client, url, body).await?;
+        fut.await?;
         Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
     };
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(requests);
+    let mut inflight = FuturesUnordered::new();
+    let mut sent = 0;
     while sent < requests.min(concurrency) {
-        inflight.push(one(client.clone(), url.to_owned(), body.clone()));
+        inflight.push(timed(one()));
         sent += 1;
     }
-    while let Some(result) = inflight.next().await {
-        latencies.push(result?);
+    while let Some(r) = inflight.next().await {
+        latencies.push(r?);
         if sent < requests {
-            inflight.push(one(client.clone(), url.to_owned(), body.clone()));
+            inflight.push(timed(one()));
             sent += 1;
         }
     }
@@ -279,14 +283,16 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     let direct_url = format!("{upstream_url}/chat/completions");
     let node_url = format!("http://{node}/v1/chat/completions");
     // Warm up both paths (connection pools, first-request allocations).
-    load_round(&client, &direct_url, &body, 50, args.concurrency).await?;
-    load_round(&client, &node_url, &body, 50, args.concurrency).await?;
+    let to_upstream = || post_json(client.clone(), direct_url.clone(), body.clone());
+    let through_node = || post_json(client.clone(), node_url.clone(), body.clone());
+    load_round(50, args.concurrency, to_upstream).await?;
+    load_round(50, args.concurrency, through_node).await?;
 
     let mut direct = Vec::new();
     let mut via_node = Vec::new();
     for round in 1..=args.rounds {
-        let d = load_round(&client, &direct_url, &body, args.requests, args.concurrency).await?;
-        let n = load_round(&client, &node_url, &body, args.requests, args.concurrency).await?;
+        let d = load_round(args.requests, args.concurrency, to_upstream).await?;
+        let n = load_round(args.requests, args.concurrency, through_node).await?;
         eprintln!(
             "round {round}: direct {:.0} req/s p50 {:.3} ms p99 {:.3} ms | via node {:.0} req/s p50 {:.3} ms p99 {:.3} ms",
             d.rps, d.p50_ms, d.p99_ms, n.rps, n.p50_ms, n.p99_ms

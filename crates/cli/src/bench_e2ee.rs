@@ -9,7 +9,6 @@
 //!    sealed through `cloister-client`, and client → `cloister proxy` → node sealed (what an OpenAI
 //!    SDK sees), interleaved in rounds.
 
-use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,9 +20,10 @@ use cloister_client::{NodeClient, NodePool, Policy, RequestOptions, StreamEvent}
 use cloister_crypto::EnclaveKey;
 use cloister_crypto::e2ee::{E2eeKeyPair, open_request, seal_request};
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 
-use crate::bench::{BenchNode, REFERENCE_ANSWER, median, percentile, post_json, reference_stream};
+use crate::bench::{
+    BenchNode, REFERENCE_ANSWER, RoundStats, load_round, median, post_json, reference_stream,
+};
 
 /// `cloister bench e2ee`.
 #[derive(Debug, Args)]
@@ -117,48 +117,6 @@ fn crypto(args: &E2eeArgs, request: &[u8]) -> anyhow::Result<()> {
     );
     println!();
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy)]
-struct RoundStats {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-/// Runs `requests` calls of `one` with `concurrency` in flight.
-async fn load_round<F, Fut>(requests: usize, concurrency: usize, one: F) -> anyhow::Result<RoundStats>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
-{
-    let timed = |fut: Fut| async move {
-        let t = Instant::now();
-        fut.await?;
-        Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
-    };
-    let started = Instant::now();
-    let mut latencies = Vec::with_capacity(requests);
-    let mut inflight = FuturesUnordered::new();
-    let mut sent = 0;
-    while sent < requests.min(concurrency) {
-        inflight.push(timed(one()));
-        sent += 1;
-    }
-    while let Some(r) = inflight.next().await {
-        latencies.push(r?);
-        if sent < requests {
-            inflight.push(timed(one()));
-            sent += 1;
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    Ok(RoundStats {
-        rps: requests as f64 / elapsed,
-        p50_ms: percentile(&latencies, 0.50),
-        p99_ms: percentile(&latencies, 0.99),
-    })
 }
 
 /// A sealed exchange through the client library; the whole answer is read and verified.
