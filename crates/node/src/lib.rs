@@ -91,6 +91,14 @@ pub async fn serve(
     Ok(())
 }
 
+/// Seconds since the Unix epoch by the host clock (0 if the clock is before 1970).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// The signing key for this run: the one the attester derives (dstack `GetKey`: stable across
 /// restarts of the same app) if it offers one, else a fresh random key.
 ///

@@ -25,7 +25,7 @@ use cloister_types::openai::{ChatCompletionRequest, ChatMessage};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::billing::{Billing, DepositSource, Ledger, Price};
+use crate::billing::{Billing, DepositSource, Ledger, Price, Voucher};
 
 /// What the node needs to live on chain.
 #[derive(Clone)]
@@ -286,8 +286,16 @@ impl Drop for OnChainNode {
 /// Settles every unsettled voucher now: syncs with `Escrow.settled` first so nothing is paid
 /// twice, then sends one batch. Returns how many vouchers the batch carried.
 pub async fn settle_now(escrow: &Escrow, ledger: &Ledger) -> Result<usize, OnChainError> {
+    settle_vouchers(escrow, ledger, ledger.unsettled()?).await
+}
+
+async fn settle_vouchers(
+    escrow: &Escrow,
+    ledger: &Ledger,
+    unsettled: Vec<Voucher>,
+) -> Result<usize, OnChainError> {
     let mut items = Vec::new();
-    for v in ledger.unsettled()? {
+    for v in unsettled {
         let on_chain = escrow.settled(v.authorization).await?;
         if on_chain >= v.cumulative {
             ledger.mark_settled(v.authorization, on_chain)?;
@@ -308,13 +316,24 @@ pub async fn settle_now(escrow: &Escrow, ledger: &Ledger) -> Result<usize, OnCha
     let batch: Vec<SettleItem> = items.iter().map(|(_, i)| i.clone()).collect();
     let outcome = escrow.settle(&batch).await?;
     let tx = format!("{:#x}", outcome.tx.tx_hash);
+    let settled: std::collections::HashSet<B256> = outcome.settled.iter().map(|s| s.authorization).collect();
+    let short: HashMap<B256, U256> = outcome
+        .short
+        .iter()
+        .map(|(id, due, paid)| (*id, due.saturating_sub(*paid)))
+        .collect();
     for (authorization, item) in &items {
-        // `settled` advances only by what was paid when a client was short; read it back.
-        let paid_to = escrow
-            .settled(*authorization)
-            .await
-            .unwrap_or(item.cumulative_amount);
-        ledger.mark_settled(*authorization, paid_to)?;
+        // A voucher is paid up to its cumulative amount, less what a short client could not cover
+        // (`SettlementShort`); with no event for it, ask the chain.
+        let now_settled = match (short.get(authorization), settled.contains(authorization)) {
+            (Some(unpaid), _) => item.cumulative_amount.saturating_sub(*unpaid),
+            (None, true) => item.cumulative_amount,
+            (None, false) => escrow
+                .settled(*authorization)
+                .await
+                .unwrap_or(item.cumulative_amount),
+        };
+        ledger.mark_settled(*authorization, now_settled)?;
     }
     ledger.record_settlement(&tx, items.len(), outcome.tx.gas_used)?;
     tracing::info!(
@@ -326,19 +345,19 @@ pub async fn settle_now(escrow: &Escrow, ledger: &Ledger) -> Result<usize, OnCha
     Ok(items.len())
 }
 
-/// Whether a client with unsettled usage can withdraw within `margin` (of chain time).
-async fn withdrawal_due(chain: &Chain, escrow: &Escrow, ledger: &Ledger, margin: Duration) -> bool {
-    let Ok(unsettled) = ledger.unsettled() else {
-        return false;
-    };
+/// Whether a client with unsettled usage can withdraw within `margin` (of chain time). Each client
+/// is asked once, however many authorizations it has waiting.
+async fn withdrawal_due(chain: &Chain, escrow: &Escrow, unsettled: &[Voucher], margin: Duration) -> bool {
     if unsettled.is_empty() {
         return false;
     }
     let Ok(now) = chain.block_timestamp().await else {
         return false;
     };
-    for v in unsettled {
-        if let Ok(p) = escrow.pending_withdrawal(v.api_key.auth.client).await
+    let clients: std::collections::BTreeSet<Address> =
+        unsettled.iter().map(|v| v.api_key.auth.client).collect();
+    for client in clients {
+        if let Ok(p) = escrow.pending_withdrawal(client).await
             && !p.amount.is_zero()
             && p.ready_at <= now.saturating_add(margin.as_secs())
         {
@@ -362,14 +381,21 @@ async fn settle_loop(
             _ = tokio::time::sleep(config.poll_interval) => false,
             _ = stop.changed() => true,
         };
-        let waiting = ledger.unsettled().map(|v| v.len()).unwrap_or(0);
+        let unsettled = match ledger.unsettled() {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::warn!(%err, "reading the ledger failed");
+                Vec::new()
+            }
+        };
+        let waiting = unsettled.len();
         let due = waiting > 0
             && (stopping
                 || waiting >= config.settle_threshold
                 || last.elapsed() >= config.settle_interval
-                || withdrawal_due(&chain, &escrow, &ledger, config.withdrawal_margin).await);
+                || withdrawal_due(&chain, &escrow, &unsettled, config.withdrawal_margin).await);
         if due {
-            match settle_now(&escrow, &ledger).await {
+            match settle_vouchers(&escrow, &ledger, unsettled).await {
                 Ok(_) => {
                     last = tokio::time::Instant::now();
                     backoff = Duration::from_secs(1);

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use cloister_attest::collect::Attester;
 use cloister_crypto::EnclaveKey;
@@ -60,10 +60,7 @@ impl AppState {
         key: Arc<EnclaveKey>,
         config: NodeConfig,
     ) -> Self {
-        let started_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let started_unix = crate::unix_now();
         let shared = Shared {
             signatures: Mutex::new(SignatureCache::new(
                 config.signature_ttl,
@@ -98,11 +95,6 @@ impl AppState {
     /// The billing state, when paid access is on.
     pub fn billing(&self) -> Option<&Arc<crate::billing::Billing>> {
         self.billing.as_ref()
-    }
-
-    /// The signing key (for the node's own chain tasks: vouchers, oracle results).
-    pub fn signing_key(&self) -> &Arc<EnclaveKey> {
-        &self.key
     }
 
     /// The EIP-55 `0x` address of the signing key (the one the attestation report binds).

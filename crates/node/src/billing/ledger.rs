@@ -109,10 +109,7 @@ CREATE TABLE IF NOT EXISTS settlements (
 ";
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    i64::try_from(crate::unix_now()).unwrap_or(i64::MAX)
 }
 
 fn u256(bytes: &[u8]) -> Result<U256, LedgerError> {

@@ -11,7 +11,7 @@ pub mod ledger;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
@@ -137,13 +137,6 @@ impl std::fmt::Debug for Billing {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Billing {
     /// Billing for the node of `operator`, under the `escrow` EIP-712 domain, at `prices`,
     /// checking deposits with `deposits` (cached for `deposit_ttl`).
@@ -171,11 +164,6 @@ impl Billing {
         &self.ledger
     }
 
-    /// The `Escrow` EIP-712 domain.
-    pub fn escrow_domain(&self) -> &Domain {
-        &self.escrow
-    }
-
     /// Checks the request's API key, the client's deposit and the remaining budget.
     pub async fn authorize(&self, headers: &HeaderMap, model: &str) -> Result<Payer, BillingRefusal> {
         if !self.prices.contains_key(model) {
@@ -193,7 +181,7 @@ impl Billing {
         if key.auth.node != self.operator {
             return Err(BillingRefusal::WrongNode(key.auth.node));
         }
-        if key.auth.expiry <= unix_now() {
+        if key.auth.expiry <= crate::unix_now() {
             return Err(BillingRefusal::Expired(key.auth.expiry));
         }
         let balance = self.balance(key.auth.client).await?;

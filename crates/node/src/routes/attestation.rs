@@ -17,12 +17,6 @@ use crate::error::ApiError;
 /// How long a key binding is valid; a client fetches a fresh report after that.
 const KEY_BINDING_VALIDITY_SECS: u64 = 3600;
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 use crate::state::AppState;
 
 /// Query parameters (the vllm-proxy names).
@@ -87,7 +81,7 @@ pub(super) async fn report(
         })
         .collect();
     let hpke_public_key = state.e2ee_public_key();
-    let expires_at = unix_now().saturating_add(KEY_BINDING_VALIDITY_SECS);
+    let expires_at = crate::unix_now().saturating_add(KEY_BINDING_VALIDITY_SECS);
     let key_binding = KeyBinding {
         signature: state
             .key

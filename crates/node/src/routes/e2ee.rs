@@ -9,7 +9,6 @@
 //! the end marker, each as its own `data:` line.
 
 use std::convert::Infallible;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -48,7 +47,7 @@ pub(super) fn open(
         .parse()
         .map_err(|_| E2eeRefusal::Malformed("x-cloister-e2ee-timestamp is not unix seconds"))?;
     let model = header_str(headers, HEADER_MODEL)?;
-    let now = unix_now();
+    let now = crate::unix_now();
     let skew = now.abs_diff(timestamp);
     if skew > MAX_CLOCK_SKEW_SECS {
         return Err(E2eeRefusal::Stale { timestamp, skew }.into());
@@ -88,13 +87,6 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str,
         }))?
         .to_str()
         .map_err(|_| E2eeRefusal::Malformed("E2EE header is not ASCII"))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Seals `response` (the chat handler's answer, success or error) under `keys`. Status and
