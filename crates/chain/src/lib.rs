@@ -95,6 +95,30 @@ pub fn wallet_provider(rpc_url: &str, signer: PrivateKeySigner) -> Result<DynPro
         .erased())
 }
 
+/// Signs, as `client`, a `SpendAuthorization` for `node` (the operator address) up to `max_amount`
+/// until `expiry` under the `Escrow` at `escrow` on `chain_id`: the API key (`ck1_…` once encoded)
+/// an OpenAI SDK sends as its bearer token.
+pub fn mint_api_key(
+    client: &PrivateKeySigner,
+    chain_id: u64,
+    escrow: Address,
+    node: Address,
+    max_amount: U256,
+    expiry: u64,
+    salt: B256,
+) -> Result<cloister_types::eip712::ApiKey> {
+    use cloister_types::eip712::{ApiKey, SpendAuthorization, authorization_id, escrow_domain};
+    let auth = SpendAuthorization {
+        client: client.address(),
+        node,
+        maxAmount: max_amount,
+        expiry,
+        salt,
+    };
+    let id = authorization_id(&escrow_domain(chain_id, escrow), &auth);
+    Ok(ApiKey::new(auth, sign_digest(client, &id)?))
+}
+
 /// A connection to one chain with the contracts of a [`ChainConfig`], optionally with a key to send
 /// transactions. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -13,8 +13,8 @@ use cloister_chain::alloy::primitives::{Address, B256, U256};
 use cloister_chain::alloy::providers::{Provider, ProviderBuilder};
 use cloister_chain::alloy::signers::local::PrivateKeySigner;
 use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions};
-use cloister_chain::{Chain, ChainConfig, DevnetFile, parse_private_key, sign_digest};
-use cloister_types::eip712::{self, ApiKey, SpendAuthorization};
+use cloister_chain::{Chain, ChainConfig, DevnetFile, parse_private_key};
+use cloister_types::eip712;
 
 /// Decimals of the payment token (DevToken; production tokens are configured to match).
 const DECIMALS: u8 = 18;
@@ -536,16 +536,16 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let auth = SpendAuthorization {
-        client: signer.address(),
-        node: args.node,
-        maxAmount: max_amount,
-        expiry: now.saturating_add(args.expiry_secs),
-        salt: B256::from(rand::random::<[u8; 32]>()),
-    };
-    let domain = eip712::escrow_domain(config.chain_id, config.escrow);
-    let id = eip712::authorization_id(&domain, &auth);
-    let key = ApiKey::new(auth, sign_digest(&signer, &id)?);
+    let key = cloister_chain::mint_api_key(
+        &signer,
+        config.chain_id,
+        config.escrow,
+        args.node,
+        max_amount,
+        now.saturating_add(args.expiry_secs),
+        B256::from(rand::random::<[u8; 32]>()),
+    )?;
+    let id = key.authorization_id(&eip712::escrow_domain(config.chain_id, config.escrow));
 
     // Advice, not a refusal: the key is valid offline; these say whether it will be useful.
     if let Ok(chain) = Chain::connect(config.clone(), None).await {

@@ -10,19 +10,16 @@ use anyhow::Context;
 use cloister_attest::collect::Attester;
 use cloister_chain::alloy::primitives::{Address, B256, U256};
 use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions, TOKEN};
-use cloister_chain::{Chain, DevnetFile, parse_private_key};
+use cloister_chain::{Chain, DevnetFile, mint_api_key, parse_private_key};
 use cloister_crypto::EnclaveKey;
 use cloister_engine::Engine;
 use cloister_node::billing::{Billing, Price};
 use cloister_node::onchain::{OnChainConfig, OnChainNode, settle_now};
-use cloister_types::eip712::{ApiKey, SpendAuthorization, authorization_id, escrow_domain};
+use cloister_types::eip712::escrow_domain;
 
 /// Token amounts the demo uses.
 const DEPOSIT_TOKENS: u64 = 10;
 const KEY_MAX_TOKENS: u64 = 1;
-/// Demo prices: token base units per token (1e-9 and 3e-9 tokens).
-const INPUT_PRICE: u64 = 1_000_000_000;
-const OUTPUT_PRICE: u64 = 3_000_000_000;
 
 /// A running demo chain with a registered node and a funded client.
 pub(crate) struct DemoChain {
@@ -79,15 +76,7 @@ impl DemoChain {
         let prices: HashMap<String, Price> = engine
             .models()
             .into_iter()
-            .map(|m| {
-                (
-                    m.id,
-                    Price {
-                        input: U256::from(INPUT_PRICE),
-                        output: U256::from(OUTPUT_PRICE),
-                    },
-                )
-            })
+            .map(|m| (m.id, crate::node_cmd::default_price()))
             .collect();
         eprintln!(
             "chain 2/4 registering the node with its quote (report_data binds the chain, registry and operator) ..."
@@ -123,27 +112,25 @@ impl DemoChain {
         eprintln!(
             "chain 3/4 the client deposits {DEPOSIT_TOKENS} cUSD and signs a spend authorization (the API key) ..."
         );
-        let client_key = role_key("client")?;
-        let client_chain = Chain::connect(file.chain_config(), Some(parse_private_key(&client_key)?)).await?;
+        let client_signer = parse_private_key(&role_key("client")?)?;
+        let client = client_signer.address();
+        let client_chain = Chain::connect(file.chain_config(), Some(client_signer.clone())).await?;
         let deposit = client_chain
             .escrow()?
             .deposit(TOKEN * U256::from(DEPOSIT_TOKENS))
             .await
             .context("client deposit")?;
-        let client_enclave = EnclaveKey::from_secret_bytes(
-            &hex::decode(client_key.trim_start_matches("0x")).context("client key hex")?,
+        let key = mint_api_key(
+            &client_signer,
+            file.chain_id,
+            file.contracts.escrow,
+            operator,
+            TOKEN * U256::from(KEY_MAX_TOKENS),
+            cloister_client::unix_now() + 3600,
+            B256::from(rand::random::<[u8; 32]>()),
         )?;
-        let client = Address::from(client_enclave.address());
-        let auth = SpendAuthorization {
-            client,
-            node: operator,
-            maxAmount: TOKEN * U256::from(KEY_MAX_TOKENS),
-            expiry: cloister_client::unix_now() + 3600,
-            salt: B256::from(rand::random::<[u8; 32]>()),
-        };
-        let domain = escrow_domain(file.chain_id, file.contracts.escrow);
-        let authorization = authorization_id(&domain, &auth);
-        let api_key = ApiKey::new(auth, client_enclave.sign_prehash(&authorization.0)).encode();
+        let authorization = key.authorization_id(&escrow_domain(file.chain_id, file.contracts.escrow));
+        let api_key = key.encode();
         println!("client {client:#x} deposited: tx {:#x}", deposit.tx_hash);
         println!(
             "API key (SpendAuthorization, max {KEY_MAX_TOKENS} cUSD, 1 h): {}…",

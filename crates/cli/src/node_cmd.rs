@@ -317,9 +317,14 @@ async fn run_node(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Default prices (token base units per token) when `--price` is not given.
-const DEFAULT_INPUT_PRICE: u64 = 1_000_000_000;
-const DEFAULT_OUTPUT_PRICE: u64 = 3_000_000_000;
+/// The price of a model when `--price` does not name it (and the demo's): token base units per
+/// token, 1e-9 and 3e-9 of an 18-decimal token.
+pub(crate) fn default_price() -> Price {
+    Price {
+        input: U256::from(1_000_000_000u64),
+        output: U256::from(3_000_000_000u64),
+    }
+}
 
 fn parse_price(spec: &str) -> anyhow::Result<(String, Price)> {
     let (model, prices) = spec
@@ -402,10 +407,7 @@ fn onchain_config(
         prices.insert(model, price);
     }
     for model in models {
-        prices.entry(model.clone()).or_insert(Price {
-            input: U256::from(DEFAULT_INPUT_PRICE),
-            output: U256::from(DEFAULT_OUTPUT_PRICE),
-        });
+        prices.entry(model.clone()).or_insert_with(default_price);
     }
     let stake = args
         .stake
