@@ -4,10 +4,12 @@
 # small hand-made inputs committed under fuzz/corpus/<target>/own-*.
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); on a stable toolchain RUSTC_BOOTSTRAP=1 lets it pass
 # its nightly-only flags. Usage: fuzz/run.sh [SECONDS] [TARGET...]
+# CLOISTER_REQUIRE_CORPUS=1: a missing attestation corpus is an error, not a run on the committed
+# inputs alone.
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-600}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(quote eventlog spdm report envelope)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(quote eventlog spdm report envelope sse_upstream sse_client openai_request)
 data=${CLOISTER_ATTESTATION_TESTDATA:-../../shared/testdata/attestation}
 seed() { # target, files...
   local t=$1; shift; mkdir -p "corpus/$t"
@@ -30,8 +32,11 @@ m = near["model_attestations"][0]
 put("report", json.dumps(m))
 put("spdm", m["nvidia_payload"])
 PY
+elif [ "${CLOISTER_REQUIRE_CORPUS:-}" = 1 ]; then
+  echo "fuzz: attestation corpus not found at $data and CLOISTER_REQUIRE_CORPUS=1" >&2
+  exit 1
 else
-  echo "fuzz: corpus not found at $data; using the committed inputs only"
+  echo "fuzz: corpus not found at $data; using the committed inputs only" >&2
 fi
 for t in "${targets[@]}"; do
   echo "fuzz: $t for ${secs}s"

@@ -14,5 +14,5 @@ cargo fmt --all -- --check
 echo "test: cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "test: cargo test"
-CLOISTER_REQUIRE_MODEL=1 CLOISTER_REQUIRE_ANVIL=1 CLOISTER_REQUIRE_CLIENTS=1 CLOISTER_TEST_MODEL="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf" \
+CLOISTER_REQUIRE_MODEL=1 CLOISTER_REQUIRE_ANVIL=1 CLOISTER_REQUIRE_CLIENTS=1 CLOISTER_REQUIRE_CORPUS=1 CLOISTER_TEST_MODEL="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf" \
   cargo test --locked --workspace

@@ -179,15 +179,13 @@ pub use fetch::fetch_collateral;
 
 #[cfg(feature = "fetch")]
 mod fetch {
-    use std::time::Duration;
-
     use dcap_qvl::QuoteCollateralV3;
 
     use super::{INTEL_PCS_URL, INTEL_ROOT_CA_CRL_URL, PcsResponses, pck_info};
     use crate::{Error, Result};
 
     /// The most bytes read from one collateral response (real ones are < 64 KiB).
-    const MAX_BODY: usize = 4 << 20;
+    const MAX_BODY: usize = crate::http::MAX_BODY_BYTES;
 
     /// Downloads the collateral for `quote` (binary or hex) from a PCCS or Intel PCS at
     /// `pccs_url` (e.g. [`super::PHALA_PCCS_URL`], [`super::INTEL_PCS_URL`]).
@@ -199,13 +197,7 @@ mod fetch {
         let info = pck_info(quote)?;
         let base = base_url(pccs_url);
         let tee = if info.is_sgx { "sgx" } else { "tdx" };
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::Http {
-                url: base.clone(),
-                reason: e.to_string(),
-            })?;
+        let client = crate::http::client(&base)?;
 
         let url = format!("{base}/sgx/certification/v4/pckcrl?ca={}&encoding=der", info.ca);
         let (pck_crl, pck_crl_issuer_chain) = get(&client, &url, &["SGX-PCK-CRL-Issuer-Chain"]).await?;
@@ -251,47 +243,26 @@ mod fetch {
 
     /// GETs `url`, returning the body and the first of `headers` present (empty if none asked).
     async fn get(client: &reqwest::Client, url: &str, headers: &[&'static str]) -> Result<(Vec<u8>, String)> {
-        let http = |e: reqwest::Error| Error::Http {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        };
-        let mut resp = client.get(url).send().await.map_err(http)?;
-        if !resp.status().is_success() {
-            return Err(Error::HttpStatus {
-                url: url.to_owned(),
-                status: resp.status().as_u16(),
-            });
-        }
-        let header = match headers.first() {
-            None => String::new(),
-            Some(first) => {
-                let value =
-                    headers
-                        .iter()
-                        .find_map(|h| resp.headers().get(*h))
-                        .ok_or(Error::MissingHeader {
+        let (response_headers, body) = crate::http::get_limited(client, url, MAX_BODY).await?;
+        let header =
+            match headers.first() {
+                None => String::new(),
+                Some(first) => {
+                    let value = headers.iter().find_map(|h| response_headers.get(*h)).ok_or(
+                        Error::MissingHeader {
                             url: url.to_owned(),
                             header: first,
-                        })?;
-                value
-                    .to_str()
-                    .map_err(|_| Error::BadCollateralResponse {
-                        url: url.to_owned(),
-                        reason: format!("{first} is not ASCII"),
-                    })?
-                    .to_owned()
-            }
-        };
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(http)? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(Error::BadCollateralResponse {
-                    url: url.to_owned(),
-                    reason: format!("body larger than {MAX_BODY} bytes"),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
+                        },
+                    )?;
+                    value
+                        .to_str()
+                        .map_err(|_| Error::BadCollateralResponse {
+                            url: url.to_owned(),
+                            reason: format!("{first} is not ASCII"),
+                        })?
+                        .to_owned()
+                }
+            };
         Ok((body, header))
     }
 

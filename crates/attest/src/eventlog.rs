@@ -9,7 +9,7 @@
 //! dstack's stripped ("lite") logs leave the `digest` of runtime events empty; those digests are
 //! recomputed from name and payload (v1), so only the RTMR3 replay vouches for them.
 //!
-//! What is checked, each as a named [`Check`]:
+//! What is checked, each as an [`EventLogCheck`]:
 //! 1. **replay**: for each RTMR `i`, `mr = 0^48; for e in events with imr == i: mr = SHA-384(mr ‖
 //!    e.digest)`, and `mr` must equal the quote's RTMR `i`;
 //! 2. **runtime event digests**: every RTMR3 runtime event's digest must be the dstack v1 digest
@@ -27,8 +27,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha384};
 use thiserror::Error;
 
+use crate::check::{Check, Checks, EventLogCheck};
 use crate::quote::Quote;
-use crate::verify::{Check, Outcome};
 
 /// Event type of dstack runtime events (RTMR3).
 pub const DSTACK_RUNTIME_EVENT_TYPE: u32 = 0x0800_0001;
@@ -200,40 +200,28 @@ pub struct DstackApp {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EventLogVerdict {
     /// Every check, in order.
-    pub checks: Vec<Check>,
+    pub checks: Checks,
     /// The app identity, present only when the replay and every runtime event digest held.
     pub app: Option<DstackApp>,
 }
 
 impl EventLogVerdict {
-    /// True when there are checks, none failed, and the app identity was read.
+    /// [`Checks::passed`]: no check failed (so the app identity was read: every other path fails
+    /// a check).
     pub fn passed(&self) -> bool {
-        self.app.is_some()
-            && !self.checks.is_empty()
-            && self.checks.iter().all(|c| c.outcome != Outcome::Fail)
+        self.checks.passed()
     }
 
     /// The first failing check, if any.
     pub fn first_failure(&self) -> Option<&Check> {
-        self.checks.iter().find(|c| c.outcome == Outcome::Fail)
+        self.checks.first_failure()
     }
 
-    /// The check with this name, if it ran.
-    pub fn check(&self, name: &str) -> Option<&Check> {
-        self.checks.iter().find(|c| c.name == name)
+    /// The check with this id, if it ran.
+    pub fn check(&self, id: EventLogCheck) -> Option<&Check> {
+        self.checks.get(id)
     }
 }
-
-/// Check name: the log parsed.
-pub const CHECK_PARSE: &str = "event log parses";
-/// Check names: RTMR `i` replays (`"RTMR0 replay"`..`"RTMR3 replay"`).
-pub const CHECK_REPLAY: [&str; 4] = ["RTMR0 replay", "RTMR1 replay", "RTMR2 replay", "RTMR3 replay"];
-/// Check name: every RTMR3 runtime event digest matches its name and payload.
-pub const CHECK_RUNTIME_DIGESTS: &str = "RTMR3 runtime event digests";
-/// Check name: the app identity events were found, each once, before `system-ready`.
-pub const CHECK_APP_IDENTITY: &str = "dstack app identity";
-/// Check name: MR_CONFIG_ID is `0x01 ‖ compose_hash ‖ zeros` (or unused).
-pub const CHECK_MR_CONFIG_ID: &str = "MR_CONFIG_ID binds compose hash";
 
 /// Verifies a dstack event log against a (parsed, separately verified) TDX quote: RTMR0..3
 /// replay, RTMR3 runtime event digests, app identity and MR_CONFIG_ID. See the module docs.
@@ -243,18 +231,20 @@ pub fn verify_event_log(event_log: &Value, quote: &Quote) -> EventLogVerdict {
     let mut v = EventLogVerdict::default();
     let events = match parse_event_log(event_log) {
         Ok(events) => {
-            v.checks
-                .push(Check::pass(CHECK_PARSE, format!("{} events", events.len())));
+            v.checks.push(Check::pass(
+                EventLogCheck::Parses,
+                format!("{} events", events.len()),
+            ));
             events
         }
         Err(e) => {
-            v.checks.push(Check::fail(CHECK_PARSE, e.to_string()));
+            v.checks.push(Check::fail(EventLogCheck::Parses, e.to_string()));
             return v;
         }
     };
     let Some(td) = quote.td_report() else {
         v.checks.push(Check::fail(
-            CHECK_REPLAY[0],
+            EventLogCheck::Rtmr0Replay,
             "the quote is an SGX quote: it has no RTMRs",
         ));
         return v;
@@ -262,17 +252,17 @@ pub fn verify_event_log(event_log: &Value, quote: &Quote) -> EventLogVerdict {
 
     let replayed = replay_rtmrs(&events);
     let mut replay_ok = true;
-    for (i, name) in CHECK_REPLAY.iter().enumerate() {
+    for (i, id) in EventLogCheck::REPLAY.into_iter().enumerate() {
         let n = events.iter().filter(|e| usize::from(e.imr) == i).count();
         if replayed[i] == td.rtmr[i] {
             v.checks.push(Check::pass(
-                *name,
+                id,
                 format!("{n} events replay to the quote's RTMR{i}"),
             ));
         } else {
             replay_ok = false;
             v.checks.push(Check::fail(
-                *name,
+                id,
                 format!(
                     "{n} events replay to {}, the quote has {}",
                     hex::encode(replayed[i]),
@@ -295,7 +285,7 @@ pub fn verify_event_log(event_log: &Value, quote: &Quote) -> EventLogVerdict {
     let digests_ok = bad.is_empty();
     if digests_ok {
         v.checks.push(Check::pass(
-            CHECK_RUNTIME_DIGESTS,
+            EventLogCheck::RuntimeDigests,
             format!(
                 "{} runtime events match SHA-384(type ‖ \":\" ‖ name ‖ \":\" ‖ payload)",
                 runtime.len()
@@ -303,25 +293,25 @@ pub fn verify_event_log(event_log: &Value, quote: &Quote) -> EventLogVerdict {
         ));
     } else {
         v.checks.push(Check::fail(
-            CHECK_RUNTIME_DIGESTS,
+            EventLogCheck::RuntimeDigests,
             format!("digest does not match name and payload: {}", bad.join(", ")),
         ));
     }
 
     if !(replay_ok && digests_ok) {
         v.checks.push(Check::skip(
-            CHECK_APP_IDENTITY,
+            EventLogCheck::AppIdentity,
             "RTMR3 events are not verified; their payloads are not trusted",
         ));
         v.checks
-            .push(Check::skip(CHECK_MR_CONFIG_ID, "no trusted compose hash"));
+            .push(Check::skip(EventLogCheck::MrConfigId, "no trusted compose hash"));
         return v;
     }
 
     match app_identity(runtime.iter().map(|(_, e)| *e)) {
         Ok(app) => {
             v.checks.push(Check::pass(
-                CHECK_APP_IDENTITY,
+                EventLogCheck::AppIdentity,
                 format!("app-id {}, compose-hash {}", app.app_id, app.compose_hash),
             ));
             v.checks
@@ -329,9 +319,9 @@ pub fn verify_event_log(event_log: &Value, quote: &Quote) -> EventLogVerdict {
             v.app = Some(app);
         }
         Err(reason) => {
-            v.checks.push(Check::fail(CHECK_APP_IDENTITY, reason));
+            v.checks.push(Check::fail(EventLogCheck::AppIdentity, reason));
             v.checks
-                .push(Check::skip(CHECK_MR_CONFIG_ID, "no trusted compose hash"));
+                .push(Check::skip(EventLogCheck::MrConfigId, "no trusted compose hash"));
         }
     }
     v
@@ -384,7 +374,7 @@ fn app_identity<'a>(runtime: impl Iterator<Item = &'a Event>) -> Result<DstackAp
 fn mr_config_id_check(mr_config_id: &[u8; 48], compose_hash_hex: &str) -> Check {
     if mr_config_id.iter().all(|b| *b == 0) {
         return Check::skip(
-            CHECK_MR_CONFIG_ID,
+            EventLogCheck::MrConfigId,
             "MR_CONFIG_ID is zero (not used by this dstack version)",
         );
     }
@@ -392,13 +382,16 @@ fn mr_config_id_check(mr_config_id: &[u8; 48], compose_hash_hex: &str) -> Check 
     want[0] = 0x01;
     // The compose hash was checked to be 32 bytes of hex by `app_identity`.
     if hex::decode_to_slice(compose_hash_hex, &mut want[1..33]).is_err() {
-        return Check::fail(CHECK_MR_CONFIG_ID, "compose hash is not 32 bytes of hex");
+        return Check::fail(EventLogCheck::MrConfigId, "compose hash is not 32 bytes of hex");
     }
     if *mr_config_id == want {
-        Check::pass(CHECK_MR_CONFIG_ID, "MR_CONFIG_ID = 0x01 ‖ compose_hash ‖ zeros")
+        Check::pass(
+            EventLogCheck::MrConfigId,
+            "MR_CONFIG_ID = 0x01 ‖ compose_hash ‖ zeros",
+        )
     } else {
         Check::fail(
-            CHECK_MR_CONFIG_ID,
+            EventLogCheck::MrConfigId,
             format!(
                 "MR_CONFIG_ID is {}, expected {}",
                 hex::encode(mr_config_id),
@@ -417,6 +410,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::check::Outcome;
     use serde_json::json;
 
     fn runtime_event(name: &str, payload: &[u8]) -> Value {

@@ -1,5 +1,5 @@
-//! Local verification of NVIDIA GPU (and NVSwitch) attestation evidence, as a list of named
-//! [`Check`]s that fails closed.
+//! Local verification of NVIDIA GPU (and NVSwitch) attestation evidence, as a list of
+//! [`GpuCheck`]s that fails closed.
 //!
 //! For each device: the SPDM 1.1 `GET_MEASUREMENTS` exchange parses, its ECDSA P-384 / SHA-384
 //! signature over `request || response` verifies with the leaf certificate's key, the certificate
@@ -19,32 +19,12 @@ use p384::ecdsa::Signature;
 use p384::ecdsa::signature::Verifier;
 use serde::{Deserialize, Serialize};
 
-use crate::verify::{Check, Outcome};
+use crate::check::{Check, Checks, GpuCheck, Outcome};
 
 /// The largest `nvidia_payload` accepted, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 4 << 20;
 /// The most devices one payload may list.
 pub const MAX_DEVICES: usize = 64;
-
-/// Check names used by [`verify_gpu_payload`] and [`verify_evidence_list`].
-pub mod names {
-    /// `nvidia_payload` is JSON of the expected shape, within the size limit.
-    pub const PAYLOAD_PARSES: &str = "GPU evidence parses";
-    /// The payload's `nonce` field is the verifier's nonce.
-    pub const PAYLOAD_NONCE: &str = "GPU evidence nonce";
-    /// The evidence list is non-empty and not too long.
-    pub const DEVICES_PRESENT: &str = "GPU evidence present";
-    /// A device's certificate and evidence decode (base64, PEM, SPDM).
-    pub const DEVICE_DECODES: &str = "GPU evidence decodes";
-    /// A device's certificate chain verifies up to NVIDIA's Device Identity CA.
-    pub const CERT_CHAIN: &str = "GPU certificate chain to NVIDIA Device Identity CA";
-    /// A device's SPDM signature verifies with its leaf certificate.
-    pub const SPDM_SIGNATURE: &str = "GPU SPDM signature";
-    /// A device's SPDM request nonce is the verifier's nonce.
-    pub const SPDM_NONCE: &str = "GPU SPDM request nonce";
-    /// Measurements (RIM) and revocation (OCSP) are not checked (always a warning).
-    pub const NOT_CHECKED: &str = "GPU measurements (RIM) and revocation (OCSP) not verified by this build";
-}
 
 /// One entry of `evidence_list`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -103,32 +83,25 @@ pub struct GpuEvidenceSummary {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct GpuVerdict {
     /// Every check, in order; per-device checks name the device in their detail.
-    pub checks: Vec<Check>,
+    pub checks: Checks,
     /// One summary per device whose evidence decoded.
     pub gpus: Vec<GpuEvidenceSummary>,
 }
 
 impl GpuVerdict {
-    /// True when no check failed and at least one passed.
+    /// [`Checks::passed`]: at least one check passed and none failed.
     pub fn passed(&self) -> bool {
-        self.checks.iter().all(|c| c.outcome != Outcome::Fail)
-            && self.checks.iter().any(|c| c.outcome == Outcome::Pass)
+        self.checks.passed()
     }
 
     /// The first failing check, if any.
     pub fn first_failure(&self) -> Option<&Check> {
-        self.checks.iter().find(|c| c.outcome == Outcome::Fail)
+        self.checks.first_failure()
     }
 
-    /// The outcome of the first check named `name` that did not pass, else of the first so named.
-    pub fn worst(&self, name: &str) -> Option<Outcome> {
-        let mut named = self.checks.iter().filter(|c| c.name == name);
-        let first = named.clone().next()?.outcome;
-        Some(
-            named
-                .find(|c| c.outcome != Outcome::Pass)
-                .map_or(first, |c| c.outcome),
-        )
+    /// The outcome of the first `id` check (one per device) that did not pass, else of the first.
+    pub fn worst(&self, id: GpuCheck) -> Option<Outcome> {
+        self.checks.worst(id)
     }
 }
 
@@ -138,7 +111,7 @@ pub fn verify_gpu_payload(payload_json: &str, expected_nonce: &[u8; 32], now_uni
     let mut v = GpuVerdict::default();
     if payload_json.len() > MAX_PAYLOAD_BYTES {
         v.checks.push(Check::fail(
-            names::PAYLOAD_PARSES,
+            GpuCheck::PayloadParses,
             format!("{} bytes, at most {MAX_PAYLOAD_BYTES}", payload_json.len()),
         ));
         return v;
@@ -146,29 +119,34 @@ pub fn verify_gpu_payload(payload_json: &str, expected_nonce: &[u8; 32], now_uni
     let payload: Payload = match serde_json::from_str(payload_json) {
         Ok(p) => p,
         Err(e) => {
-            v.checks
-                .push(Check::fail(names::PAYLOAD_PARSES, format!("nvidia_payload: {e}")));
+            v.checks.push(Check::fail(
+                GpuCheck::PayloadParses,
+                format!("nvidia_payload: {e}"),
+            ));
             return v;
         }
     };
     v.checks.push(Check::pass(
-        names::PAYLOAD_PARSES,
+        GpuCheck::PayloadParses,
         format!("{} evidence entries", payload.evidence_list.len()),
     ));
     let expected_hex = hex::encode(expected_nonce);
     v.checks.push(match payload.nonce.as_deref().map(decode_nonce) {
         Some(Some(n)) if n == *expected_nonce => {
-            Check::pass(names::PAYLOAD_NONCE, "nvidia_payload.nonce is our nonce")
+            Check::pass(GpuCheck::PayloadNonce, "nvidia_payload.nonce is our nonce")
         }
         Some(Some(n)) => Check::fail(
-            names::PAYLOAD_NONCE,
+            GpuCheck::PayloadNonce,
             format!(
                 "nvidia_payload.nonce is {}, we sent {expected_hex}",
                 hex::encode(n)
             ),
         ),
-        Some(None) => Check::fail(names::PAYLOAD_NONCE, "nvidia_payload.nonce is not 64 hex digits"),
-        None => Check::fail(names::PAYLOAD_NONCE, "nvidia_payload has no nonce"),
+        Some(None) => Check::fail(
+            GpuCheck::PayloadNonce,
+            "nvidia_payload.nonce is not 64 hex digits",
+        ),
+        None => Check::fail(GpuCheck::PayloadNonce, "nvidia_payload has no nonce"),
     });
     let rest = verify_evidence_list(&payload.evidence_list, expected_nonce, now_unix);
     v.checks.extend(rest.checks);
@@ -181,13 +159,13 @@ pub fn verify_evidence_list(items: &[EvidenceItem], expected_nonce: &[u8; 32], n
     let mut v = GpuVerdict::default();
     if items.is_empty() || items.len() > MAX_DEVICES {
         v.checks.push(Check::fail(
-            names::DEVICES_PRESENT,
+            GpuCheck::DevicesPresent,
             format!("{} evidence entries; need 1 to {MAX_DEVICES}", items.len()),
         ));
         return v;
     }
     v.checks.push(Check::pass(
-        names::DEVICES_PRESENT,
+        GpuCheck::DevicesPresent,
         format!("{} devices", items.len()),
     ));
     for (i, item) in items.iter().enumerate() {
@@ -217,17 +195,17 @@ pub fn verify_evidence_list(items: &[EvidenceItem], expected_nonce: &[u8; 32], n
         }
     }
     v.checks.push(Check::warn(
-        names::NOT_CHECKED,
+        GpuCheck::NotChecked,
         "SPDM signatures, certificate chains and nonces are checked; measurements are not compared \
          with NVIDIA's reference values (RIMs) and certificates are not checked for revocation (OCSP)",
     ));
     v
 }
 
-fn fail_device(checks: &mut Vec<Check>, label: &str, why: String) {
-    checks.push(Check::fail(names::DEVICE_DECODES, format!("{label}: {why}")));
-    for name in [names::CERT_CHAIN, names::SPDM_SIGNATURE, names::SPDM_NONCE] {
-        checks.push(Check::skip(name, format!("{label}: evidence did not decode")));
+fn fail_device(checks: &mut Checks, label: &str, why: String) {
+    checks.push(Check::fail(GpuCheck::DeviceDecodes, format!("{label}: {why}")));
+    for id in [GpuCheck::CertChain, GpuCheck::SpdmSignature, GpuCheck::SpdmNonce] {
+        checks.push(Check::skip(id, format!("{label}: evidence did not decode")));
     }
 }
 
@@ -238,8 +216,8 @@ pub fn verify_device(
     spdm_evidence: &[u8],
     expected_nonce: &[u8; 32],
     now_unix: u64,
-) -> (Vec<Check>, Option<GpuEvidenceSummary>) {
-    let mut checks = Vec::new();
+) -> (Checks, Option<GpuEvidenceSummary>) {
+    let mut checks = Checks::default();
     let chain = cert::parse_pem_chain(cert_chain_pem);
     let spdm = spdm::parse(spdm_evidence);
     let (chain, ev) = match (chain, spdm) {
@@ -254,7 +232,7 @@ pub fn verify_device(
         }
     };
     checks.push(Check::pass(
-        names::DEVICE_DECODES,
+        GpuCheck::DeviceDecodes,
         format!(
             "{} certificates, SPDM 0x{:02x}, {} measurement blocks",
             chain.len(),
@@ -264,23 +242,23 @@ pub fn verify_device(
     ));
     checks.push(match cert::verify_chain(&chain, now_unix) {
         Ok(()) => Check::pass(
-            names::CERT_CHAIN,
+            GpuCheck::CertChain,
             format!("{} certificates, ECDSA P-384", chain.len()),
         ),
-        Err(e) => Check::fail(names::CERT_CHAIN, e),
+        Err(e) => Check::fail(GpuCheck::CertChain, e),
     });
     checks.push(match verify_spdm_signature(&chain[0], &ev) {
         Ok(()) => Check::pass(
-            names::SPDM_SIGNATURE,
+            GpuCheck::SpdmSignature,
             "ECDSA P-384/SHA-384 by the leaf certificate",
         ),
-        Err(e) => Check::fail(names::SPDM_SIGNATURE, e),
+        Err(e) => Check::fail(GpuCheck::SpdmSignature, e),
     });
     checks.push(if ev.request_nonce == *expected_nonce {
-        Check::pass(names::SPDM_NONCE, "the signed request carries our nonce")
+        Check::pass(GpuCheck::SpdmNonce, "the signed request carries our nonce")
     } else {
         Check::fail(
-            names::SPDM_NONCE,
+            GpuCheck::SpdmNonce,
             format!(
                 "request nonce is {}, we sent {}",
                 hex::encode(ev.request_nonce),
@@ -356,11 +334,11 @@ mod tests {
         );
         let v = verify_gpu_payload(&p, &n, 0);
         assert!(!v.passed());
-        assert_eq!(v.first_failure().unwrap().name, names::DEVICE_DECODES);
+        assert_eq!(v.first_failure().unwrap().id, GpuCheck::DeviceDecodes.into());
         let big = "x".repeat(MAX_PAYLOAD_BYTES + 1);
         assert_eq!(
-            verify_gpu_payload(&big, &n, 0).first_failure().unwrap().name,
-            names::PAYLOAD_PARSES
+            verify_gpu_payload(&big, &n, 0).first_failure().unwrap().id,
+            GpuCheck::PayloadParses.into()
         );
     }
 }

@@ -20,8 +20,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::check::{Check, Checks, NrasCheck};
 use crate::gpu::EvidenceItem;
-use crate::verify::{Check, Outcome};
 
 /// NRAS GPU attestation endpoint.
 pub const NRAS_GPU_URL: &str = "https://nras.attestation.nvidia.com/v3/attest/gpu";
@@ -33,24 +33,6 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 pub const MAX_GPU_TOKENS: usize = 64;
 /// The claims version requested (the one private-ml-sdk uses).
 pub const CLAIMS_VERSION: &str = "2.0";
-
-/// Check names used by [`verify_nras_response`].
-pub mod names {
-    /// The response is `[["JWT", token], {name: token}]` and the JWKS parses.
-    pub const RESPONSE_PARSES: &str = "NRAS response parses";
-    /// The token is ES384-signed by the JWKS key its `kid` names.
-    pub const SIGNATURE: &str = "NRAS token signature (ES384, NVIDIA JWKS)";
-    /// `nbf` and `iat` are not after the verification time, `exp` is after it.
-    pub const VALIDITY: &str = "NRAS token validity time";
-    /// The token's `eat_nonce` is our nonce.
-    pub const NONCE: &str = "NRAS eat_nonce";
-    /// The overall token says `x-nvidia-overall-att-result: true`.
-    pub const OVERALL_RESULT: &str = "NRAS overall attestation result";
-    /// The overall token's `submods` digests are the GPU tokens it came with.
-    pub const SUBMODS: &str = "NRAS GPU tokens bound to the overall token";
-    /// A GPU token says `measres: success`.
-    pub const MEASUREMENTS: &str = "NRAS GPU measurements (measres)";
-}
 
 /// One token of the response, decoded. Its claims are NVIDIA's only when the verdict passed.
 #[derive(Clone, Debug, Serialize)]
@@ -67,24 +49,21 @@ pub struct NrasToken {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct NrasVerdict {
     /// Every check, in order; per-token checks name the token in their detail.
-    pub checks: Vec<Check>,
+    pub checks: Checks,
     /// The decoded tokens, overall first.
     pub tokens: Vec<NrasToken>,
 }
 
 impl NrasVerdict {
-    /// True when no check failed and the overall result passed.
+    /// [`Checks::passed`]: no check failed (so the overall result passed: every other path fails
+    /// a check).
     pub fn passed(&self) -> bool {
-        self.checks.iter().all(|c| c.outcome != Outcome::Fail)
-            && self
-                .checks
-                .iter()
-                .any(|c| c.name == names::OVERALL_RESULT && c.outcome == Outcome::Pass)
+        self.checks.passed()
     }
 
     /// The first failing check, if any.
     pub fn first_failure(&self) -> Option<&Check> {
-        self.checks.iter().find(|c| c.outcome == Outcome::Fail)
+        self.checks.first_failure()
     }
 }
 
@@ -198,11 +177,12 @@ fn nonce_check(claims: &Value, expected_hex: &str) -> Result<(), String> {
     }
 }
 
-fn push(checks: &mut Vec<Check>, name: &str, label: &str, r: Result<String, String>) {
-    checks.push(match r {
-        Ok(d) => Check::pass(name, format!("{label}: {d}")),
-        Err(d) => Check::fail(name, format!("{label}: {d}")),
-    });
+fn push(checks: &mut Checks, id: NrasCheck, label: &str, r: Result<String, String>) {
+    checks.push(Check::from_result(
+        id,
+        r.map(|d| format!("{label}: {d}"))
+            .map_err(|d| format!("{label}: {d}")),
+    ));
 }
 
 /// Verifies an NRAS `attest/gpu` response `body` against the NRAS `jwks`, for a request that sent
@@ -218,12 +198,12 @@ pub fn verify_nras_response(
     let (tokens, keys) = match parsed {
         Ok(p) => p,
         Err(e) => {
-            v.checks.push(Check::fail(names::RESPONSE_PARSES, e));
+            v.checks.push(Check::fail(NrasCheck::ResponseParses, e));
             return v;
         }
     };
     v.checks.push(Check::pass(
-        names::RESPONSE_PARSES,
+        NrasCheck::ResponseParses,
         format!(
             "overall token and {} GPU tokens; {} JWKS keys",
             tokens.len() - 1,
@@ -238,7 +218,7 @@ pub fn verify_nras_response(
             Ok(j) => j,
             Err(e) => {
                 v.checks
-                    .push(Check::fail(names::SIGNATURE, format!("{name}: {e}")));
+                    .push(Check::fail(NrasCheck::Signature, format!("{name}: {e}")));
                 continue;
             }
         };
@@ -247,27 +227,27 @@ pub fn verify_nras_response(
         let trusted = signed.is_ok();
         push(
             &mut v.checks,
-            names::SIGNATURE,
+            NrasCheck::Signature,
             name,
             signed.map(|k| format!("signed by {k}")),
         );
         if trusted {
             push(
                 &mut v.checks,
-                names::VALIDITY,
+                NrasCheck::Validity,
                 name,
                 validity(&jws.claims, now_unix),
             );
             push(
                 &mut v.checks,
-                names::NONCE,
+                NrasCheck::Nonce,
                 name,
                 nonce_check(&jws.claims, &expected_hex).map(|()| "our nonce".to_owned()),
             );
             if i == 0 {
                 push(
                     &mut v.checks,
-                    names::OVERALL_RESULT,
+                    NrasCheck::OverallResult,
                     name,
                     match jws.claims["x-nvidia-overall-att-result"].as_bool() {
                         Some(true) => Ok("x-nvidia-overall-att-result is true".to_owned()),
@@ -278,7 +258,7 @@ pub fn verify_nras_response(
             } else {
                 push(
                     &mut v.checks,
-                    names::MEASUREMENTS,
+                    NrasCheck::Measurements,
                     name,
                     match jws.claims["measres"].as_str() {
                         Some("success") => Ok("measres is success".to_owned()),
@@ -288,15 +268,15 @@ pub fn verify_nras_response(
                 gpu_digests.push((name.clone(), hex::encode(Sha256::digest(token.as_bytes()))));
             }
         } else {
-            let skipped = [names::VALIDITY, names::NONCE];
+            let skipped = [NrasCheck::Validity, NrasCheck::Nonce];
             for n in skipped {
                 v.checks
                     .push(Check::skip(n, format!("{name}: its signature did not verify")));
             }
             let last = if i == 0 {
-                names::OVERALL_RESULT
+                NrasCheck::OverallResult
             } else {
-                names::MEASUREMENTS
+                NrasCheck::Measurements
             };
             v.checks.push(Check::fail(
                 last,
@@ -312,8 +292,8 @@ pub fn verify_nras_response(
     if let Some(claims) = overall_claims {
         v.checks
             .push(match submods_match(&claims, &gpu_digests, tokens.len() - 1) {
-                Ok(d) => Check::pass(names::SUBMODS, d),
-                Err(d) => Check::fail(names::SUBMODS, d),
+                Ok(d) => Check::pass(NrasCheck::Submods, d),
+                Err(d) => Check::fail(NrasCheck::Submods, d),
             });
     }
     v
@@ -388,9 +368,8 @@ pub use remote::attest_remote;
 
 #[cfg(feature = "fetch")]
 mod remote {
-    use std::time::Duration;
-
-    use crate::{Error, Result};
+    use crate::Result;
+    use crate::http::{client, get_limited, send_limited};
 
     use super::MAX_BODY_BYTES;
 
@@ -402,46 +381,18 @@ mod remote {
         payload_json: &str,
         jwks_url: &str,
     ) -> Result<(Vec<u8>, Vec<u8>)> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::Http {
-                url: client_url.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let req = client
+        let http = client(client_url)?;
+        let req = http
             .post(client_url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                cloister_types::wire::JSON_CONTENT_TYPE,
+            )
+            .header(reqwest::header::ACCEPT, cloister_types::wire::JSON_CONTENT_TYPE)
             .body(payload_json.to_owned());
-        let body = read(client_url, req).await?;
-        let jwks = read(jwks_url, client.get(jwks_url)).await?;
+        let (_, body) = send_limited(client_url, req, MAX_BODY_BYTES).await?;
+        let (_, jwks) = get_limited(&http, jwks_url, MAX_BODY_BYTES).await?;
         Ok((body, jwks))
-    }
-
-    async fn read(url: &str, req: reqwest::RequestBuilder) -> Result<Vec<u8>> {
-        let http = |e: reqwest::Error| Error::Http {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        };
-        let mut resp = req.send().await.map_err(http)?;
-        if !resp.status().is_success() {
-            return Err(Error::HttpStatus {
-                url: url.to_owned(),
-                status: resp.status().as_u16(),
-            });
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(http)? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(Error::BadCollateralResponse {
-                    url: url.to_owned(),
-                    reason: format!("body larger than {MAX_BODY_BYTES} bytes"),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
     }
 }
 
@@ -462,7 +413,7 @@ mod tests {
         ] {
             let v = verify_nras_response(body, b"{\"keys\":[]}", &[0; 32], 0);
             assert!(!v.passed());
-            assert_eq!(v.first_failure().unwrap().name, names::RESPONSE_PARSES);
+            assert_eq!(v.first_failure().unwrap().id, NrasCheck::ResponseParses.into());
         }
     }
 

@@ -1,44 +1,19 @@
 //! Verification of a whole attestation report (`GET /v1/attestation/report`): the quote, and the
 //! bindings between the quote, the signing address, the client's nonce and the GPU evidence.
 //!
-//! Like [`crate::verify`], this is pure and fails closed: [`ReportVerdict::passed`] is true only
-//! when every check passed (or warned) and the quote verdict passed.
+//! Like [`crate::verify`], this is pure and fails closed: [`ReportVerdict::passed`] is
+//! [`Checks::passed`] over every check, the quote's and the event log's (listed under their
+//! [`crate::check::Scoped`] ids, e.g. `quote: not simulated`) included.
 
 use cloister_types::{AttestationReport, Nonce, ReportData, TeeKind, parse_address};
 use dcap_qvl::QuoteCollateralV3;
 use serde::Serialize;
 
+use crate::check::{Check, Checks, GpuCheck, QuoteCheck, ReportCheck, Scoped};
 use crate::gpu;
-use crate::verify::{Check, Outcome, Policy, QuoteVerdict, verify_quote};
+use crate::verify::{Policy, QuoteVerdict, verify_quote};
 
-/// Check names used by [`verify_report`].
-pub mod names {
-    /// The report's `request_nonce` is the nonce the verifier sent.
-    pub const NONCE_ECHO: &str = "request_nonce echoes ours";
-    /// `signing_algo` is `ecdsa` (the only one Cloister binds this way).
-    pub const SIGNING_ALGO: &str = "signing_algo is ecdsa";
-    /// The report's `tee` field is not `simulated` (or simulation is allowed, with a warning).
-    pub const TEE_NOT_SIMULATED: &str = "tee is not simulated";
-    /// report_data[0..20] is the signing address and report_data[20..32] is zero.
-    pub const BINDS_ADDRESS: &str = "report_data binds signing_address";
-    /// report_data[32..64] is the verifier's nonce.
-    pub const BINDS_NONCE: &str = "report_data binds nonce";
-    /// The GPU evidence carries the verifier's nonce (the GPU checks themselves are named in
-    /// [`crate::gpu::names`]).
-    pub const GPU_NONCE: &str = crate::gpu::names::PAYLOAD_NONCE;
-    /// What GPU verification leaves unchecked (always a warning when GPU evidence is present).
-    pub const GPU_NOT_CHECKED: &str = crate::gpu::names::NOT_CHECKED;
-    /// Check name: the event log (present, or why none is needed).
-    pub const EVENT_LOG: &str = "event log";
-    /// Prefix of the event log's own checks.
-    pub const EVENT_LOG_PREFIX: &str = "event log: ";
-    /// Prefix of the quote checks inside a report verdict.
-    pub const QUOTE_PREFIX: &str = "quote: ";
-    /// `key_binding` recovers to the attested signing address and names `hpke_public_key`.
-    pub const KEY_BINDING: &str = "key_binding signed by the attested signer";
-    /// `key_binding.expires_at` is in the future.
-    pub const KEY_BINDING_FRESH: &str = "key_binding not expired";
-}
+mod key_binding;
 
 /// The E2EE key a verified report binds (see docs/protocol.md §8).
 #[derive(Clone, Debug, Serialize)]
@@ -59,8 +34,9 @@ fn hex_ser<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> 
 /// The result of [`verify_report`].
 #[derive(Clone, Debug, Serialize)]
 pub struct ReportVerdict {
-    /// Every check, in order, including the quote's checks (names prefixed with `quote: `).
-    pub checks: Vec<Check>,
+    /// Every check, in order, including the quote's and the event log's, scoped
+    /// ([`crate::check::CheckId::scoped`]: shown as `quote: …`, `event log: …`).
+    pub checks: Checks,
     /// The verdict on the report's `intel_quote`.
     pub quote: QuoteVerdict,
     /// The signing address, when it parsed and the quote's report_data binds it. Trust it only
@@ -79,14 +55,14 @@ pub struct ReportVerdict {
 }
 
 impl ReportVerdict {
-    /// True when no check failed and the quote verdict passed.
+    /// [`Checks::passed`] over every check, the quote's included.
     pub fn passed(&self) -> bool {
-        self.quote.passed() && self.checks.iter().all(|c| c.outcome != Outcome::Fail)
+        self.checks.passed()
     }
 
     /// The first failing check, if any.
     pub fn first_failure(&self) -> Option<&Check> {
-        self.checks.iter().find(|c| c.outcome == Outcome::Fail)
+        self.checks.first_failure()
     }
 }
 
@@ -99,16 +75,16 @@ pub fn verify_report(
     now_unix: u64,
     policy: &Policy,
 ) -> ReportVerdict {
-    let mut checks = Vec::new();
+    let mut checks = Checks::default();
 
     checks.push(match report.request_nonce.parse::<Nonce>() {
-        Ok(n) if n == *expected_nonce => Check::pass(names::NONCE_ECHO, expected_nonce.to_hex()),
+        Ok(n) if n == *expected_nonce => Check::pass(ReportCheck::NonceEcho, expected_nonce.to_hex()),
         Ok(n) => Check::fail(
-            names::NONCE_ECHO,
+            ReportCheck::NonceEcho,
             format!("report says {n}, we sent {expected_nonce}"),
         ),
         Err(_) => Check::fail(
-            names::NONCE_ECHO,
+            ReportCheck::NonceEcho,
             format!(
                 "request_nonce {:?} is not 64 hex digits",
                 truncate(&report.request_nonce)
@@ -117,10 +93,10 @@ pub fn verify_report(
     });
 
     checks.push(if report.signing_algo.eq_ignore_ascii_case("ecdsa") {
-        Check::pass(names::SIGNING_ALGO, "secp256k1, EIP-191")
+        Check::pass(ReportCheck::SigningAlgo, "secp256k1, EIP-191")
     } else {
         Check::fail(
-            names::SIGNING_ALGO,
+            ReportCheck::SigningAlgo,
             format!(
                 "signing_algo is {:?}; only ecdsa reports bind this way",
                 truncate(&report.signing_algo)
@@ -130,47 +106,49 @@ pub fn verify_report(
 
     match report.tee {
         Some(TeeKind::Simulated) if policy.allow_simulated => checks.push(Check::warn(
-            names::TEE_NOT_SIMULATED,
+            ReportCheck::TeeNotSimulated,
             "the node says its TEE is SIMULATED (NOT SECURE); accepted only because the policy allows it",
         )),
         Some(TeeKind::Simulated) => checks.push(Check::fail(
-            names::TEE_NOT_SIMULATED,
+            ReportCheck::TeeNotSimulated,
             "the node says its TEE is simulated (development only); refused",
         )),
-        Some(kind) => checks.push(Check::pass(names::TEE_NOT_SIMULATED, format!("tee {kind}"))),
+        Some(kind) => checks.push(Check::pass(ReportCheck::TeeNotSimulated, format!("tee {kind}"))),
         None => {}
     }
 
     let quote = verify_quote(report.intel_quote.as_bytes(), collateral, now_unix, policy);
-    checks.extend(quote.checks.iter().map(|c| Check {
-        name: format!("{}{}", names::QUOTE_PREFIX, c.name),
-        ..c.clone()
-    }));
+    checks.absorb(
+        quote.checks.clone(),
+        true,
+        Scoped::Quote(QuoteCheck::TcbAccepted),
+        "the quote did not verify",
+    );
 
     let address = parse_address(&report.signing_address).ok();
     let mut bound_address = None;
     match quote.quote.as_ref().map(|q| ReportData(q.report_data())) {
         None => {
             checks.push(Check::fail(
-                names::BINDS_ADDRESS,
+                ReportCheck::BindsAddress,
                 "no report_data: the quote did not parse",
             ));
             checks.push(Check::fail(
-                names::BINDS_NONCE,
+                ReportCheck::BindsNonce,
                 "no report_data: the quote did not parse",
             ));
         }
         Some(rd) => {
             checks.push(match address {
                 None => Check::fail(
-                    names::BINDS_ADDRESS,
+                    ReportCheck::BindsAddress,
                     format!(
                         "signing_address {:?} is not a 20-byte hex address",
                         truncate(&report.signing_address)
                     ),
                 ),
                 Some(addr) if rd.signing_address() != addr => Check::fail(
-                    names::BINDS_ADDRESS,
+                    ReportCheck::BindsAddress,
                     format!(
                         "report_data[0..20] is 0x{}, the report's signing_address is 0x{}",
                         hex::encode(rd.signing_address()),
@@ -178,7 +156,7 @@ pub fn verify_report(
                     ),
                 ),
                 Some(_) if !rd.padding_is_zero() => Check::fail(
-                    names::BINDS_ADDRESS,
+                    ReportCheck::BindsAddress,
                     format!(
                         "report_data[20..32] must be zero, is {}",
                         hex::encode(&rd.0[20..32])
@@ -187,16 +165,16 @@ pub fn verify_report(
                 Some(addr) => {
                     bound_address = Some(addr);
                     Check::pass(
-                        names::BINDS_ADDRESS,
+                        ReportCheck::BindsAddress,
                         format!("0x{} zero-padded to 32 bytes", hex::encode(addr)),
                     )
                 }
             });
             checks.push(if rd.nonce() == *expected_nonce {
-                Check::pass(names::BINDS_NONCE, "report_data[32..64] is our nonce")
+                Check::pass(ReportCheck::BindsNonce, "report_data[32..64] is our nonce")
             } else {
                 Check::fail(
-                    names::BINDS_NONCE,
+                    ReportCheck::BindsNonce,
                     format!("report_data[32..64] is {}, we sent {expected_nonce}", rd.nonce()),
                 )
             });
@@ -210,7 +188,7 @@ pub fn verify_report(
         &mut checks,
     );
 
-    let e2ee = key_binding_checks(report, bound_address, now_unix, &mut checks);
+    let e2ee = key_binding::key_binding_checks(report, bound_address, now_unix, &mut checks);
     let app = event_log_checks(report, quote.quote.as_ref(), &mut checks);
     let measurement_digest = quote
         .quote
@@ -229,94 +207,6 @@ pub fn verify_report(
     }
 }
 
-/// Checks `hpke_public_key` + `key_binding`: the binding must recover to the address the quote
-/// binds, and must not have expired. A report without an HPKE key offers no E2EE (skipped).
-fn key_binding_checks(
-    report: &AttestationReport,
-    bound_address: Option<[u8; 20]>,
-    now_unix: u64,
-    checks: &mut Vec<Check>,
-) -> Option<BoundE2eeKey> {
-    let Some(pk_hex) = report.hpke_public_key.as_deref() else {
-        checks.push(Check::skip(names::KEY_BINDING, "the report offers no HPKE key"));
-        return None;
-    };
-    let public_key: [u8; 32] = match hex::decode(pk_hex.trim_start_matches("0x")) {
-        Ok(b) => match b.try_into() {
-            Ok(k) => k,
-            Err(_) => {
-                checks.push(Check::fail(names::KEY_BINDING, "hpke_public_key is not 32 bytes"));
-                return None;
-            }
-        },
-        Err(_) => {
-            checks.push(Check::fail(names::KEY_BINDING, "hpke_public_key is not hex"));
-            return None;
-        }
-    };
-    let Some(binding) = report.key_binding.as_ref() else {
-        checks.push(Check::fail(
-            names::KEY_BINDING,
-            "hpke_public_key without a key_binding",
-        ));
-        return None;
-    };
-    let text = cloister_types::e2ee::key_binding_text(&public_key, &binding.models, binding.expires_at);
-    let recovered = cloister_crypto::parse_signature(&binding.signature)
-        .and_then(|sig| cloister_crypto::recover_personal(text.as_bytes(), &sig));
-    let ok = match (recovered, bound_address) {
-        (Ok(signer), Some(addr)) if signer == addr => {
-            checks.push(Check::pass(
-                names::KEY_BINDING,
-                format!(
-                    "hpke key {}… bound by {}",
-                    &pk_hex[..pk_hex.len().min(16)],
-                    cloister_crypto::format_address(&addr)
-                ),
-            ));
-            true
-        }
-        (Ok(signer), Some(addr)) => {
-            checks.push(Check::fail(
-                names::KEY_BINDING,
-                format!(
-                    "signed by {}, but the quote binds {}",
-                    cloister_crypto::format_address(&signer),
-                    cloister_crypto::format_address(&addr)
-                ),
-            ));
-            false
-        }
-        (Ok(_), None) => {
-            checks.push(Check::fail(
-                names::KEY_BINDING,
-                "no attested signer to check it against",
-            ));
-            false
-        }
-        (Err(e), _) => {
-            checks.push(Check::fail(names::KEY_BINDING, format!("bad signature: {e}")));
-            false
-        }
-    };
-    checks.push(if binding.expires_at > now_unix {
-        Check::pass(
-            names::KEY_BINDING_FRESH,
-            format!("expires at {}", binding.expires_at),
-        )
-    } else {
-        Check::fail(
-            names::KEY_BINDING_FRESH,
-            format!("expired at {}, now {now_unix}", binding.expires_at),
-        )
-    });
-    (ok && binding.expires_at > now_unix).then(|| BoundE2eeKey {
-        public_key,
-        models: binding.models.clone(),
-        expires_at: binding.expires_at,
-    })
-}
-
 /// Whether the report's `event_log` holds anything (a non-empty list, or a string that is not `[]`).
 fn has_event_log(log: &serde_json::Value) -> bool {
     match log {
@@ -330,62 +220,60 @@ fn has_event_log(log: &serde_json::Value) -> bool {
     }
 }
 
-/// Event log: when present it must replay into the quote's RTMRs (checks prefixed `event log: `); a
+/// Event log: when present it must replay into the quote's RTMRs (its checks scoped, shown as
+/// `event log: …`); a
 /// dstack report must carry one. Returns the app identity when the log verified.
 fn event_log_checks(
     report: &AttestationReport,
     quote: Option<&crate::quote::Quote>,
-    checks: &mut Vec<Check>,
+    checks: &mut Checks,
 ) -> Option<crate::eventlog::DstackApp> {
     if !has_event_log(&report.event_log) {
         checks.push(if report.tee == Some(TeeKind::Dstack) {
-            Check::fail(names::EVENT_LOG, "a dstack report must carry its event log")
+            Check::fail(ReportCheck::EventLog, "a dstack report must carry its event log")
         } else {
-            Check::skip(names::EVENT_LOG, "no event log in the report")
+            Check::skip(ReportCheck::EventLog, "no event log in the report")
         });
         return None;
     }
     let Some(quote) = quote else {
         checks.push(Check::fail(
-            names::EVENT_LOG,
+            ReportCheck::EventLog,
             "no quote to replay the event log against",
         ));
         return None;
     };
     let verdict = crate::eventlog::verify_event_log(&report.event_log, quote);
-    checks.extend(verdict.checks.iter().map(|c| Check {
-        name: format!("{}{}", names::EVENT_LOG_PREFIX, c.name),
-        ..c.clone()
-    }));
-    if verdict.passed() { verdict.app } else { None }
+    let passed = verdict.passed();
+    checks.absorb(
+        verdict.checks,
+        true,
+        ReportCheck::EventLog,
+        "the event log did not verify",
+    );
+    if passed { verdict.app } else { None }
 }
 
 /// GPU evidence: when present, every device's SPDM signature, certificate chain and request nonce
 /// must verify ([`crate::gpu`]), and the payload's nonce must be ours. Absent evidence is a skip.
-fn gpu_checks(payload: Option<&str>, expected_nonce: &Nonce, now_unix: u64, checks: &mut Vec<Check>) {
+fn gpu_checks(payload: Option<&str>, expected_nonce: &Nonce, now_unix: u64, checks: &mut Checks) {
     let payload = payload.map(str::trim).filter(|p| !p.is_empty() && *p != "null");
     let Some(payload) = payload else {
         checks.push(Check::skip(
-            names::GPU_NONCE,
+            GpuCheck::PayloadNonce,
             "no nvidia_payload: the report carries no GPU evidence",
         ));
         return;
     };
     let verdict = gpu::verify_gpu_payload(payload, &expected_nonce.0, now_unix);
-    if verdict.passed() {
-        checks.extend(verdict.checks);
-    } else {
-        // A payload that failed verification fails the report even if no check says Fail (e.g.
-        // nothing passed); make that explicit.
-        let any_fail = verdict.checks.iter().any(|c| c.outcome == Outcome::Fail);
-        checks.extend(verdict.checks);
-        if !any_fail {
-            checks.push(Check::fail(
-                gpu::names::DEVICES_PRESENT,
-                "GPU evidence did not verify",
-            ));
-        }
-    }
+    // A payload that failed verification fails the report even if no check says Fail (e.g.
+    // nothing passed).
+    checks.absorb(
+        verdict.checks,
+        false,
+        GpuCheck::DevicesPresent,
+        "GPU evidence did not verify",
+    );
 }
 
 /// The first half of `report_data` for an ed25519 report bound to its TLS certificate (NEAR AI's
@@ -419,6 +307,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::check::{CheckId, Outcome};
     use crate::simulated::simulated_quote;
 
     fn report(addr: [u8; 20], nonce: Nonce, rd: ReportData, tee: Option<TeeKind>) -> AttestationReport {
@@ -436,8 +325,8 @@ mod tests {
         }
     }
 
-    fn outcome(v: &ReportVerdict, name: &str) -> Option<Outcome> {
-        v.checks.iter().find(|c| c.name == name).map(|c| c.outcome)
+    fn outcome(v: &ReportVerdict, id: impl Into<CheckId>) -> Option<Outcome> {
+        v.checks.outcome(id)
     }
 
     #[test]
@@ -452,12 +341,15 @@ mod tests {
         let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
         assert!(v.passed(), "{:#?}", v.checks);
         assert_eq!(v.signing_address, Some(addr));
-        assert_eq!(outcome(&v, names::TEE_NOT_SIMULATED), Some(Outcome::Warn));
-        assert_eq!(outcome(&v, names::GPU_NONCE), Some(Outcome::Skip));
+        assert_eq!(outcome(&v, ReportCheck::TeeNotSimulated), Some(Outcome::Warn));
+        assert_eq!(outcome(&v, GpuCheck::PayloadNonce), Some(Outcome::Skip));
         let v = verify_report(&r, &nonce, None, 0, &Policy::default());
         assert!(!v.passed());
-        assert_eq!(outcome(&v, names::TEE_NOT_SIMULATED), Some(Outcome::Fail));
-        assert_eq!(outcome(&v, "quote: not simulated"), Some(Outcome::Fail));
+        assert_eq!(outcome(&v, ReportCheck::TeeNotSimulated), Some(Outcome::Fail));
+        assert_eq!(
+            outcome(&v, Scoped::Quote(QuoteCheck::NotSimulated)),
+            Some(Outcome::Fail)
+        );
     }
 
     #[test]
@@ -470,16 +362,19 @@ mod tests {
         // Our nonce, but evidence that does not decode: the report fails on the GPU evidence.
         let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
         assert!(!v.passed(), "{:#?}", v.checks);
-        assert_eq!(outcome(&v, names::GPU_NONCE), Some(Outcome::Pass));
+        assert_eq!(outcome(&v, GpuCheck::PayloadNonce), Some(Outcome::Pass));
         assert_eq!(
-            v.first_failure().map(|c| c.name.as_str()),
-            Some(gpu::names::DEVICE_DECODES)
+            v.first_failure().map(|c| c.id),
+            Some(GpuCheck::DeviceDecodes.into())
         );
 
         r.nvidia_payload = Some(format!(r#"{{"nonce":"{}","evidence_list":[]}}"#, Nonce([1; 32])));
         let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
         assert!(!v.passed());
-        assert_eq!(v.first_failure().map(|c| c.name.as_str()), Some(names::GPU_NONCE));
+        assert_eq!(
+            v.first_failure().map(|c| c.id),
+            Some(GpuCheck::PayloadNonce.into())
+        );
 
         r.nvidia_payload = Some("not json".to_owned());
         assert!(!verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated()).passed());
@@ -504,14 +399,17 @@ mod tests {
         r.signing_address = "nope".to_owned();
         let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
         assert!(!v.passed());
-        assert_eq!(outcome(&v, names::SIGNING_ALGO), Some(Outcome::Fail));
-        assert_eq!(outcome(&v, names::NONCE_ECHO), Some(Outcome::Fail));
-        assert_eq!(outcome(&v, names::BINDS_ADDRESS), Some(Outcome::Fail));
+        assert_eq!(outcome(&v, ReportCheck::SigningAlgo), Some(Outcome::Fail));
+        assert_eq!(outcome(&v, ReportCheck::NonceEcho), Some(Outcome::Fail));
+        assert_eq!(outcome(&v, ReportCheck::BindsAddress), Some(Outcome::Fail));
         assert_eq!(v.signing_address, None);
 
         r.intel_quote = "00".to_owned();
         let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
-        assert_eq!(outcome(&v, names::BINDS_NONCE), Some(Outcome::Fail));
-        assert_eq!(outcome(&v, "quote: quote parses"), Some(Outcome::Fail));
+        assert_eq!(outcome(&v, ReportCheck::BindsNonce), Some(Outcome::Fail));
+        assert_eq!(
+            outcome(&v, Scoped::Quote(QuoteCheck::QuoteParses)),
+            Some(Outcome::Fail)
+        );
     }
 }

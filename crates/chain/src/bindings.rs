@@ -6,6 +6,21 @@
 use alloy::sol;
 
 sol!(
+    /// The ERC-20 functions Cloister calls on its payment token (OpenZeppelin's
+    /// `IERC20Metadata`): any standard token binds, whatever its decimals.
+    #[sol(rpc)]
+    #[derive(Debug)]
+    interface IERC20Metadata {
+        function balanceOf(address account) external view returns (uint256);
+        function allowance(address owner, address spender) external view returns (uint256);
+        function approve(address spender, uint256 value) external returns (bool);
+        function decimals() external view returns (uint8);
+        function symbol() external view returns (string);
+    }
+);
+
+// DEVNET ONLY (deployment and minting); the node and CLI call the token through IERC20Metadata.
+sol!(
     #[sol(rpc, abi)]
     #[derive(Debug)]
     DevToken,

@@ -1,6 +1,10 @@
+//! Where the chain is: [`ChainConfig`], read from a file (`devnet.json` or a flat config) and/or
+//! resolved from flags with [`ChainConfig::resolve`].
+
 use std::path::Path;
 
 use alloy::primitives::Address;
+use alloy::providers::Provider as _;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ChainError, Result};
@@ -141,5 +145,151 @@ impl ChainConfig {
             path: path.display().to_string(),
             source,
         })
+    }
+}
+
+/// What flags (or a settings file) say about the chain on top of, or instead of, a chain file: the
+/// RPC endpoint and contract addresses. `None` leaves the file's value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainOverrides {
+    /// JSON-RPC endpoint (replaces the file's; without a file, required).
+    pub rpc_url: Option<String>,
+    /// Payment and stake token.
+    pub token: Option<Address>,
+    /// `NodeRegistry`.
+    pub registry: Option<Address>,
+    /// `Escrow`.
+    pub escrow: Option<Address>,
+    /// `InferenceOracle`.
+    pub oracle: Option<Address>,
+}
+
+impl ChainConfig {
+    /// The chain that flags name, resolved the one way every command does it: the chain `file`
+    /// (see [`ChainConfig::load`]) if given, else `overrides.rpc_url` with the chain id asked from
+    /// the endpoint; then every address (and the RPC URL) in `overrides` replaces the file's.
+    /// Contracts named nowhere stay [`Address::ZERO`], which the contract clients refuse with
+    /// [`ChainError::MissingContract`].
+    ///
+    /// `Ok(None)`: neither a file nor an RPC URL was given (the caller is not on chain).
+    ///
+    /// ```no_run
+    /// # async fn f() -> cloister_chain::Result<()> {
+    /// use cloister_chain::{ChainConfig, ChainOverrides};
+    /// let over = ChainOverrides { rpc_url: Some("http://127.0.0.1:8545".into()), ..Default::default() };
+    /// let chain = ChainConfig::resolve(Some("devnet.json".as_ref()), &over).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn resolve(file: Option<&Path>, overrides: &ChainOverrides) -> Result<Option<Self>> {
+        let mut config = match (file, &overrides.rpc_url) {
+            (Some(path), _) => Self::load(path)?,
+            (None, Some(rpc_url)) => {
+                let chain_id = crate::read_provider(rpc_url)?.get_chain_id().await?;
+                Self {
+                    rpc_url: rpc_url.clone(),
+                    chain_id,
+                    token: Address::ZERO,
+                    registry: Address::ZERO,
+                    escrow: Address::ZERO,
+                    oracle: Address::ZERO,
+                    consumer: None,
+                }
+            }
+            (None, None) => return Ok(None),
+        };
+        let ChainOverrides {
+            rpc_url,
+            token,
+            registry,
+            escrow,
+            oracle,
+        } = overrides;
+        if let Some(url) = rpc_url {
+            config.rpc_url.clone_from(url);
+        }
+        for (field, value) in [
+            (&mut config.token, token),
+            (&mut config.registry, registry),
+            (&mut config.escrow, escrow),
+            (&mut config.oracle, oracle),
+        ] {
+            if let Some(address) = value {
+                *field = *address;
+            }
+        }
+        Ok(Some(config))
+    }
+
+    /// Refuses a configuration that lacks (has a zero address for) one of the contracts a node
+    /// needs: token, registry, escrow, and the oracle when `oracle` is set.
+    pub fn require_node_contracts(&self, oracle: bool) -> Result<()> {
+        let needed = [
+            ("token", self.token, true),
+            ("registry", self.registry, true),
+            ("escrow", self.escrow, true),
+            ("oracle", self.oracle, oracle),
+        ];
+        match needed.into_iter().find(|(_, a, needed)| *needed && a.is_zero()) {
+            Some((name, _, _)) => Err(ChainError::MissingContract(name)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn overrides_replace_the_file_and_nothing_means_off_chain() {
+        let dir = std::env::temp_dir().join(format!("cloister-chain-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("chain.json");
+        let file = ChainConfig {
+            rpc_url: "http://127.0.0.1:1".into(),
+            chain_id: 31337,
+            token: Address::repeat_byte(1),
+            registry: Address::repeat_byte(2),
+            escrow: Address::repeat_byte(3),
+            oracle: Address::repeat_byte(4),
+            consumer: None,
+        };
+        std::fs::write(&path, serde_json::to_string(&file).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let over = ChainOverrides {
+            rpc_url: Some("http://127.0.0.1:2".into()),
+            escrow: Some(Address::repeat_byte(9)),
+            ..ChainOverrides::default()
+        };
+        let resolved = ChainConfig::resolve(Some(&path), &over)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("a file was given"));
+        assert_eq!(resolved.rpc_url, "http://127.0.0.1:2");
+        assert_eq!(resolved.escrow, Address::repeat_byte(9));
+        assert_eq!(resolved.registry, file.registry);
+        assert_eq!(resolved.chain_id, 31337);
+        assert!(resolved.require_node_contracts(true).is_ok());
+        let none = ChainConfig::resolve(None, &ChainOverrides::default()).await;
+        assert!(matches!(none, Ok(None)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_node_needs_its_contracts() {
+        let config = ChainConfig {
+            rpc_url: String::new(),
+            chain_id: 1,
+            token: Address::repeat_byte(1),
+            registry: Address::repeat_byte(2),
+            escrow: Address::repeat_byte(3),
+            oracle: Address::ZERO,
+            consumer: None,
+        };
+        assert!(config.require_node_contracts(false).is_ok());
+        assert!(matches!(
+            config.require_node_contracts(true),
+            Err(ChainError::MissingContract("oracle"))
+        ));
     }
 }

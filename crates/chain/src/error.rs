@@ -98,6 +98,17 @@ pub enum ChainError {
     /// A node the caller asked about is not registered.
     #[error("operator {0} is not registered")]
     NotRegistered(Address),
+    /// A user's amount is not a number of whole tokens with at most the token's decimals.
+    #[error("amount {text:?} is not a token amount (e.g. 10 or 0.5; at most {decimals} decimals)")]
+    BadAmount {
+        /// What was given.
+        text: String,
+        /// The token's decimals.
+        decimals: u8,
+    },
+    /// The token declares more decimals than an amount can carry.
+    #[error("the token declares {0} decimals (at most 77 are supported)")]
+    BadDecimals(u8),
 }
 
 impl ChainError {

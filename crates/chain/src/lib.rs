@@ -1,6 +1,7 @@
 //! Cloister's on-chain side: alloy bindings generated from `contracts/out/*.json`, typed clients
-//! for `NodeRegistry`, `Escrow` and `InferenceOracle`, reverts decoded into named errors, and a
-//! local devnet (anvil + every contract deployed).
+//! for `NodeRegistry`, `Escrow` and `InferenceOracle`, the payment token as an ERC-20 ([`Token`],
+//! amounts in its own decimals), reverts decoded into named errors, and, with the `devnet` feature,
+//! a local devnet (anvil + every contract deployed, simulated quotes).
 //!
 //! ```no_run
 //! # async fn demo() -> cloister_chain::Result<()> {
@@ -17,14 +18,17 @@
 //! # Ok(()) }
 //! ```
 
+mod backoff;
 pub mod bindings;
 mod config;
+#[cfg(feature = "devnet")]
 pub mod devnet;
 mod error;
 mod escrow;
 mod oracle;
 mod registry;
 mod revert;
+pub mod token;
 
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256};
@@ -34,12 +38,14 @@ use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 
 pub use alloy;
-pub use config::{ChainConfig, ContractAddresses, DevAccount, DevnetFile};
+pub use backoff::Backoff;
+pub use config::{ChainConfig, ChainOverrides, ContractAddresses, DevAccount, DevnetFile};
 pub use error::{ChainError, Result};
 pub use escrow::{Escrow, PendingWithdrawal, SettleItem, SettleOutcome, SettledVoucher};
 pub use oracle::{Consumer, FulfillOutcome, InferenceRequest, Oracle, OracleRequest, RequestWatcher};
 pub use registry::{ModelPrice, NodeInfo, Registry};
 pub use revert::decode_revert;
+pub use token::{Token, format_amount, parse_amount};
 
 /// What a mined transaction cost.
 #[derive(Clone, Debug)]
@@ -214,9 +220,25 @@ impl Chain {
         ))
     }
 
-    /// Payment-token balance of `who`.
+    /// The payment token (reads its decimals and symbol): the configured address, else the one
+    /// the `Escrow` pays in.
+    pub async fn token(&self) -> Result<Token> {
+        let address = if self.config.token.is_zero() {
+            self.escrow()?
+                .binding()
+                .token()
+                .call()
+                .await
+                .map_err(revert::from_contract)?
+        } else {
+            self.config.token
+        };
+        Token::connect(self.provider.clone(), address).await
+    }
+
+    /// Payment-token balance of `who`, in base units.
     pub async fn token_balance(&self, who: Address) -> Result<U256> {
-        let token = bindings::DevToken::new(nonzero(self.config.token, "token")?, &self.provider);
+        let token = token::IERC20Metadata::new(nonzero(self.config.token, "token")?, &self.provider);
         token.balanceOf(who).call().await.map_err(revert::from_contract)
     }
 
@@ -278,7 +300,10 @@ pub const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// as well as anvil's instant mining.
 pub async fn wait_for_receipt<P: Provider>(provider: &P, tx_hash: B256) -> Result<TransactionReceipt> {
     let start = std::time::Instant::now();
-    let mut delay = std::time::Duration::from_millis(20);
+    let mut backoff = Backoff::new(
+        std::time::Duration::from_millis(20),
+        std::time::Duration::from_secs(1),
+    );
     loop {
         if let Some(receipt) = provider.get_transaction_receipt(tx_hash).await? {
             return Ok(receipt);
@@ -286,8 +311,7 @@ pub async fn wait_for_receipt<P: Provider>(provider: &P, tx_hash: B256) -> Resul
         if start.elapsed() > RECEIPT_TIMEOUT {
             return Err(ChainError::ReceiptTimeout { tx_hash });
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(std::time::Duration::from_secs(1));
+        backoff.wait().await;
     }
 }
 
@@ -302,7 +326,7 @@ pub(crate) async fn ensure_allowance(
     if amount.is_zero() {
         return Ok(None);
     }
-    let token = bindings::DevToken::new(nonzero(token, "token")?, provider);
+    let token = token::IERC20Metadata::new(nonzero(token, "token")?, provider);
     let allowance = token
         .allowance(owner, spender)
         .call()

@@ -144,6 +144,7 @@ impl Registry {
 
     /// A **simulated** quote (devnet only: refused by every production verifier) for `operator`'s
     /// next attestation with enclave signer `signer`.
+    #[cfg(feature = "devnet")]
     pub async fn simulated_quote_for(&self, operator: Address, signer: Address) -> Result<Bytes> {
         let rd = self.report_data_for(operator, signer).await?;
         Ok(cloister_attest::simulated::simulated_quote(&rd).into())

@@ -66,7 +66,7 @@ pub(crate) async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
 async fn attest_verify(args: AttestVerifyArgs) -> anyhow::Result<ExitCode> {
     let client = http_client()?;
     let proofs = verify_endpoint(&client, &args.url, &args.verify, args.model.as_deref()).await?;
-    let passed = proofs.iter().all(|p| p.passed);
+    let passed = proofs.iter().all(|p| p.verdict.passed());
     // A NEAR AI cloud answer holds several reports: one labelled table each, and a list in JSON.
     let several = proofs.len() > 1 || proofs.iter().any(|p| p.label != "report");
     if args.json {
@@ -87,7 +87,7 @@ async fn attest_verify(args: AttestVerifyArgs) -> anyhow::Result<ExitCode> {
         if several {
             let failed: Vec<&str> = proofs
                 .iter()
-                .filter(|p| !p.passed)
+                .filter(|p| !p.verdict.passed())
                 .map(|p| p.label.as_str())
                 .collect();
             if failed.is_empty() {
@@ -111,7 +111,7 @@ fn proof_json(proof: &NodeProof) -> serde_json::Value {
         "label": proof.label,
         "url": proof.url,
         "nonce": proof.nonce,
-        "passed": proof.passed,
+        "passed": proof.verdict.passed(),
         "signing_address": proof.report.signing_address,
         "tee": proof.report.tee,
         "collateral": proof.collateral,
@@ -163,7 +163,11 @@ fn print_proof(proof: &NodeProof) {
     println!(
         "{}: {}",
         proof.label,
-        if proof.passed { "VERIFIED" } else { "NOT VERIFIED" }
+        if proof.verdict.passed() {
+            "VERIFIED"
+        } else {
+            "NOT VERIFIED"
+        }
     );
 }
 

@@ -8,22 +8,16 @@
 //!    baseline: a bare POST), the same through `cloister-client` with E2EE off (signature checked),
 //!    sealed through `cloister-client`, and client → `cloister proxy` → node sealed (what an OpenAI
 //!    SDK sees), interleaved in rounds.
+//!
+//! The measuring is `cloister-bench`'s ([`cloister_bench::e2ee`]); this file parses flags and prints.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{Context, bail};
-use bytes::Bytes;
+use anyhow::Context;
 use clap::Args;
-use cloister_client::{NodeClient, NodePool, Policy, RequestOptions, StreamEvent};
-use cloister_crypto::EnclaveKey;
-use cloister_crypto::e2ee::{E2eeKeyPair, open_request, seal_request};
-use futures::StreamExt;
-
-use crate::bench::{
-    BenchNode, REFERENCE_ANSWER, RoundStats, load_round, median, post_json, reference_stream,
-};
+use cloister_bench::e2ee::{CryptoFigures, LatencyOptions, LatencyRound, crypto, latency};
+use cloister_bench::stats::{RoundStats, median};
+use cloister_bench::upstream::reference_request;
 
 /// `cloister bench e2ee`.
 #[derive(Debug, Args)]
@@ -45,64 +39,17 @@ pub(crate) struct E2eeArgs {
     pub stream: bool,
 }
 
-/// Mean microseconds per call of `f` over `n` calls (after `n / 10` warm-up calls).
-fn time_us(n: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..n / 10 {
-        f();
-    }
-    let t = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    t.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64
-}
-
-fn crypto(args: &E2eeArgs, request: &[u8]) -> anyhow::Result<()> {
-    let node = E2eeKeyPair::generate();
-    let key = EnclaveKey::generate();
-    let signer = key.address();
-    let pk = node.public_key_bytes();
-    let aad = cloister_types::e2ee::request_aad("POST", "/v1/chat/completions", 1_700_000_000, "ref-model");
-    let response = REFERENCE_ANSWER.as_bytes();
-    // Check once that the round trip works, so the timings are of working code.
-    let (sealed, client_keys) = seal_request(&pk, &signer, request, &aad)?;
-    let (opened, node_keys) = open_request(&node, &signer, &sealed, &aad)?;
-    if opened != request || client_keys.open_body(&node_keys.seal_body(response))? != response {
-        bail!("E2EE round trip failed");
-    }
-    let n = args.iterations;
-    let per_request = time_us(n, || {
-        if let Ok((sealed, client_keys)) = seal_request(&pk, &signer, request, &aad)
-            && let Ok((_, node_keys)) = open_request(&node, &signer, &sealed, &aad)
-        {
-            let _ = client_keys.open_body(&node_keys.seal_body(response));
-        }
-    });
-    let event = reference_stream();
-    let event = event
-        .split_inclusive("\n\n")
-        .nth(1)
-        .unwrap_or_default()
-        .as_bytes()
-        .to_vec();
-    let (sealed, client_keys) = seal_request(&pk, &signer, request, &aad)?;
-    let (_, node_keys) = open_request(&node, &signer, &sealed, &aad)?;
-    let mut sealer = node_keys.sealer();
-    let mut opener = client_keys.opener();
-    let chunks = n * 20;
-    let per_chunk = time_us(chunks, || {
-        let _ = opener.open_chunk(&sealer.seal_chunk(&event));
-    });
-    let signing = time_us(n, || {
-        let text = cloister_types::signature_text(request, response);
-        let sig = key.sign_personal(text.as_bytes());
-        let _ = cloister_crypto::recover_personal(text.as_bytes(), &sig);
-    });
+fn print_crypto(f: &CryptoFigures) {
+    let CryptoFigures {
+        iterations: n,
+        signing_us: signing,
+        per_request_us: per_request,
+        per_chunk_us: per_chunk,
+        ..
+    } = *f;
     println!(
         "E2EE crypto ({n} iterations; request {} B, answer {} B, stream event {} B)",
-        request.len(),
-        response.len(),
-        event.len()
+        f.request_len, f.answer_len, f.event_len
     );
     println!("| work | µs | ratio to the signature work every request already pays |");
     println!("|---|---:|---:|");
@@ -116,101 +63,37 @@ fn crypto(args: &E2eeArgs, request: &[u8]) -> anyhow::Result<()> {
         per_chunk / signing.max(f64::MIN_POSITIVE)
     );
     println!();
-    Ok(())
-}
-
-/// A sealed exchange through the client library; the whole answer is read and verified.
-async fn sealed(client: NodeClient, body: Bytes, stream: bool) -> anyhow::Result<()> {
-    let opts = RequestOptions::default();
-    if !stream {
-        client.chat(body, &opts).await?;
-        return Ok(());
-    }
-    let mut s = client.chat_stream(body, &opts).await?;
-    while let Some(item) = s.next().await {
-        if let StreamEvent::Done(_) = item? {
-            return Ok(());
-        }
-    }
-    bail!("stream ended without its proof")
 }
 
 pub(crate) async fn e2ee(args: E2eeArgs) -> anyhow::Result<ExitCode> {
-    let body = Bytes::from(serde_json::to_vec(&serde_json::json!({
-        "model": "ref-model",
-        "messages": [{"role": "user", "content": "Why is the sky blue?"}],
-        "max_tokens": 32,
-        "stream": args.stream,
-    }))?);
-    crypto(&args, &body)?;
+    let body = reference_request(args.stream)?;
+    print_crypto(&crypto(args.iterations, &body)?);
 
-    let bench = BenchNode::start(args.concurrency * 4).await?;
-    let node = format!("http://{}", bench.node);
-
-    let policy = Arc::new(Policy::dev_allow_simulated());
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency * 2)
-        .build()?;
-    let node_client = NodeClient::with_http(&node, Arc::clone(&policy), http.clone());
-    node_client
-        .verify_now()
-        .await
-        .context("verifying the bench node")?;
-    // The same checks without E2EE: isolates what sealing costs from what verifying costs.
-    let mut clear_policy = Policy::dev_allow_simulated();
-    clear_policy.e2ee = cloister_client::E2eeMode::Off;
-    let clear_client = NodeClient::with_http(&node, Arc::new(clear_policy), http.clone());
-    clear_client
-        .verify_now()
-        .await
-        .context("verifying the bench node")?;
-    let pool = NodePool::from_clients(vec![node_client.clone()]);
-    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let proxy = format!("http://{}", proxy_listener.local_addr()?);
-    let proxy_server = tokio::spawn(async move {
-        axum::serve(
-            crate::proxy_cmd::nodelay(proxy_listener),
-            crate::proxy_cmd::router(pool),
-        )
-        .await
-    });
-
-    let direct_url = format!("{node}/v1/chat/completions");
-    let proxy_url = format!("{proxy}/v1/chat/completions");
-    let plain = || post_json(http.clone(), direct_url.clone(), body.clone());
-    let verified = || sealed(clear_client.clone(), body.clone(), args.stream);
-    let lib = || sealed(node_client.clone(), body.clone(), args.stream);
-    let via_proxy = || post_json(http.clone(), proxy_url.clone(), body.clone());
-    // Warm-up.
-    load_round(50, args.concurrency, plain).await?;
-    load_round(50, args.concurrency, verified).await?;
-    load_round(50, args.concurrency, lib).await?;
-    load_round(50, args.concurrency, via_proxy).await?;
-
-    let (mut a, mut v, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=args.rounds {
-        let x = load_round(args.requests, args.concurrency, plain).await?;
-        let w = load_round(args.requests, args.concurrency, verified).await?;
-        let y = load_round(args.requests, args.concurrency, lib).await?;
-        let z = load_round(args.requests, args.concurrency, via_proxy).await?;
+    let opts = LatencyOptions {
+        requests: args.requests,
+        concurrency: args.concurrency,
+        rounds: args.rounds,
+        stream: args.stream,
+    };
+    let rounds = latency(opts, |round, r: &LatencyRound| {
         eprintln!(
             "round {round}: unencrypted p50 {:.3} ms | verified, clear {:.3} ms | sealed + verified {:.3} ms | via proxy {:.3} ms",
-            x.p50_ms, w.p50_ms, y.p50_ms, z.p50_ms
+            r.unencrypted.p50_ms, r.verified_clear.p50_ms, r.sealed.p50_ms, r.via_proxy.p50_ms
         );
-        a.push(x);
-        v.push(w);
-        b.push(y);
-        c.push(z);
-    }
-    bench.stop().await;
-    proxy_server.abort();
+    })
+    .await
+    .context("the E2EE latency benchmark")?;
+    let a: Vec<RoundStats> = rounds.iter().map(|r| r.unencrypted).collect();
+    let v: Vec<RoundStats> = rounds.iter().map(|r| r.verified_clear).collect();
+    let b: Vec<RoundStats> = rounds.iter().map(|r| r.sealed).collect();
+    let c: Vec<RoundStats> = rounds.iter().map(|r| r.via_proxy).collect();
 
     let row = |name: &str, s: &[RoundStats], base: &[RoundStats]| {
-        let (rps, p50, p99) = (
-            median(s.iter().map(|s| s.rps)),
-            median(s.iter().map(|s| s.p50_ms)),
-            median(s.iter().map(|s| s.p99_ms)),
-        );
+        let RoundStats {
+            rps,
+            p50_ms: p50,
+            p99_ms: p99,
+        } = RoundStats::median_of(s);
         let b50 = median(base.iter().map(|s| s.p50_ms));
         println!(
             "| {name} | {rps:.0} | {p50:.3} | {p99:.3} | {:.2}x | {:+.3} |",

@@ -8,16 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use cloister_chain::alloy::primitives::utils::{format_units, parse_units};
-use cloister_chain::alloy::primitives::{Address, B256, U256};
-use cloister_chain::alloy::providers::{Provider, ProviderBuilder};
+use cloister_chain::alloy::primitives::{Address, B256};
 use cloister_chain::alloy::signers::local::PrivateKeySigner;
 use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions};
-use cloister_chain::{Chain, ChainConfig, DevnetFile, parse_private_key};
+use cloister_chain::{Chain, ChainConfig, DevnetFile, Token, format_amount, parse_private_key};
 use cloister_types::eip712;
-
-/// Decimals of the payment token (DevToken; production tokens are configured to match).
-const DECIMALS: u8 = 18;
 
 /// `cloister devnet ...`.
 #[derive(Debug, Subcommand)]
@@ -99,7 +94,7 @@ pub(crate) enum EscrowCommand {
         chain: ChainOpts,
         #[command(flatten)]
         key: KeyOpts,
-        /// Amount in tokens (18 decimals), e.g. `10` or `0.5`.
+        /// Amount in whole tokens (in the token's own decimals), e.g. `10` or `0.5`.
         amount: String,
     },
     /// Withdraw: the first call requests a withdrawal of AMOUNT and starts the delay; a later call
@@ -157,11 +152,12 @@ pub(crate) struct KeyMintArgs {
     pub expiry_secs: u64,
 }
 
-fn parse_amount(text: &str) -> anyhow::Result<U256> {
-    match parse_units(text.trim(), DECIMALS) {
-        Ok(v) => Ok(v.into()),
-        Err(_) => bail!("amount {text:?} is not a token amount (e.g. 10 or 0.5; {DECIMALS} decimals)"),
-    }
+/// The payment token of `chain`, read once (decimals and symbol) to show and parse amounts.
+async fn token_of(chain: &Chain) -> anyhow::Result<Token> {
+    chain
+        .token()
+        .await
+        .context("reading the payment token's decimals and symbol")
 }
 
 /// "Now" for delays: the later of the latest block's time and this machine's clock (a devnet mines
@@ -175,20 +171,6 @@ async fn chain_now(chain: &Chain) -> anyhow::Result<u64> {
     Ok(block.max(local))
 }
 
-fn fmt_amount(v: U256) -> String {
-    format_units(v, DECIMALS)
-        .map(|s| trim_zeros(&s))
-        .unwrap_or_else(|_| v.to_string())
-}
-
-fn trim_zeros(s: &str) -> String {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        s.to_owned()
-    }
-}
-
 fn load_devnet(opts: &ChainOpts) -> anyhow::Result<Option<DevnetFile>> {
     match &opts.chain {
         Some(p) => match DevnetFile::load(p) {
@@ -200,44 +182,17 @@ fn load_devnet(opts: &ChainOpts) -> anyhow::Result<Option<DevnetFile>> {
 }
 
 async fn chain_config(opts: &ChainOpts) -> anyhow::Result<ChainConfig> {
-    let mut config = match &opts.chain {
-        Some(p) => ChainConfig::load(p).with_context(|| format!("reading {}", p.display()))?,
-        None => {
-            let Some(url) = &opts.rpc_url else {
-                bail!("say where the chain is: --chain devnet.json, or --rpc-url with contract addresses");
-            };
-            let provider =
-                ProviderBuilder::new().connect_http(url.parse().context("--rpc-url is not a URL")?);
-            let chain_id = provider
-                .get_chain_id()
-                .await
-                .with_context(|| format!("asking {url} for its chain id"))?;
-            ChainConfig {
-                rpc_url: url.clone(),
-                chain_id,
-                token: Address::ZERO,
-                registry: Address::ZERO,
-                escrow: Address::ZERO,
-                oracle: Address::ZERO,
-                consumer: None,
-            }
-        }
+    let overrides = cloister_chain::ChainOverrides {
+        rpc_url: opts.rpc_url.clone(),
+        token: opts.token,
+        registry: opts.registry,
+        escrow: opts.escrow,
+        oracle: None,
     };
-    if opts.chain.is_some()
-        && let Some(url) = &opts.rpc_url
-    {
-        config.rpc_url = url.clone();
-    }
-    if let Some(a) = opts.registry {
-        config.registry = a;
-    }
-    if let Some(a) = opts.escrow {
-        config.escrow = a;
-    }
-    if let Some(a) = opts.token {
-        config.token = a;
-    }
-    Ok(config)
+    ChainConfig::resolve(opts.chain.as_deref(), &overrides)
+        .await
+        .context("resolving the chain from --chain / --rpc-url")?
+        .context("say where the chain is: --chain devnet.json, or --rpc-url with contract addresses")
 }
 
 fn signer_from(
@@ -278,6 +233,7 @@ pub(crate) async fn devnet(cmd: DevnetCommand) -> anyhow::Result<ExitCode> {
         .await
         .context("deploying the contracts")?;
     file.save(&args.out)?;
+    let token = token_of(&Chain::connect(file.chain_config(), None).await?).await?;
 
     let c = &file.contracts;
     println!(
@@ -297,10 +253,7 @@ pub(crate) async fn devnet(cmd: DevnetCommand) -> anyhow::Result<ExitCode> {
     if let Some(consumer) = c.consumer {
         println!("  ExampleConsumer         {consumer:#x}");
     }
-    println!(
-        "  accounts ({} tokens each):",
-        fmt_amount(params.mint_per_account)
-    );
+    println!("  accounts ({} each):", token.format(params.mint_per_account));
     for a in &file.accounts {
         println!("    {:<10} {:#x}", a.role, a.address);
     }
@@ -344,6 +297,11 @@ pub(crate) async fn nodes(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
     let chain = Chain::connect(config, None).await?;
     let registry = chain.registry()?;
     let nodes = registry.list_nodes().await?;
+    let token = if nodes.is_empty() || json {
+        None
+    } else {
+        Some(token_of(&chain).await?)
+    };
     let mut active = Vec::with_capacity(nodes.len());
     for n in &nodes {
         active.push(registry.is_active(n.operator).await?);
@@ -365,22 +323,37 @@ pub(crate) async fn nodes(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
         println!("no nodes registered in {:#x}", registry.address());
         return Ok(ExitCode::SUCCESS);
     }
+    let Some(token) = token else {
+        return Ok(ExitCode::SUCCESS);
+    };
     println!(
-        "{:<42}  {:<42}  {:<6}  {:<10}  {:<28}  MODELS (input/output price per token)",
-        "OPERATOR", "SIGNER", "ACTIVE", "STAKE", "ENDPOINT"
+        "{:<42}  {:<42}  {:<6}  {:<10}  {:<28}  MODELS (input/output price per model token, in {})",
+        "OPERATOR",
+        "SIGNER",
+        "ACTIVE",
+        "STAKE",
+        "ENDPOINT",
+        token.symbol()
     );
     for (n, a) in nodes.iter().zip(&active) {
         let models: Vec<String> = n
             .models
             .iter()
-            .map(|m| format!("{} ({}/{})", m.id, m.input_price, m.output_price))
+            .map(|m| {
+                format!(
+                    "{} ({}/{})",
+                    m.id,
+                    format_amount(m.input_price, token.decimals()),
+                    format_amount(m.output_price, token.decimals())
+                )
+            })
             .collect();
         println!(
             "{:<42}  {:<42}  {:<6}  {:<10}  {:<28}  {}",
             format!("{:#x}", n.operator),
             format!("{:#x}", n.signer),
             if *a { "yes" } else { "no" },
-            fmt_amount(n.stake),
+            token.format(n.stake),
             n.endpoint,
             models.join(", ")
         );
@@ -391,7 +364,6 @@ pub(crate) async fn nodes(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
 pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         EscrowCommand::Deposit { chain, key, amount } => {
-            let amount = parse_amount(&amount)?;
             let signer = signer_from(
                 &chain,
                 key.private_key.as_deref(),
@@ -400,15 +372,17 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
             )?;
             let me = signer.address();
             let chain = Chain::connect(chain_config(&chain).await?, Some(signer)).await?;
+            let token = token_of(&chain).await?;
+            let amount = token.parse(&amount)?;
             let escrow = chain.escrow()?;
             let tx = escrow.deposit(amount).await.context("deposit")?;
             println!(
                 "deposited {} for {me:#x} (tx {:#x}, gas {})",
-                fmt_amount(amount),
+                token.format(amount),
                 tx.tx_hash,
                 tx.gas_used
             );
-            println!("escrow balance: {}", fmt_amount(escrow.balance_of(me).await?));
+            println!("escrow balance: {}", token.format(escrow.balance_of(me).await?));
         }
         EscrowCommand::Withdraw {
             chain,
@@ -424,13 +398,14 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
             )?;
             let me = signer.address();
             let chain = Chain::connect(chain_config(&chain).await?, Some(signer)).await?;
+            let token = token_of(&chain).await?;
             let escrow = chain.escrow()?;
             let mut pending = escrow.pending_withdrawal(me).await?;
             if pending.amount.is_zero() {
                 let Some(amount) = amount else {
                     bail!("no withdrawal pending; give an AMOUNT to request one");
                 };
-                let amount = parse_amount(&amount)?;
+                let amount = token.parse(&amount)?;
                 let tx = escrow
                     .request_withdrawal(amount)
                     .await
@@ -438,14 +413,14 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
                 pending = escrow.pending_withdrawal(me).await?;
                 println!(
                     "requested withdrawal of {} (tx {:#x}); ready at unix {}",
-                    fmt_amount(pending.amount),
+                    token.format(pending.amount),
                     tx.tx_hash,
                     pending.ready_at
                 );
             } else if amount.is_some() {
                 println!(
                     "a withdrawal of {} is already pending; completing it instead",
-                    fmt_amount(pending.amount)
+                    token.format(pending.amount)
                 );
             }
             let now = chain_now(&chain).await?;
@@ -454,7 +429,7 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
                 if !wait {
                     println!(
                         "pending: {} ready in {left} s (unix {}); run `cloister escrow withdraw` again then, or pass --wait",
-                        fmt_amount(pending.amount),
+                        token.format(pending.amount),
                         pending.ready_at
                     );
                     return Ok(ExitCode::SUCCESS);
@@ -467,9 +442,9 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
             let tx = escrow.withdraw().await.context("withdraw")?;
             println!(
                 "withdrew {} to {me:#x} (tx {:#x}); escrow balance now {}",
-                fmt_amount(pending.amount),
+                token.format(pending.amount),
                 tx.tx_hash,
-                fmt_amount(escrow.balance_of(me).await?)
+                token.format(escrow.balance_of(me).await?)
             );
         }
         EscrowCommand::Balance {
@@ -489,9 +464,13 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
                 .address(),
             };
             let chain = Chain::connect(chain_config(&opts).await?, None).await?;
+            let token = token_of(&chain).await?;
             let escrow = chain.escrow()?;
             println!("{who:#x}");
-            println!("  escrow balance: {}", fmt_amount(escrow.balance_of(who).await?));
+            println!(
+                "  escrow balance: {}",
+                token.format(escrow.balance_of(who).await?)
+            );
             let pending = escrow.pending_withdrawal(who).await?;
             if pending.amount.is_zero() {
                 println!("  pending withdrawal: none");
@@ -504,16 +483,14 @@ pub(crate) async fn escrow(cmd: EscrowCommand) -> anyhow::Result<ExitCode> {
                 };
                 println!(
                     "  pending withdrawal: {} ({state}, unix {})",
-                    fmt_amount(pending.amount),
+                    token.format(pending.amount),
                     pending.ready_at
                 );
             }
-            if !chain.config().token.is_zero() {
-                println!(
-                    "  wallet token balance: {}",
-                    fmt_amount(chain.token_balance(who).await?)
-                );
-            }
+            println!(
+                "  wallet token balance: {}",
+                token.format(token.balance_of(who).await?)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -531,7 +508,13 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     if config.escrow.is_zero() {
         bail!("key mint needs the Escrow address (--chain devnet.json, or --escrow)");
     }
-    let max_amount = parse_amount(&args.max_amount)?;
+    // The amount is in the token's decimals: read them from the chain (the key itself is signed
+    // offline, but a wrong scale would authorize the wrong amount).
+    let chain = Chain::connect(config.clone(), None)
+        .await
+        .context("connecting to read the payment token's decimals")?;
+    let token = token_of(&chain).await?;
+    let max_amount = token.parse(&args.max_amount)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -548,7 +531,7 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     let id = key.authorization_id(&eip712::escrow_domain(config.chain_id, config.escrow));
 
     // Advice, not a refusal: the key is valid offline; these say whether it will be useful.
-    if let Ok(chain) = Chain::connect(config.clone(), None).await {
+    {
         if let Ok(escrow) = chain.escrow()
             && let Ok(bal) = escrow.balance_of(signer.address()).await
             && bal < max_amount
@@ -556,8 +539,8 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "note: escrow balance of {:#x} is {}, below the key's maximum {}",
                 signer.address(),
-                fmt_amount(bal),
-                fmt_amount(max_amount)
+                token.format(bal),
+                token.format(max_amount)
             );
         }
         if let Ok(registry) = chain.registry()
@@ -570,7 +553,7 @@ pub(crate) async fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
         "authorization id {id:#x}, client {:#x}, node {:#x}, max {}, expires unix {}",
         key.auth.client,
         key.auth.node,
-        fmt_amount(max_amount),
+        token.format(max_amount),
         key.auth.expiry
     );
     println!("{}", key.encode());

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
+use cloister_attest::check::{CheckId, PolicyCheck, Scoped};
 use cloister_client::{E2eeMode, NodeClient, RequestOptions, StreamEvent, VerifiedNode};
 use cloister_types::SignatureRecord;
 use cloister_types::openai::{
@@ -231,25 +232,21 @@ pub(crate) async fn verified_node(
     opts: &VerifyOpts,
     e2ee: E2eeMode,
 ) -> anyhow::Result<(NodeClient, Arc<VerifiedNode>)> {
+    // With `--nras` the policy sends the GPU evidence to NRAS too (`NRAS: …` checks).
     let client = node_client(http, url, opts, e2ee)?;
-    let mut proof = client.fetch_proof(opts.nonce()?).await?;
-    if opts.nras {
-        let mut proofs = vec![proof];
-        proofs = crate::proof::add_nras(proofs, opts).await;
-        let Some(p) = proofs.pop() else {
-            bail!("no report");
-        };
-        proof = p;
-        if !proof.passed {
-            eprint!("{}", crate::table::render_checks(&proof.verdict.checks));
-            bail!("the node's GPU attestation (NRAS) did not verify; not sending the prompt");
-        }
-    }
+    let proof = client.fetch_proof(opts.nonce()?).await?;
     let checks = proof.verdict.checks.clone();
     match client.adopt(proof).await {
         Ok(node) => Ok((client, node)),
         Err(e) => {
             eprint!("{}", crate::table::render_checks(&checks));
+            if let cloister_client::Error::AttestationRefused {
+                check: CheckId::Scoped(Scoped::Nras(_)) | CheckId::Policy(PolicyCheck::NrasServiceAnswered),
+                ..
+            } = e
+            {
+                bail!("the node's GPU attestation (NRAS) did not verify; not sending the prompt");
+            }
             bail!("refused [{}]: {e}; not sending the prompt", e.code())
         }
     }

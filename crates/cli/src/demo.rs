@@ -4,16 +4,16 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use cloister_client::{E2eeMode, RequestOptions};
+use cloister_node::{Node, NodeSettings};
 
 use crate::chat_cmd::{ask, print_summary, request_bytes, verified_node};
 use crate::demo_chain::DemoChain;
-use crate::node_cmd::{RunArgs, build_attester, build_engine, node_config, shutdown_signal};
 use crate::proof::{VerifyOpts, http_client};
+use crate::shutdown::shutdown_signal;
 use crate::table::render_checks;
 
 /// `cloister demo`.
@@ -49,46 +49,31 @@ pub(crate) struct DemoArgs {
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     eprintln!("cloister demo: a node with the built-in engine and a SIMULATED TEE (development only:");
     eprintln!("no hardware protects this run; verifiers accept it only with --allow-simulated)");
-    let run_args = RunArgs {
+    let mut settings = NodeSettings {
+        listen: args.listen,
         model: Some(args.model.clone()),
         threads: args.threads,
         slots: Some(2),
         dev_simulated_tee: true,
-        ..Default::default()
+        ..NodeSettings::default()
     };
-    let attester = build_attester(&run_args).await?;
-    let engine = build_engine(&run_args).await?;
-    let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
-    let mut state = cloister_node::AppState::new(
-        Arc::clone(&engine),
-        Arc::clone(&attester),
-        Arc::clone(&key),
-        node_config(&run_args),
-    );
-    let ledger_dir = tempfile::tempdir().context("a temporary directory for the demo ledger")?;
+    let dir = tempfile::tempdir().context("a temporary directory for the demo chain and ledger")?;
     let chain = if args.no_chain {
         None
     } else {
-        let chain = DemoChain::start(
-            engine,
-            attester,
-            key,
-            &url,
-            &ledger_dir.path().join("ledger.sqlite"),
-        )
-        .await?;
-        state = state.with_billing(chain.billing());
+        let chain = DemoChain::start(dir.path()).await?;
+        chain.configure(&mut settings);
+        eprintln!(
+            "chain 2/4 registering the node with its quote (report_data binds the chain, registry and operator) ..."
+        );
         Some(chain)
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cloister_node::serve(listener, state, async move {
-        let _ = stop_rx.await;
-    }));
+    let running = Node::start(settings).await?;
+    let payer = match &chain {
+        Some(chain) => Some(chain.fund_client(&running).await?),
+        None => None,
+    };
+    let url = running.url();
     eprintln!("node listening on {url}");
 
     let http = http_client()?;
@@ -112,7 +97,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         true,
     )?;
     let opts = RequestOptions {
-        authorization: chain.as_ref().map(|c| format!("Bearer {}", c.api_key)),
+        authorization: payer.as_ref().map(|p| format!("Bearer {}", p.api_key)),
     };
     let chat = ask(&client, body, true, &opts).await?;
     println!();
@@ -137,10 +122,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         eprintln!("node keeps serving on {url}; Ctrl-C to stop");
         shutdown_signal().await;
     }
-    let _ = stop_tx.send(());
-    server.await.context("node task")?.context("node server")?;
-    if let Some(chain) = chain {
-        chain.settle_and_report().await?;
+    match (chain, payer) {
+        (Some(chain), Some(payer)) => chain.settle_and_report(&payer, running).await?,
+        _ => running.shutdown().await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ mod demo_chain;
 mod node_cmd;
 mod proof;
 mod proxy_cmd;
+mod shutdown;
 mod table;
 
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! The CLI side of proof checking shared by `attest verify`, `chat`, `demo` and `proxy`: the
-//! verification flags and their policy. The checking itself lives in `cloister-client`.
+//! verification flags, turned into a [`cloister_client::Policy`]. The checking itself, the
+//! measurement allowlist and NRAS included, lives in `cloister-client`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,9 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use cloister_attest::verify::Check;
-use cloister_client::{CollateralFile, CollateralSource, E2eeMode, MeasurementAllowlist};
-use cloister_types::{AttestationReport, Nonce};
+use cloister_client::{CollateralFile, CollateralSource, E2eeMode, MeasurementAllowlist, NrasPolicy};
+use cloister_types::Nonce;
 
 pub(crate) use cloister_client::node_base;
 
@@ -101,11 +101,11 @@ impl VerifyOpts {
             collateral,
             e2ee,
             verify_at: self.at,
+            nras: self.nras.then(|| NrasPolicy {
+                url: self.nras_url.clone(),
+                jwks_url: self.nras_jwks_url.clone(),
+            }),
         })
-    }
-
-    pub(crate) fn now(&self) -> u64 {
-        self.at.unwrap_or_else(cloister_client::unix_now)
     }
 
     pub(crate) fn nonce(&self) -> anyhow::Result<Nonce> {
@@ -121,8 +121,8 @@ pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
 }
 
 /// Fetches the attestation answer at `url` with a nonce (`--nonce`, else fresh) and verifies
-/// every report in it under `opts` (with NRAS when asked, and the measurement allowlist when
-/// given). `model` is sent as the `model` query parameter.
+/// every report in it under the policy of `opts` (NRAS and the measurement allowlist included
+/// when given). `model` is sent as the `model` query parameter.
 pub(crate) async fn verify_endpoint(
     client: &reqwest::Client,
     url: &str,
@@ -131,44 +131,8 @@ pub(crate) async fn verify_endpoint(
 ) -> anyhow::Result<Vec<NodeProof>> {
     let policy = opts.client_policy(E2eeMode::Off)?;
     let nonce = opts.nonce()?;
-    let mut proofs = cloister_client::report::verify_endpoint(client, url, &policy, nonce, model).await?;
-    if opts.nras {
-        proofs = add_nras(proofs, opts).await;
-    }
-    for proof in &mut proofs {
-        if !policy.allowed_measurements.is_any() {
-            let digest = proof.verdict.measurement_digest.clone();
-            let allowed = policy.allowed_measurements.allows(digest.as_deref());
-            let digest = digest.unwrap_or_else(|| "(unreadable)".into());
-            proof.verdict.checks.push(if allowed {
-                Check::pass(MEASUREMENT_ALLOWED, digest)
-            } else {
-                Check::fail(
-                    MEASUREMENT_ALLOWED,
-                    format!("{digest} is not in the allowed list"),
-                )
-            });
-            proof.passed &= allowed;
-        }
-    }
-    Ok(proofs)
+    Ok(cloister_client::report::verify_endpoint(client, url, &policy, nonce, model).await?)
 }
-
-/// Runs the NRAS checks on each report (its nonce is the proof's).
-pub(crate) async fn add_nras(mut proofs: Vec<NodeProof>, opts: &VerifyOpts) -> Vec<NodeProof> {
-    for proof in &mut proofs {
-        let Ok(nonce) = proof.nonce.parse::<Nonce>() else {
-            proof.passed = false;
-            continue;
-        };
-        let nras_passed = nras_checks(&proof.report, &nonce, opts, &mut proof.verdict.checks).await;
-        proof.passed &= nras_passed;
-    }
-    proofs
-}
-
-/// Check name: the measurement digest is in `--allowed-measurements`.
-const MEASUREMENT_ALLOWED: &str = "measurement in the allowed list";
 
 /// A [`cloister_client::NodeClient`] for `url` under `opts`, sharing `http`.
 pub(crate) fn node_client(
@@ -182,39 +146,4 @@ pub(crate) fn node_client(
         Arc::new(opts.client_policy(e2ee)?),
         http.clone(),
     ))
-}
-
-/// The online GPU check: posts the report's GPU evidence to NRAS and verifies its JWTs. Appends checks
-/// named `NRAS: ...`; returns whether they all held (a report without GPU evidence has nothing to send).
-async fn nras_checks(
-    report: &AttestationReport,
-    nonce: &Nonce,
-    opts: &VerifyOpts,
-    checks: &mut Vec<Check>,
-) -> bool {
-    let Some(payload) = report
-        .nvidia_payload
-        .as_deref()
-        .filter(|p| !p.trim().is_empty() && p.trim() != "null")
-    else {
-        checks.push(Check::skip("NRAS", "no GPU evidence to send"));
-        return true;
-    };
-    match cloister_attest::nras::attest_remote(&opts.nras_url, payload, &opts.nras_jwks_url).await {
-        Ok((body, jwks)) => {
-            let v = cloister_attest::nras::verify_nras_response(&body, &jwks, &nonce.0, opts.now());
-            checks.extend(v.checks.iter().map(|c| Check {
-                name: format!("NRAS: {}", c.name),
-                ..c.clone()
-            }));
-            v.passed()
-        }
-        Err(e) => {
-            checks.push(Check::fail(
-                "NRAS: service answered",
-                format!("{}: {e}", opts.nras_url),
-            ));
-            false
-        }
-    }
 }

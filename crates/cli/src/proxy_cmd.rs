@@ -1,25 +1,16 @@
-//! `cloister proxy`: a plain OpenAI API on localhost in front of attested nodes. Each request goes
-//! only to a node that verified under the policy, sealed to its attested E2EE key; each answer is
-//! opened and its signature checked before (plain) or while (streamed) it is passed on. A failed
-//! verification is an OpenAI-shaped error naming the reason, never a fallback to an unverified node.
+//! `cloister proxy`: flags into a [`NodePool`] (from `--node`, `--network` and registry discovery
+//! with `--chain`) and a policy, served by `cloister_client::proxy`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use bytes::Bytes;
 use clap::Args;
-use cloister_client::{E2eeMode, Error, NodePool, RequestOptions, StreamEvent, VerifiedNode};
-use futures::StreamExt;
+use cloister_client::discover::{Discovery, RegistryConfig, discover};
+use cloister_client::{E2eeMode, NodePool, proxy};
 use serde::Deserialize;
 
 use crate::proof::VerifyOpts;
@@ -62,45 +53,24 @@ pub(crate) struct ProxyArgs {
     pub chain: Option<PathBuf>,
 }
 
-/// Nodes and allowed measurements read from the registry.
-struct OnChain {
-    endpoints: Vec<String>,
-    measurements: Vec<String>,
-}
-
-async fn discover(path: &std::path::Path) -> anyhow::Result<OnChain> {
+/// Reads the registry named in the chain file at `path`.
+async fn discover_from(path: &Path) -> anyhow::Result<Discovery> {
     let config =
         cloister_chain::ChainConfig::load(path).with_context(|| format!("reading {}", path.display()))?;
-    let chain = cloister_chain::Chain::connect(config, None)
-        .await
-        .context("connecting to the chain")?;
-    let registry = chain.registry()?;
-    let nodes = registry
-        .list_nodes()
-        .await
-        .context("listing the registry's nodes")?;
-    let endpoints: Vec<String> = nodes
-        .iter()
-        .filter(|n| n.active)
-        .map(|n| n.endpoint.clone())
-        .collect();
-    let measurements = registry
-        .allowed_measurements()
-        .await
-        .context("reading the registry's allowed measurements")?
-        .iter()
-        .map(|m| hex::encode(m.as_slice()))
-        .collect();
+    let found = discover(&RegistryConfig {
+        rpc_url: config.rpc_url,
+        chain_id: config.chain_id,
+        registry: config.registry,
+    })
+    .await
+    .context("reading the NodeRegistry")?;
     eprintln!(
         "registry {:#x}: {} active node(s) of {}",
-        registry.address(),
-        endpoints.len(),
-        nodes.len()
+        found.registry,
+        found.active_endpoints().len(),
+        found.nodes.len()
     );
-    Ok(OnChain {
-        endpoints,
-        measurements,
-    })
+    Ok(found)
 }
 
 /// The node list in a `--network` file.
@@ -135,7 +105,7 @@ fn node_urls(args: &ProxyArgs, discovered: &[String]) -> anyhow::Result<Vec<Stri
 /// Builds the pool the flags describe.
 async fn pool(args: &ProxyArgs) -> anyhow::Result<NodePool> {
     let on_chain = match &args.chain {
-        Some(path) => Some(discover(path).await?),
+        Some(path) => Some(discover_from(path).await?),
         None => None,
     };
     let opts = VerifyOpts {
@@ -148,17 +118,13 @@ async fn pool(args: &ProxyArgs) -> anyhow::Result<NodePool> {
     };
     let mut policy = opts.client_policy(E2eeMode::Required)?;
     policy.verdict_ttl = Duration::from_secs(args.verdict_ttl_secs);
-    if let Some(c) = &on_chain
+    if let Some(found) = &on_chain
         && args.allowed_measurements.is_none()
     {
-        // An empty on-chain list must refuse everything, not mean "any".
-        policy.allowed_measurements = if c.measurements.is_empty() {
-            cloister_client::MeasurementAllowlist::of(["registry-allows-none"])
-        } else {
-            cloister_client::MeasurementAllowlist::of(c.measurements.iter())
-        };
+        // An empty on-chain list refuses everything (see `Discovery::allowlist`).
+        policy.allowed_measurements = found.allowlist();
     }
-    let discovered = on_chain.map(|c| c.endpoints).unwrap_or_default();
+    let discovered = on_chain.map(|c| c.active_endpoints()).unwrap_or_default();
     Ok(NodePool::new(node_urls(args, &discovered)?, Arc::new(policy))?)
 }
 
@@ -178,183 +144,10 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(node = %node.url(), "proxying to node");
     }
     eprintln!("cloister proxy listening on http://{addr}/v1");
-    axum::serve(nodelay(listener), router(pool))
-        .with_graceful_shutdown(crate::node_cmd::shutdown_signal())
+    proxy::serve(listener, pool, crate::shutdown::shutdown_signal())
         .await
         .context("proxy server")?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// SSE events are small: each goes out at once rather than waiting for Nagle (and the client's
-/// delayed ACK, 40 ms a round).
-pub(crate) fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "TCP_NODELAY not set");
-        }
-    })
-}
-
-/// The proxy's routes over `pool`.
-pub(crate) fn router(pool: NodePool) -> Router {
-    Router::new()
-        .route("/v1/models", get(models))
-        .route("/v1/chat/completions", post(chat))
-        .route("/health", get(|| async { "ok" }))
-        .with_state(Arc::new(pool))
-}
-
-/// OpenAI's error shape.
-fn openai_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({
-        "error": { "message": message, "type": kind, "code": code, "param": null }
-    });
-    let mut resp = (status, axum::Json(body)).into_response();
-    resp.headers_mut()
-        .insert("x-cloister-verified", HeaderValue::from_static("false"));
-    resp
-}
-
-/// The proxy's answer to a refusal: the node's own error status when it answered one (opened when
-/// sealed), else 502 naming the reason.
-fn error_response(e: &Error) -> Response {
-    tracing::warn!(code = e.code(), "request refused: {e}");
-    match e {
-        Error::NodeStatus { status, body, sealed } => {
-            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let mut resp = (status, body.clone()).into_response();
-            let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            // The node was verified before the request; the error body is authenticated only
-            // when it came sealed, and error bodies are not signed.
-            h.insert(
-                "x-cloister-verified",
-                HeaderValue::from_static(if *sealed { "true" } else { "false" }),
-            );
-            h.insert("x-cloister-signature-verified", HeaderValue::from_static("false"));
-            resp
-        }
-        Error::InvalidRequest(m) => {
-            openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", e.code(), m)
-        }
-        _ => openai_error(
-            StatusCode::BAD_GATEWAY,
-            "cloister_verification_error",
-            e.code(),
-            &e.to_string(),
-        ),
-    }
-}
-
-fn verified_headers(headers: &mut HeaderMap, node: &VerifiedNode, sealed: bool, signature: &str) {
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    };
-    set("x-cloister-verified", "true");
-    set("x-cloister-signer", &node.signer_hex);
-    set("x-cloister-tee", &node.tee_name());
-    set(
-        "x-cloister-measurement",
-        node.measurement.as_deref().unwrap_or("unknown"),
-    );
-    set("x-cloister-signature-verified", signature);
-    set("x-cloister-e2ee", if sealed { "sealed" } else { "off" });
-    set("x-cloister-node", &node.url);
-}
-
-async fn models(State(pool): State<Arc<NodePool>>) -> Response {
-    match pool.models().await {
-        Ok(list) => axum::Json(list).into_response(),
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn chat(State(pool): State<Arc<NodePool>>, headers: HeaderMap, body: Bytes) -> Response {
-    let opts = RequestOptions {
-        authorization: headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    };
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return openai_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_json",
-            "the request body is not JSON",
-        );
-    };
-    let stream = value.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
-    if !stream {
-        return match pool.chat(body, &opts).await {
-            Ok(r) => {
-                tracing::debug!(node = %r.node.url, sealed = r.sealed, "answer verified");
-                let mut resp = (StatusCode::OK, r.body).into_response();
-                let h = resp.headers_mut();
-                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                verified_headers(h, &r.node, r.sealed, "true");
-                if let Some(v) = serde_json::to_string(&r.signature)
-                    .ok()
-                    .and_then(|s| HeaderValue::from_str(&s).ok())
-                {
-                    h.insert("x-cloister-signature", v);
-                }
-                // The node's metering receipt (signed by the enclave key) goes to the client as is.
-                if let Some(v) = r.receipt.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
-                    h.insert(cloister_client::RECEIPT_HEADER, v);
-                }
-                resp
-            }
-            Err(e) => error_response(&e),
-        };
-    }
-    let s = match pool.chat_stream(body, &opts).await {
-        Ok(s) => s,
-        Err(e) => return error_response(&e),
-    };
-    let node = Arc::clone(&s.node);
-    let sealed = s.sealed;
-    // Opened events go out as they come (the attested E2EE key authenticates them); `[DONE]` only
-    // once the end marker and the signature checked; an error event, and no `[DONE]`, otherwise.
-    let events = s.map(move |item| {
-        Ok::<_, std::convert::Infallible>(match item {
-            Ok(StreamEvent::Data(event)) => event,
-            Ok(StreamEvent::Done(proof)) => {
-                tracing::debug!(node = %proof.node.url, sealed, "stream verified");
-                let mut record = serde_json::to_value(&proof.signature).unwrap_or_default();
-                if let (Some(obj), Some(receipt)) = (record.as_object_mut(), proof.receipt) {
-                    obj.insert("receipt".to_owned(), receipt);
-                }
-                Bytes::from(format!(
-                    "data: [DONE]\n\nevent: cloister.signature\ndata: {record}\n\n"
-                ))
-            }
-            Err(e) => {
-                tracing::warn!(code = e.code(), "stream refused: {e}");
-                let body = serde_json::json!({
-                    "error": {
-                        "message": format!("the answer stream failed verification: {e}"),
-                        "type": "cloister_verification_error",
-                        "code": e.code(),
-                        "param": null,
-                    }
-                });
-                Bytes::from(format!("data: {body}\n\n"))
-            }
-        })
-    });
-    let mut resp = Response::new(Body::from_stream(events));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    verified_headers(h, &node, sealed, "at-end-of-stream");
-    resp
 }
 
 #[cfg(test)]
@@ -400,6 +193,34 @@ mod tests {
             node_urls(&args(&[], None), &["http://d:4".into()]).unwrap_or_default(),
             ["http://d:4"]
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn flags_become_the_policy() {
+        let strict = pool(&args(&["http://x:9"], None))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let policy = strict.nodes()[0].policy();
+        assert!(!policy.allow_simulated());
+        assert!(policy.allowed_measurements.is_any());
+        assert_eq!(policy.e2ee, E2eeMode::Required);
+        assert_eq!(policy.verdict_ttl, Duration::from_secs(300));
+
+        let dir = std::env::temp_dir().join(format!("cloister-proxy-policy-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let list = dir.join("allowed.txt");
+        let _ = std::fs::write(&list, format!("# another build\n{}\n", "ab".repeat(32)));
+        let mut a = args(&["http://x:9"], None);
+        a.allow_simulated = true;
+        a.allowed_measurements = Some(list);
+        a.verdict_ttl_secs = 7;
+        let pinned = pool(&a).await.unwrap_or_else(|e| panic!("{e:#}"));
+        let policy = pinned.nodes()[0].policy();
+        assert!(policy.allow_simulated());
+        assert!(policy.allowed_measurements.allows(Some(&"ab".repeat(32))));
+        assert!(!policy.allowed_measurements.allows(Some(&"cd".repeat(32))));
+        assert_eq!(policy.verdict_ttl, Duration::from_secs(7));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -45,11 +45,11 @@ pub enum Error {
     /// The node's evidence is simulated and the policy does not allow it.
     #[error("the node's TEE is simulated (development only); refused without allow_simulated")]
     SimulatedRefused,
-    /// A named attestation check failed.
+    /// An attestation check failed.
     #[error("attestation refused: {check}: {detail}")]
     AttestationRefused {
-        /// The failed check's name (`cloister_attest::report::names`).
-        check: String,
+        /// The failed check (its `Display` is the check's human name).
+        check: cloister_attest::check::CheckId,
         /// Its detail.
         detail: String,
     },

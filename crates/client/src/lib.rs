@@ -19,33 +19,58 @@
 //! println!("{} (signed by {})", String::from_utf8_lossy(&answer.body), answer.node.signer_hex);
 //! # Ok(()) }
 //! ```
+//!
+//! The same checks behind a plain OpenAI API, for programs that speak only OpenAI: [`proxy`] is
+//! the verifying proxy `cloister proxy` runs, as an axum router to embed or serve, and
+//! [`discover`] finds the nodes (and the measurements governance allows) in the on-chain
+//! `NodeRegistry` with plain JSON-RPC.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use cloister_client::discover::{RegistryConfig, discover};
+//! use cloister_client::{NodePool, Policy, proxy};
+//!
+//! let found = discover(&RegistryConfig {
+//!     rpc_url: "http://127.0.0.1:8545".into(),
+//!     chain_id: 31337,
+//!     registry: "0x5FbDB2315678afecb367f032d93F642f64180aa3".parse()?,
+//! })
+//! .await?;
+//! let mut policy = Policy::default();
+//! policy.allowed_measurements = found.allowlist(); // empty on chain: refuses every node
+//! let pool = NodePool::new(found.active_endpoints(), Arc::new(policy))?;
+//!
+//! // Mount it in your own axum app ...
+//! let app = axum::Router::new().merge(proxy::router(pool.clone()));
+//! # let _ = app;
+//! // ... or serve it on loopback until Ctrl-C.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! proxy::serve(listener, pool, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
 
+pub mod discover;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod node;
 pub mod policy;
 mod pool;
+pub mod proxy;
 pub mod report;
 pub mod signature;
 mod sse;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 pub use error::{Error, Result};
 pub use node::{
-    CHAT_PATH, ChatStream, NodeClient, RECEIPT_HEADER, RequestOptions, StreamEvent, StreamProof,
-    VerifiedResponse, default_http_client,
+    ChatStream, NodeClient, RequestOptions, StreamEvent, StreamProof, VerifiedResponse, default_http_client,
 };
-pub use policy::{CollateralFile, CollateralSource, E2eeMode, MeasurementAllowlist, Policy};
+pub use policy::{CollateralFile, CollateralSource, E2eeMode, MeasurementAllowlist, NrasPolicy, Policy};
 pub use pool::NodePool;
 pub use report::{ReportProof, VerifiedNode};
 
-/// Unix seconds now (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use cloister_types::{unix_now, wire};
 
 /// `http://host:port`, `http://host:port/`, `http://host:port/v1` → `http://host:port`.
 pub fn node_base(url: &str) -> String {

@@ -1,5 +1,6 @@
-//! What a client accepts: measurements, TCB statuses, simulated evidence, how long a verdict lasts,
-//! where collateral comes from.
+//! What a client accepts: measurements, TCB statuses, simulated evidence, GPU evidence checked by
+//! NVIDIA (NRAS), how long a verdict lasts, where collateral comes from. The allowlist and NRAS
+//! are applied as checks of the verdict by [`crate::report::verify_endpoint`].
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -153,10 +154,30 @@ impl Default for CollateralSource {
     }
 }
 
+/// Where NVIDIA's Remote Attestation Service is, for checking a report's GPU evidence online.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NrasPolicy {
+    /// The NRAS GPU attestation endpoint.
+    pub url: String,
+    /// NRAS's signing key set (JWKS).
+    pub jwks_url: String,
+}
+
+impl Default for NrasPolicy {
+    /// NVIDIA's production service.
+    fn default() -> Self {
+        Self {
+            url: cloister_attest::nras::NRAS_GPU_URL.to_owned(),
+            jwks_url: cloister_attest::nras::NRAS_JWKS_URL.to_owned(),
+        }
+    }
+}
+
 /// What a client accepts from a node.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    /// Accepted measurement digests; empty accepts any (the quote must still verify).
+    /// Accepted measurement digests; empty accepts any (the quote must still verify). Applied as
+    /// the `measurement in the allowed list` check.
     pub allowed_measurements: MeasurementAllowlist,
     /// Quote policy: accepted TCB statuses, debug TDs, rejected advisories, simulated evidence.
     pub quote: cloister_attest::verify::Policy,
@@ -168,6 +189,9 @@ pub struct Policy {
     pub e2ee: E2eeMode,
     /// Verify as of this Unix time instead of now (tests, audits of old evidence).
     pub verify_at: Option<u64>,
+    /// Also send each report's GPU evidence to NRAS and check its signed answer (`NRAS: …`
+    /// checks). Default: off (the GPU evidence is still checked locally).
+    pub nras: Option<NrasPolicy>,
 }
 
 impl Default for Policy {
@@ -179,6 +203,7 @@ impl Default for Policy {
             collateral: CollateralSource::default(),
             e2ee: E2eeMode::Required,
             verify_at: None,
+            nras: None,
         }
     }
 }

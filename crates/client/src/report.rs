@@ -4,15 +4,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use cloister_attest::report::{BoundE2eeKey, ReportVerdict, names, verify_report};
+use cloister_attest::check::{CheckId, Outcome, PolicyCheck, QuoteCheck, ReportCheck};
+use cloister_attest::report::{BoundE2eeKey, ReportVerdict, verify_report};
+use cloister_types::wire::{ATTESTATION_REPORT_PATH, QUERY_MODEL, QUERY_NONCE};
 use cloister_types::{AttestationReport, Nonce, TeeKind};
 use serde::Serialize;
+use serde::ser::SerializeStruct;
 
 use crate::policy::{E2eeMode, Policy, collateral_for};
 use crate::{Error, Result, node_base};
 
-/// One verified (or refused) attestation report, with everything needed to show why.
-#[derive(Clone, Debug, Serialize)]
+mod policy_checks;
+
+/// One verified (or refused) attestation report, with everything needed to show why. Whether it
+/// passed is `proof.verdict.passed()` (serialised as `passed`).
+#[derive(Clone, Debug)]
 pub struct ReportProof {
     /// Which report of the answer this is: `report` for a single report, else `gateway`,
     /// `model[0]`, ... (NEAR AI cloud).
@@ -25,11 +31,22 @@ pub struct ReportProof {
     pub report: AttestationReport,
     /// Where the quote's collateral came from (or why there is none).
     pub collateral: String,
-    /// The verdict.
-    #[serde(skip)]
+    /// The verdict: the report's checks, and the checks the client's policy added (measurement
+    /// allowlist, NRAS).
     pub verdict: ReportVerdict,
-    /// Whether every check passed.
-    pub passed: bool,
+}
+
+impl Serialize for ReportProof {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut out = s.serialize_struct("ReportProof", 6)?;
+        out.serialize_field("label", &self.label)?;
+        out.serialize_field("url", &self.url)?;
+        out.serialize_field("nonce", &self.nonce)?;
+        out.serialize_field("report", &self.report)?;
+        out.serialize_field("collateral", &self.collateral)?;
+        out.serialize_field("passed", &self.verdict.passed())?;
+        out.end()
+    }
 }
 
 /// A node whose report passed verification and the client's policy.
@@ -80,10 +97,10 @@ pub(crate) async fn fetch_report_body(
     nonce: &Nonce,
     model: Option<&str>,
 ) -> Result<Bytes> {
-    let endpoint = format!("{base}/v1/attestation/report");
-    let mut query = vec![("nonce", nonce.to_hex())];
+    let endpoint = format!("{base}{ATTESTATION_REPORT_PATH}");
+    let mut query = vec![(QUERY_NONCE, nonce.to_hex())];
     if let Some(model) = model {
-        query.push(("model", model.to_owned()));
+        query.push((QUERY_MODEL, model.to_owned()));
     }
     let unreachable = |source| Error::Unreachable {
         url: endpoint.clone(),
@@ -144,8 +161,9 @@ pub fn split_reports(body: &[u8]) -> std::result::Result<Vec<(String, Attestatio
 }
 
 /// Fetches the attestation answer at `url` with `nonce` and verifies every report in it under
-/// `policy` (quote policy and collateral; the measurement allowlist and E2EE requirements are
-/// applied by [`accept`]).
+/// `policy`: the quote policy and collateral, then the policy's own checks, added to the verdict
+/// (NRAS when [`Policy::nras`] is set, the measurement allowlist when it is not "any"). [`accept`]
+/// turns a verdict into an accepted node or a refusal.
 pub async fn verify_endpoint(
     http: &reqwest::Client,
     url: &str,
@@ -164,8 +182,11 @@ pub async fn verify_endpoint(
     for (label, report) in reports {
         let (collateral, source) =
             collateral_for(report.intel_quote.as_bytes(), &policy.collateral, now).await;
-        let verdict = verify_report(&report, &nonce, collateral.as_ref(), now, &policy.quote);
-        let passed = verdict.passed();
+        let mut verdict = verify_report(&report, &nonce, collateral.as_ref(), now, &policy.quote);
+        if let Some(nras) = &policy.nras {
+            policy_checks::nras(&report, &nonce, nras, now, &mut verdict.checks).await;
+        }
+        policy_checks::measurement(&policy.allowed_measurements, &mut verdict);
         proofs.push(ReportProof {
             label,
             url: base.clone(),
@@ -173,14 +194,14 @@ pub async fn verify_endpoint(
             report,
             collateral: source,
             verdict,
-            passed,
         });
     }
     Ok(proofs)
 }
 
-/// Applies the client policy to a verified report: simulated evidence, every named check, the
-/// measurement allowlist, and the E2EE key binding. Returns the accepted node or the named reason.
+/// Applies the client policy to a verified report: simulated evidence, every check (the
+/// measurement allowlist and NRAS among them, added by [`verify_endpoint`]), and the E2EE key
+/// binding. Returns the accepted node or the refusal, which names the failed [`CheckId`].
 pub fn accept(proof: ReportProof, policy: &Policy) -> Result<Arc<VerifiedNode>> {
     let verdict = &proof.verdict;
     let simulated = proof.report.tee == Some(TeeKind::Simulated)
@@ -188,53 +209,35 @@ pub fn accept(proof: ReportProof, policy: &Policy) -> Result<Arc<VerifiedNode>> 
     if simulated && !policy.allow_simulated() {
         return Err(Error::SimulatedRefused);
     }
-    if let Some(failed) = verdict.first_failure() {
-        return Err(
-            if failed.name == names::KEY_BINDING || failed.name == names::KEY_BINDING_FRESH {
-                Error::KeyBindingInvalid {
-                    detail: format!("{}: {}", failed.name, failed.detail),
-                }
-            } else {
-                Error::AttestationRefused {
-                    check: failed.name.clone(),
-                    detail: failed.detail.clone(),
-                }
-            },
-        );
-    }
     if !verdict.passed() {
-        let failed = verdict.quote.first_failure();
-        return Err(Error::AttestationRefused {
-            check: failed.map_or_else(
-                || "quote".to_owned(),
-                |c| format!("{}{}", names::QUOTE_PREFIX, c.name),
-            ),
-            detail: failed.map_or_else(
-                || {
-                    verdict
-                        .quote
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| "quote did not verify".into())
-                },
-                |c| c.detail.clone(),
-            ),
+        return Err(match verdict.first_failure() {
+            Some(failed) => refusal(failed.id, &failed.detail, verdict),
+            // No check failed, and none passed.
+            None => Error::AttestationRefused {
+                check: CheckId::from(QuoteCheck::QuoteParses).scoped(),
+                detail: verdict
+                    .quote
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "no check passed".into()),
+            },
         });
     }
-    let Some(signer) = verdict.signing_address else {
-        return Err(Error::AttestationRefused {
-            check: names::BINDS_ADDRESS.to_owned(),
-            detail: "no attested signing address".into(),
-        });
-    };
-    if !policy
-        .allowed_measurements
-        .allows(verdict.measurement_digest.as_deref())
+    // The allowlist is decided by its check alone; a verdict made without it (under another
+    // policy) is refused rather than re-checked here.
+    if !policy.allowed_measurements.is_any()
+        && verdict.checks.outcome(PolicyCheck::MeasurementAllowed) != Some(Outcome::Pass)
     {
         return Err(Error::MeasurementNotAllowed {
             digest: verdict.measurement_digest.clone(),
         });
     }
+    let Some(signer) = verdict.signing_address else {
+        return Err(Error::AttestationRefused {
+            check: ReportCheck::BindsAddress.into(),
+            detail: "no attested signing address".into(),
+        });
+    };
     if policy.e2ee == E2eeMode::Required && verdict.e2ee.is_none() {
         return Err(Error::E2eeUnavailable);
     }
@@ -248,6 +251,22 @@ pub fn accept(proof: ReportProof, policy: &Policy) -> Result<Arc<VerifiedNode>> 
         proof,
         verified_at: Instant::now(),
     }))
+}
+
+/// The refusal for a failed check: by what it checked.
+fn refusal(check: CheckId, detail: &str, verdict: &ReportVerdict) -> Error {
+    match check {
+        CheckId::Report(ReportCheck::KeyBinding | ReportCheck::KeyBindingFresh) => Error::KeyBindingInvalid {
+            detail: format!("{check}: {detail}"),
+        },
+        CheckId::Policy(PolicyCheck::MeasurementAllowed) => Error::MeasurementNotAllowed {
+            digest: verdict.measurement_digest.clone(),
+        },
+        _ => Error::AttestationRefused {
+            check,
+            detail: detail.to_owned(),
+        },
+    }
 }
 
 #[cfg(test)]

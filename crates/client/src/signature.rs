@@ -2,18 +2,12 @@
 //! `sha256(request bytes) ":" sha256(response bytes)` of exactly the plaintext bytes we sent and
 //! received, and the signature must recover to the attested signer.
 
+use cloister_types::wire::{SIGNATURE_HEADER, SIGNING_ADDRESS_HEADER};
 use cloister_types::{SignatureRecord, signature_text};
 
 use crate::{Error, Result};
 
-/// Header carrying the signature (the hex signature, or a JSON [`SignatureRecord`]).
-pub const SIGNATURE_HEADER: &str = "x-cloister-signature";
-/// Header carrying the signer's address.
-pub const SIGNING_ADDRESS_HEADER: &str = "x-cloister-signing-address";
-/// Header carrying the signature id.
-pub const SIGNATURE_ID_HEADER: &str = "x-cloister-signature-id";
-
-/// Builds the record from a plain answer's headers. The header holds either the JSON record or just
+/// Builds the record from a plain answer's headers. [`SIGNATURE_HEADER`] holds either the JSON record or just
 /// the hex signature (then the text is the one we expect, and is checked by recovery).
 pub(crate) fn record_from_headers(
     headers: &reqwest::header::HeaderMap,

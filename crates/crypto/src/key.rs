@@ -1,12 +1,18 @@
 use std::fmt;
 
-use k256::ecdsa::{RecoveryId, Signature as EcdsaSignature, SigningKey, VerifyingKey};
+use k256::ecdsa::{SigningKey, VerifyingKey};
 use sha3::{Digest, Keccak256};
 use zeroize::Zeroizing;
 
+use cloister_types::RecoverError;
+
 use crate::{Error, Result};
 
-/// A 20-byte Ethereum address.
+/// A 20-byte Ethereum address, as raw bytes.
+///
+/// The one address type of the workspace is [`cloister_types::Address`] (alloy's); this alias
+/// stays until its call sites move over. The two convert both ways with `From`:
+/// `cloister_types::Address::from(key.address())` and `<[u8; 20]>::from(address)`.
 pub type Address = [u8; 20];
 
 /// A 65-byte `r‖s‖v` signature, `v` in {27, 28}.
@@ -27,29 +33,12 @@ pub fn personal_message_hash(message: &[u8]) -> [u8; 32] {
 }
 
 fn address_of(key: &VerifyingKey) -> Address {
-    let point = key.to_encoded_point(false);
-    // Uncompressed SEC1: 0x04 ‖ X ‖ Y; the address is the last 20 bytes of keccak(X ‖ Y).
-    let hash = keccak256(&point.as_bytes()[1..]);
-    let mut out = [0u8; 20];
-    out.copy_from_slice(&hash[12..]);
-    out
+    cloister_types::Address::from_public_key(key).into()
 }
 
 /// EIP-55 mixed-case `0x` address.
 pub fn format_address(addr: &Address) -> String {
-    let lower = hex::encode(addr);
-    let hash = keccak256(lower.as_bytes());
-    let mut out = String::with_capacity(42);
-    out.push_str("0x");
-    for (i, c) in lower.chars().enumerate() {
-        let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
-        out.push(if c.is_ascii_alphabetic() && nibble >= 8 {
-            c.to_ascii_uppercase()
-        } else {
-            c
-        });
-    }
-    out
+    cloister_types::Address::from(*addr).to_checksum(None)
 }
 
 /// Parses a `0x` address (any case; the checksum is not enforced).
@@ -70,23 +59,18 @@ pub fn parse_signature(s: &str) -> Result<Signature> {
     Ok(out)
 }
 
-/// Recovers the address that signed `message` with EIP-191 `personal_sign`.
+/// Recovers the address that signed `message` with EIP-191 `personal_sign`: the prefixed
+/// message's digest ([`personal_message_hash`]) goes to the workspace's one recovery function,
+/// [`cloister_types::recover_address`].
 pub fn recover_personal(message: &[u8], sig: &Signature) -> Result<Address> {
     let digest = personal_message_hash(message);
-    recover_prehash(&digest, sig)
-}
-
-fn recover_prehash(digest: &[u8; 32], sig: &Signature) -> Result<Address> {
-    let v = sig[64];
-    let rec = match v {
-        27 | 28 => v - 27,
-        0 | 1 => v,
-        other => return Err(Error::BadRecoveryId(other)),
-    };
-    let rec = RecoveryId::from_byte(rec).ok_or(Error::BadRecoveryId(v))?;
-    let ecdsa = EcdsaSignature::from_slice(&sig[..64]).map_err(|_| Error::MalformedSignature)?;
-    let key = VerifyingKey::recover_from_prehash(digest, &ecdsa, rec).map_err(|_| Error::RecoveryFailed)?;
-    Ok(address_of(&key))
+    cloister_types::recover_address(&digest, sig)
+        .map(Address::from)
+        .map_err(|e| match e {
+            RecoverError::BadRecoveryId(v) => Error::BadRecoveryId(v),
+            RecoverError::ScalarOutOfRange => Error::MalformedSignature,
+            _ => Error::RecoveryFailed,
+        })
 }
 
 /// The node's signing key. Lives only in memory; `Debug` shows the address, never the secret.

@@ -50,6 +50,8 @@
 mod error;
 
 pub mod builtin;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod source;
 pub mod upstream;
 

@@ -15,6 +15,25 @@
 //! `Arc<dyn Attester>`. Errors are OpenAI-shaped (`{"error": {"message", "type", "code",
 //! "param"}}`, see [`ApiError`]).
 //!
+//! A whole node (TEE, engine, signing key, on-chain life, server) starts from [`NodeSettings`],
+//! which is also the TOML settings file format, with [`Node::start`]:
+//!
+//! ```no_run
+//! use cloister_node::{Node, NodeSettings};
+//!
+//! # async fn run() -> Result<(), cloister_node::NodeError> {
+//! let settings = NodeSettings {
+//!     model: Some("models/SmolLM2-135M-Instruct.Q4_1.gguf".into()),
+//!     ..NodeSettings::load("node.toml".as_ref())?
+//! };
+//! let node = Node::start(settings).await?;
+//! node.wait(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The parts can also be put together by hand:
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use cloister_attest::collect::{DetectOptions, detect};
@@ -38,7 +57,9 @@ mod error;
 mod metrics;
 pub mod onchain;
 mod routes;
+mod settings;
 mod sigcache;
+mod start;
 mod state;
 
 use std::future::Future;
@@ -49,6 +70,8 @@ use cloister_crypto::EnclaveKey;
 
 pub use config::NodeConfig;
 pub use error::{ApiError, E2eeRefusal, Result};
+pub use settings::{InvalidPrice, ModelPriceSpec, NodeSettings, PriceSpec, Secret};
+pub use start::{Node, NodeError, RunningNode};
 pub use state::AppState;
 
 /// Response header with the signature (`0x` r‖s‖v) of a plain (non-stream) completion.
@@ -91,13 +114,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// Seconds since the Unix epoch by the host clock (0 if the clock is before 1970).
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use cloister_types::unix_now;
 
 /// The signing key for this run: the one the attester derives (dstack `GetKey`: stable across
 /// restarts of the same app) if it offers one, else a fresh random key.

@@ -6,26 +6,33 @@
 //! contract refuses a voucher at or below its settled amount anyway. A batch goes out when the
 //! interval elapses, when enough vouchers are waiting, or when a client with unsettled usage has
 //! asked to withdraw and its delay is about to end. RPC failures are retried with backoff.
+//!
+//! Rooms: [`registration`] (register or reattest, re-sign the ledger), [`settlement`] (vouchers to
+//! `Escrow.settle`), [`oracle`] (answer `InferenceOracle` requests); this file holds the
+//! configuration and the running node that ties them together.
+
+mod oracle;
+mod registration;
+mod settlement;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
 use cloister_attest::collect::Attester;
 use cloister_chain::alloy::signers::local::PrivateKeySigner;
-use cloister_chain::{Chain, ChainConfig, ChainError, Escrow, ModelPrice, Oracle, Registry, SettleItem};
+use cloister_chain::{Chain, ChainConfig, ChainError, Escrow};
 use cloister_crypto::EnclaveKey;
 use cloister_engine::Engine;
-use cloister_types::ReportData;
-use cloister_types::eip712::result_digest;
-use cloister_types::openai::{ChatCompletionRequest, ChatMessage};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::billing::{Billing, DepositSource, Ledger, Price, Voucher};
+use crate::billing::{Billing, DepositSource, Ledger, Price};
+
+pub use settlement::settle_now;
 
 /// What the node needs to live on chain.
 #[derive(Clone)]
@@ -128,29 +135,6 @@ impl DepositSource for EscrowDeposits {
     }
 }
 
-/// Every signer `operator` has registered or reattested with (on-chain history, not the disk).
-async fn registered_signers(registry: &Registry, operator: Address) -> Result<Vec<Address>, ChainError> {
-    let b = registry.binding();
-    let mut out = Vec::new();
-    let registered = b
-        .NodeRegistered_filter()
-        .topic1(operator)
-        .from_block(0)
-        .query()
-        .await
-        .map_err(ChainError::Contract)?;
-    out.extend(registered.into_iter().map(|(e, _)| e.signer));
-    let reattested = b
-        .NodeReattested_filter()
-        .topic1(operator)
-        .from_block(0)
-        .query()
-        .await
-        .map_err(ChainError::Contract)?;
-    out.extend(reattested.into_iter().map(|(e, _)| e.signer));
-    Ok(out)
-}
-
 impl OnChainNode {
     /// Connects, registers (or reattests) with a fresh quote binding this chain, the registry and
     /// the operator, re-signs earlier keys' vouchers, and starts the settlement (and oracle) tasks.
@@ -160,82 +144,34 @@ impl OnChainNode {
         attester: Arc<dyn Attester>,
         key: Arc<EnclaveKey>,
     ) -> Result<Self, OnChainError> {
-        let operator = config.operator.address();
         let chain = Chain::connect(config.chain.clone(), Some(config.operator.clone())).await?;
         let registry = chain.registry()?;
         let escrow = chain.escrow()?;
-        let signer = Address::from(key.address());
-
-        let ledger = Arc::new(Ledger::open(&config.ledger_path)?);
-        let rd: ReportData = registry.report_data_for(operator, signer).await?;
-        let evidence = attester.evidence(&rd).await?;
-        let quote = Bytes::from(evidence.quote);
-        let mut models: Vec<ModelPrice> = config
-            .prices
-            .iter()
-            .map(|(id, p)| ModelPrice {
-                id: id.clone(),
-                input_price: p.input,
-                output_price: p.output,
-            })
-            .collect();
-        models.sort_by(|a, b| a.id.cmp(&b.id));
-        let (action, tx) = match registry.get_node(operator).await {
-            Ok(info) if info.unbonding_ends != 0 => return Err(OnChainError::Unbonding(operator)),
-            Ok(info) => {
-                let tx = registry.reattest(quote).await?;
-                if info.models != models {
-                    registry.update_models(&models).await?;
-                }
-                ("reattested", tx)
-            }
-            Err(ChainError::NotRegistered(_)) => {
-                let stake = match config.stake {
-                    Some(s) => s,
-                    None => registry.min_stake().await?,
-                };
-                (
-                    "registered",
-                    registry.register(quote, &config.endpoint, &models, stake).await?,
-                )
-            }
-            Err(e) => return Err(e.into()),
-        };
-        tracing::info!(%operator, %signer, action, tx = %tx.tx_hash, gas = tx.gas_used, "node on chain");
-
-        // Vouchers signed by this operator's earlier enclave keys (restarts) are signed again with
-        // this key, which the chain now names as the signer; anything else is set aside.
-        let signers = registered_signers(&registry, operator).await?;
         let domain = escrow.domain();
-        let resign = ledger.resign(&key, &domain, &signers)?;
-        if resign.resigned + resign.rejected > 0 {
-            tracing::info!(
-                resigned = resign.resigned,
-                rejected = resign.rejected,
-                "ledger re-signed"
-            );
-        }
+        let ledger = Arc::new(Ledger::open(&config.ledger_path)?);
+        let registration =
+            registration::register(&registry, &config, attester.as_ref(), &key, &ledger, &domain).await?;
 
         let billing = Arc::new(Billing::new(
             Arc::clone(&ledger),
             domain,
-            operator,
+            config.operator.address(),
             config.prices.clone(),
             Arc::new(EscrowDeposits(escrow.clone())),
             config.deposit_ttl,
         ));
         let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(settle_loop(
+        let mut tasks = vec![tokio::spawn(settlement::settle_loop(
             chain.clone(),
             escrow,
             Arc::clone(&ledger),
-            config.clone(),
+            settlement::Schedule::of(&config),
             stop_rx.clone(),
         ))];
         if config.oracle {
             let oracle = chain.oracle()?;
             let from = chain.block_number().await?;
-            tasks.push(tokio::spawn(oracle_loop(
+            tasks.push(tokio::spawn(oracle::oracle_loop(
                 oracle,
                 engine,
                 key,
@@ -246,13 +182,7 @@ impl OnChainNode {
         }
         Ok(Self {
             billing,
-            registration: RegistrationOutcome {
-                action,
-                tx_hash: tx.tx_hash,
-                gas_used: tx.gas_used,
-                resigned: resign.resigned,
-                rejected: resign.rejected,
-            },
+            registration,
             chain,
             stop,
             tasks,
@@ -279,205 +209,6 @@ impl Drop for OnChainNode {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
-        }
-    }
-}
-
-/// Settles every unsettled voucher now: syncs with `Escrow.settled` first so nothing is paid
-/// twice, then sends one batch. Returns how many vouchers the batch carried.
-pub async fn settle_now(escrow: &Escrow, ledger: &Ledger) -> Result<usize, OnChainError> {
-    settle_vouchers(escrow, ledger, ledger.unsettled()?).await
-}
-
-async fn settle_vouchers(
-    escrow: &Escrow,
-    ledger: &Ledger,
-    unsettled: Vec<Voucher>,
-) -> Result<usize, OnChainError> {
-    let mut items = Vec::new();
-    for v in unsettled {
-        let on_chain = escrow.settled(v.authorization).await?;
-        if on_chain >= v.cumulative {
-            ledger.mark_settled(v.authorization, on_chain)?;
-            continue;
-        }
-        items.push((
-            v.authorization,
-            SettleItem {
-                key: v.api_key,
-                cumulative_amount: v.cumulative,
-                voucher_signature: v.signature,
-            },
-        ));
-    }
-    if items.is_empty() {
-        return Ok(0);
-    }
-    let batch: Vec<SettleItem> = items.iter().map(|(_, i)| i.clone()).collect();
-    let outcome = escrow.settle(&batch).await?;
-    let tx = format!("{:#x}", outcome.tx.tx_hash);
-    let settled: std::collections::HashSet<B256> = outcome.settled.iter().map(|s| s.authorization).collect();
-    let short: HashMap<B256, U256> = outcome
-        .short
-        .iter()
-        .map(|(id, due, paid)| (*id, due.saturating_sub(*paid)))
-        .collect();
-    for (authorization, item) in &items {
-        // A voucher is paid up to its cumulative amount, less what a short client could not cover
-        // (`SettlementShort`); with no event for it, ask the chain.
-        let now_settled = match (short.get(authorization), settled.contains(authorization)) {
-            (Some(unpaid), _) => item.cumulative_amount.saturating_sub(*unpaid),
-            (None, true) => item.cumulative_amount,
-            (None, false) => escrow
-                .settled(*authorization)
-                .await
-                .unwrap_or(item.cumulative_amount),
-        };
-        ledger.mark_settled(*authorization, now_settled)?;
-    }
-    ledger.record_settlement(&tx, items.len(), outcome.tx.gas_used)?;
-    tracing::info!(
-        tx,
-        vouchers = items.len(),
-        gas = outcome.tx.gas_used,
-        "vouchers settled"
-    );
-    Ok(items.len())
-}
-
-/// Whether a client with unsettled usage can withdraw within `margin` (of chain time). Each client
-/// is asked once, however many authorizations it has waiting.
-async fn withdrawal_due(chain: &Chain, escrow: &Escrow, unsettled: &[Voucher], margin: Duration) -> bool {
-    if unsettled.is_empty() {
-        return false;
-    }
-    let Ok(now) = chain.block_timestamp().await else {
-        return false;
-    };
-    let clients: std::collections::BTreeSet<Address> =
-        unsettled.iter().map(|v| v.api_key.auth.client).collect();
-    for client in clients {
-        if let Ok(p) = escrow.pending_withdrawal(client).await
-            && !p.amount.is_zero()
-            && p.ready_at <= now.saturating_add(margin.as_secs())
-        {
-            return true;
-        }
-    }
-    false
-}
-
-async fn settle_loop(
-    chain: Chain,
-    escrow: Escrow,
-    ledger: Arc<Ledger>,
-    config: OnChainConfig,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut last = tokio::time::Instant::now();
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let stopping = tokio::select! {
-            _ = tokio::time::sleep(config.poll_interval) => false,
-            _ = stop.changed() => true,
-        };
-        let unsettled = match ledger.unsettled() {
-            Ok(v) => v,
-            Err(err) => {
-                tracing::warn!(%err, "reading the ledger failed");
-                Vec::new()
-            }
-        };
-        let waiting = unsettled.len();
-        let due = waiting > 0
-            && (stopping
-                || waiting >= config.settle_threshold
-                || last.elapsed() >= config.settle_interval
-                || withdrawal_due(&chain, &escrow, &unsettled, config.withdrawal_margin).await);
-        if due {
-            match settle_vouchers(&escrow, &ledger, unsettled).await {
-                Ok(_) => {
-                    last = tokio::time::Instant::now();
-                    backoff = Duration::from_secs(1);
-                }
-                Err(err) => {
-                    tracing::warn!(%err, retry_in = ?backoff, "settlement failed; will retry");
-                    if !stopping {
-                        tokio::time::sleep(backoff).await;
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                }
-            }
-        }
-        if stopping {
-            return;
-        }
-    }
-}
-
-/// The prompt of an oracle request: its input as UTF-8 text, one user message.
-fn oracle_prompt(model: &str, input: &[u8]) -> Option<ChatCompletionRequest> {
-    let text = std::str::from_utf8(input).ok()?;
-    let mut req = ChatCompletionRequest {
-        model: model.to_owned(),
-        ..ChatCompletionRequest::default()
-    };
-    req.messages = vec![ChatMessage::text("user", text)];
-    req.max_tokens = Some(64);
-    req.temperature = Some(0.0);
-    Some(req)
-}
-
-async fn oracle_loop(
-    oracle: Oracle,
-    engine: Arc<dyn Engine>,
-    key: Arc<EnclaveKey>,
-    poll: Duration,
-    from_block: u64,
-    mut stop: watch::Receiver<bool>,
-) {
-    let served: Vec<String> = engine.models().into_iter().map(|m| m.id).collect();
-    let domain = oracle.domain();
-    let mut watcher = oracle.watch_requests(from_block);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(poll) => {}
-            _ = stop.changed() => return,
-        }
-        let requests = match watcher.poll().await {
-            Ok(r) => r,
-            Err(err) => {
-                tracing::warn!(%err, "polling oracle requests failed");
-                continue;
-            }
-        };
-        for r in requests.into_iter().filter(|r| served.contains(&r.model)) {
-            let Some(req) = oracle_prompt(&r.model, &r.input) else {
-                tracing::warn!(id = %r.id, "oracle input is not UTF-8 text; skipped");
-                continue;
-            };
-            let output = match engine.complete(req).await {
-                Ok(c) => c
-                    .choices
-                    .first()
-                    .map(|c| c.message.text_content())
-                    .unwrap_or_default(),
-                Err(err) => {
-                    tracing::warn!(id = %r.id, %err, "oracle inference failed");
-                    continue;
-                }
-            };
-            let digest = result_digest(&domain, r.id, output.as_bytes(), &r.model);
-            let signature = key.sign_prehash(&digest.0);
-            match oracle
-                .fulfill(r.id, Bytes::from(output.into_bytes()), signature)
-                .await
-            {
-                Ok(o) => {
-                    tracing::info!(id = %r.id, tx = %o.tx.tx_hash, callback_ok = o.callback_ok, "oracle request fulfilled")
-                }
-                Err(err) => tracing::warn!(id = %r.id, %err, "fulfilling an oracle request failed"),
-            }
         }
     }
 }

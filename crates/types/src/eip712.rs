@@ -27,7 +27,7 @@
 //! assert_ne!(id, B256::ZERO);
 //! ```
 
-use alloy_primitives::{Address, B256, Signature, U256, keccak256};
+use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_sol_types::{Eip712Domain, SolStruct, sol};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -124,11 +124,11 @@ pub fn result_digest(oracle: &Eip712Domain, request_id: U256, output: &[u8], mod
     .eip712_signing_hash(oracle)
 }
 
-/// Recovers the address that produced a 65-byte `r‖s‖v` signature (`v` 27/28 or 0/1) over `digest`.
+/// Recovers the address that produced a 65-byte `r‖s‖v` signature (`v` 27/28 or 0/1) over an
+/// EIP-712 `digest`, by the workspace's one [`recover_address`](crate::recover::recover_address)
+/// (high-`s` signatures are refused, as the contracts' `ECDSA.tryRecover` refuses them).
 pub fn recover_signer(digest: &B256, signature: &[u8; 65]) -> Result<Address, ApiKeyError> {
-    let sig = Signature::try_from(&signature[..]).map_err(|_| ApiKeyError::BadSignature)?;
-    sig.recover_address_from_prehash(digest)
-        .map_err(|_| ApiKeyError::BadSignature)
+    crate::recover::recover_address(&digest.0, signature).map_err(|_| ApiKeyError::BadSignature)
 }
 
 /// Why an API key was refused.
@@ -450,6 +450,43 @@ mod tests {
             tampered.verify(&escrow),
             Err(ApiKeyError::WrongSigner { .. })
         ));
+    }
+
+    #[test]
+    fn api_key_with_a_malformed_signature_is_refused_not_panicked() {
+        let escrow = escrow_domain(31337, Address::repeat_byte(0x44));
+        let auth = sample_auth();
+        let good = sign_with_dev_key(authorization_id(&escrow, &auth));
+        // The malleable twin (r, n - s, flipped v): OpenZeppelin's ECDSA refuses it on chain, so
+        // the node must refuse it before serving.
+        let order: [u8; 32] =
+            alloy_primitives::hex!("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141");
+        let high_s = U256::from_be_bytes(order) - U256::from_be_slice(&good[32..64]);
+        let mut twin = good;
+        twin[32..64].copy_from_slice(&high_s.to_be_bytes::<32>());
+        twin[64] = 55 - twin[64]; // 27 <-> 28
+        let id = authorization_id(&escrow, &auth);
+        assert_eq!(
+            crate::recover::recover_address(&id.0, &twin),
+            Err(crate::RecoverError::HighS)
+        );
+        let mut zero_r = good;
+        zero_r[..32].fill(0);
+        let mut bad_v = good;
+        bad_v[64] = 29;
+        let mut all_ff = [0xff; 65];
+        all_ff[64] = 27;
+        for sig in [twin, zero_r, bad_v, all_ff, [0xff; 65], [0; 65]] {
+            let key = ApiKey {
+                auth: auth.clone(),
+                signature: sig,
+            };
+            assert_eq!(key.verify(&escrow), Err(ApiKeyError::BadSignature));
+            assert_eq!(
+                recover_signer(&authorization_id(&escrow, &auth), &sig),
+                Err(ApiKeyError::BadSignature)
+            );
+        }
     }
 
     proptest::proptest! {

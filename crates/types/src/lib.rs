@@ -16,9 +16,23 @@ pub mod e2ee;
 pub mod eip712;
 mod error;
 pub mod openai;
+pub mod recover;
 mod report;
 mod signature;
+pub mod wire;
 
+/// A 20-byte Ethereum address: the one address type of the workspace (alloy's, so that it
+/// prints EIP-55 checksummed, parses `0x` hex and converts to and from `[u8; 20]` with `From`).
+pub use alloy_primitives::Address;
 pub use error::{Error, Result};
+pub use recover::{RecoverError, recover_address};
 pub use report::{AttestationReport, Nonce, ReportData, SigningAlgo, TeeKind, parse_address};
 pub use signature::{SignatureRecord, sha256_hex, signature_text};
+
+/// Seconds since the Unix epoch by the host clock (0 if the clock is before 1970). The one clock
+/// read of the workspace: verification code takes the time as an argument instead.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

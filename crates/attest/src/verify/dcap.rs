@@ -1,15 +1,25 @@
-//! Turning dcap-qvl's single `verify` call into the named DCAP checks.
+//! Step 5 of [`super::verify_quote`]: dcap-qvl's single `verify` call, reported as the named
+//! DCAP checks ([`QuoteCheck::DCAP`]).
 //!
-//! dcap-qvl 0.5.2 verifies in a fixed order and stops at the first error, which it reports as text.
-//! [`classify`] maps that text to the stage that failed and the check it belongs to; every check
-//! whose stages all ran before it passed, the one that failed fails, and the rest were not
-//! reached. The order (dcap-qvl `verify_impl`): root CA CRL and CRL parsing, quote header, TCB
-//! info (dates, chain, signature), QE identity (dates, chain, signature), PCK chain (from the
-//! quote), QE report signature and hash, QE report against the QE identity, attestation-key
-//! signature over the quote, platform TCB level, TD/enclave attributes.
+//! dcap-qvl 0.5.2 verifies in a fixed order and stops at the first error. It has no error enum of
+//! its own (its errors are `anyhow` text), but the certificate and CRL failures carry webpki's
+//! typed [`webpki::Error`] as their source: [`classify`] maps those by variant, and only the rest
+//! by message text ([`MESSAGE_RULES`], each needle pinned against dcap-qvl's source by a test).
+//! Every check whose stages all ran before the failing one passed, the one that failed fails,
+//! and the rest were not reached. The order (dcap-qvl `verify_impl`): root CA CRL and CRL
+//! parsing, quote header, TCB info (dates, chain, signature), QE identity (dates, chain,
+//! signature), PCK chain (from the quote), QE report signature and hash, QE report against the
+//! QE identity, attestation-key signature over the quote, platform TCB level, TD/enclave
+//! attributes.
 
-use super::names;
+use std::error::Error as StdError;
+
 use dcap_qvl::QuoteCollateralV3;
+use dcap_qvl::verify::ring::RingConfig;
+use dcap_qvl::verify::{QuoteVerifier, VerifiedReport};
+
+use super::{Policy, QuoteVerdict};
+use crate::check::{Check, Checks, QuoteCheck};
 
 /// A step of dcap-qvl's verification, in the order it runs them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,75 +38,120 @@ pub(super) enum Stage {
 
 /// The DCAP checks with the stages each covers (the advisories are decided after a success, and
 /// the debug attribute is read from the quote by Cloister too).
-pub(super) const CHECK_STAGES: [(&str, &[Stage]); 6] = [
-    (names::PCK_CHAIN, &[Stage::PckChain]),
+const CHECK_STAGES: [(QuoteCheck, &[Stage]); 6] = [
+    (QuoteCheck::PckChain, &[Stage::PckChain]),
     // Revocation is checked for the root CA first, then within every chain.
     (
-        names::CRLS,
+        QuoteCheck::Crls,
         &[Stage::RootCrl, Stage::TcbInfo, Stage::QeIdentity, Stage::PckChain],
     ),
-    (names::TCB_INFO, &[Stage::TcbInfo]),
+    (QuoteCheck::TcbInfo, &[Stage::TcbInfo]),
     // The QE report's match against the QE identity (a later stage) fails this check too, but
     // the check's own stage is the identity's dates, chain and signature.
-    (names::QE_IDENTITY, &[Stage::QeIdentity]),
+    (QuoteCheck::QeIdentity, &[Stage::QeIdentity]),
     (
-        names::QUOTE_SIGNATURE,
+        QuoteCheck::QuoteSignature,
         &[Stage::QuoteHeader, Stage::QeReport, Stage::IsvSignature],
     ),
-    (names::TCB_LEVEL, &[Stage::TcbMatch]),
+    (QuoteCheck::TcbLevel, &[Stage::TcbMatch]),
 ];
 
+/// Runs dcap-qvl and records the DCAP checks. Returns its report when it verified; on failure
+/// the advisories and the TCB policy are skipped and `v.error` holds dcap-qvl's text.
+pub(super) fn dcap_step(
+    bytes: &[u8],
+    collateral: &QuoteCollateralV3,
+    now_unix: u64,
+    policy: &Policy,
+    v: &mut QuoteVerdict,
+) -> Option<VerifiedReport> {
+    let verifier = QuoteVerifier::new_prod().allow_debug(policy.allow_debug);
+    match verifier.verify_with::<RingConfig>(bytes, collateral, now_unix) {
+        Err(e) => {
+            let text = format!("{e:#}");
+            let err: &(dyn StdError + 'static) = &*e;
+            let (stage, failed) = classify(err, collateral, now_unix);
+            record_failure(&mut v.checks, stage, failed, &text, now_unix);
+            v.error = Some(text);
+            None
+        }
+        Ok(report) => {
+            for (id, _) in CHECK_STAGES {
+                if id != QuoteCheck::TcbLevel {
+                    v.checks.push(Check::pass(id, pass_detail(id, now_unix)));
+                }
+            }
+            v.checks.push(Check::pass(
+                QuoteCheck::TcbLevel,
+                format!(
+                    "{} (QE {}; platform {})",
+                    report.status, report.qe_status.status, report.platform_status.status
+                ),
+            ));
+            Some(report)
+        }
+    }
+}
+
+/// The checks after dcap-qvl stopped at `stage` with `text`, failing `failed`.
+fn record_failure(checks: &mut Checks, stage: Stage, failed: QuoteCheck, text: &str, now_unix: u64) {
+    let reason = format!("dcap-qvl at {now_unix}: {text}");
+    for (id, stages) in CHECK_STAGES {
+        checks.push(if id == failed {
+            Check::fail(id, reason.clone())
+        } else if stages.iter().all(|s| *s < stage) {
+            Check::pass(id, pass_detail(id, now_unix))
+        } else {
+            Check::skip(id, format!("not reached: dcap-qvl stopped at {failed}"))
+        });
+    }
+    if failed == QuoteCheck::DebugOff {
+        // The quote's attributes are what dcap-qvl refused: the debug check says so, whatever
+        // Cloister's own reading of the debug bit was.
+        let all: Vec<Check> = std::mem::take(checks).into_vec();
+        checks.extend(all.into_iter().map(|c| {
+            if c.id == QuoteCheck::DebugOff.into() {
+                Check::fail(QuoteCheck::DebugOff, reason.clone())
+            } else {
+                c
+            }
+        }));
+    }
+    checks.push(Check::skip(
+        QuoteCheck::Advisories,
+        format!("not reached: dcap-qvl stopped at {failed}"),
+    ));
+    checks.push(Check::skip(QuoteCheck::TcbAccepted, "DCAP verification failed"));
+}
+
 /// What dcap-qvl says for each stage when it passes.
-pub(super) fn pass_detail(name: &str, now_unix: u64) -> String {
-    match name {
-        n if n == names::PCK_CHAIN => {
-            "the quote's PCK certificate chains to the Intel SGX Root CA".to_owned()
-        }
-        n if n == names::CRLS => {
-            format!(
-                "root CA and PCK CA CRLs parse, are current at {now_unix}, and revoke nothing in the chains"
-            )
-        }
-        n if n == names::TCB_INFO => {
+fn pass_detail(id: QuoteCheck, now_unix: u64) -> String {
+    match id {
+        QuoteCheck::PckChain => "the quote's PCK certificate chains to the Intel SGX Root CA".to_owned(),
+        QuoteCheck::Crls => format!(
+            "root CA and PCK CA CRLs parse, are current at {now_unix}, and revoke nothing in the chains"
+        ),
+        QuoteCheck::TcbInfo | QuoteCheck::QeIdentity => {
             format!("signed by Intel SGX TCB Signing, valid at {now_unix}")
         }
-        n if n == names::QE_IDENTITY => {
-            format!("signed by Intel SGX TCB Signing, valid at {now_unix}")
-        }
-        n if n == names::QUOTE_SIGNATURE => {
+        QuoteCheck::QuoteSignature => {
             "the PCK key signs the QE report, which binds the attestation key that signs the quote".to_owned()
         }
         _ => String::new(),
     }
 }
 
-fn has_any(text: &str, needles: &[&str]) -> bool {
-    needles.iter().any(|n| text.contains(n))
-}
+/// dcap-qvl's context around a certificate-chain failure (`utils::verify_certificate_chain`).
+pub(super) const CHAIN_CONTEXT: &str = "Failed to verify certificate chain";
+/// dcap-qvl's context around a CRL that does not parse (`utils::parse_crls`).
+pub(super) const CRL_PARSE_CONTEXT: &str = "Failed to parse CRL";
+/// dcap-qvl's context around a PCK leaf certificate that does not parse.
+pub(super) const PCK_PARSE_CONTEXT: &str = "Failed to parse PCK certificate";
 
-fn is_crl_error(text: &str) -> bool {
-    has_any(text, &["Crl", "CRL", "Revoked", "Revocation"])
-}
-
-/// The stage that produced dcap-qvl's error `text` and the name of the check it fails.
-pub(super) fn classify(text: &str, collateral: &QuoteCollateralV3, now_unix: u64) -> (Stage, &'static str) {
-    const CHAIN: &str = "Failed to verify certificate chain";
-    if text.starts_with(CHAIN) {
-        let stage = chain_stage(text, collateral, now_unix);
-        let check = if is_crl_error(text) {
-            names::CRLS
-        } else {
-            match stage {
-                Stage::TcbInfo => names::TCB_INFO,
-                Stage::QeIdentity => names::QE_IDENTITY,
-                _ => names::PCK_CHAIN,
-            }
-        };
-        return (stage, check);
-    }
-    // Platform TCB matching mentions "TCB info" too: test it before the TCB info step.
-    if has_any(
-        text,
+/// The mappings that depend on dcap-qvl's message text, tried in order: (needles, stage, check).
+/// Platform TCB matching mentions "TCB info" too, so it comes before the TCB info step.
+pub(super) const MESSAGE_RULES: &[(&[&str], Stage, QuoteCheck)] = &[
+    (
         &[
             "No matching TCB level",
             "Fmspc mismatch",
@@ -109,14 +164,15 @@ pub(super) fn classify(text: &str, collateral: &QuoteCollateralV3, now_unix: u64
             "TCB status is invalid",
             "Failed to get TD10 report",
         ],
-    ) {
-        return (Stage::TcbMatch, names::TCB_LEVEL);
-    }
-    if has_any(text, &["QE ISVSVN", "No TCB levels found in QE Identity"]) {
-        return (Stage::QePolicy, names::TCB_LEVEL);
-    }
-    if has_any(
-        text,
+        Stage::TcbMatch,
+        QuoteCheck::TcbLevel,
+    ),
+    (
+        &["QE ISVSVN", "No TCB levels found in QE Identity"],
+        Stage::QePolicy,
+        QuoteCheck::TcbLevel,
+    ),
+    (
         &[
             "QE MRSIGNER",
             "QE ISVPRODID",
@@ -124,23 +180,30 @@ pub(super) fn classify(text: &str, collateral: &QuoteCollateralV3, now_unix: u64
             "QE ATTRIBUTES",
             "QE report validation failed",
         ],
-    ) {
-        return (Stage::QePolicy, names::QE_IDENTITY);
-    }
-    if has_any(text, &["TCBInfo", "TCB Info", "TcbInfo", "tcb_info"]) {
-        return (Stage::TcbInfo, names::TCB_INFO);
-    }
-    if has_any(text, &["QE Identity", "QeIdentity", "qe_identity"]) {
-        return (Stage::QeIdentity, names::QE_IDENTITY);
-    }
-    if has_any(text, &["qe_report", "QE report", "Invalid QE auth data length"]) {
-        return (Stage::QeReport, names::QUOTE_SIGNATURE);
-    }
-    if has_any(text, &["ISV enclave report signature", "signed quote scope"]) {
-        return (Stage::IsvSignature, names::QUOTE_SIGNATURE);
-    }
-    if has_any(
-        text,
+        Stage::QePolicy,
+        QuoteCheck::QeIdentity,
+    ),
+    (
+        &["TCBInfo", "TCB Info", "TcbInfo", "tcb_info"],
+        Stage::TcbInfo,
+        QuoteCheck::TcbInfo,
+    ),
+    (
+        &["QE Identity", "QeIdentity", "qe_identity"],
+        Stage::QeIdentity,
+        QuoteCheck::QeIdentity,
+    ),
+    (
+        &["qe_report", "QE report", "Invalid QE auth data length"],
+        Stage::QeReport,
+        QuoteCheck::QuoteSignature,
+    ),
+    (
+        &["ISV enclave report signature", "signed quote scope"],
+        Stage::IsvSignature,
+        QuoteCheck::QuoteSignature,
+    ),
+    (
         &[
             "Failed to decode quote",
             "quote version",
@@ -149,29 +212,115 @@ pub(super) fn classify(text: &str, collateral: &QuoteCollateralV3, now_unix: u64
             "attestation key type",
             "Unsupported TEE type",
         ],
-    ) {
-        return (Stage::QuoteHeader, names::QUOTE_SIGNATURE);
-    }
-    if has_any(
-        text,
+        Stage::QuoteHeader,
+        QuoteCheck::QuoteSignature,
+    ),
+    (
         &["Debug mode", "TD attributes", "SEPT_VE_DISABLE", "MR service TD"],
-    ) {
-        return (Stage::Attributes, names::DEBUG_OFF);
+        Stage::Attributes,
+        QuoteCheck::DebugOff,
+    ),
+    (
+        &[CRL_PARSE_CONTEXT, "CRLs required", "root ca"],
+        Stage::RootCrl,
+        QuoteCheck::Crls,
+    ),
+];
+
+/// Whether webpki's error is about revocation (a CRL), not the certificate chain itself.
+fn is_revocation_error(e: &webpki::Error) -> bool {
+    use webpki::Error as E;
+    matches!(
+        e,
+        E::CertRevoked
+            | E::CrlExpired { .. }
+            | E::UnknownRevocationStatus
+            | E::InvalidCrlSignatureForPublicKey
+            | E::IssuerNotCrlSigner
+            | E::InvalidCrlNumber
+            | E::UnsupportedCrlVersion
+            | E::UnsupportedDeltaCrl
+            | E::UnsupportedIndirectCrl
+            | E::UnsupportedRevocationReason
+            | E::UnsupportedRevocationReasonsPartitioning
+            | E::UnsupportedCrlIssuingDistributionPoint
+            | E::UnsupportedCrlSignatureAlgorithm
+            | E::UnsupportedCrlSignatureAlgorithmForPublicKey
+    )
+}
+
+/// Whether webpki's error is a certificate outside its validity period.
+fn is_validity_error(e: &webpki::Error) -> bool {
+    matches!(
+        e,
+        webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. }
+    )
+}
+
+/// The stage that produced dcap-qvl's error `err` and the check it fails: by webpki's typed
+/// error where the chain carries one, else by [`MESSAGE_RULES`].
+pub(super) fn classify(
+    err: &(dyn StdError + 'static),
+    collateral: &QuoteCollateralV3,
+    now_unix: u64,
+) -> (Stage, QuoteCheck) {
+    let mut chain = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        chain.push(e);
+        next = e.source();
     }
-    if has_any(text, &["Failed to parse CRL", "CRLs required", "root ca"]) || is_crl_error(text) {
-        return (Stage::RootCrl, names::CRLS);
+    if let Some(pki) = chain.iter().find_map(|e| e.downcast_ref::<webpki::Error>()) {
+        // An uncontexted webpki error is the root CA's check against the CRLs.
+        if err.downcast_ref::<webpki::Error>().is_some() {
+            return (Stage::RootCrl, QuoteCheck::Crls);
+        }
+        let context = err.to_string();
+        if context == CHAIN_CONTEXT {
+            let stage = chain_stage(is_validity_error(pki), collateral, now_unix);
+            let check = if is_revocation_error(pki) {
+                QuoteCheck::Crls
+            } else {
+                match stage {
+                    Stage::TcbInfo => QuoteCheck::TcbInfo,
+                    Stage::QeIdentity => QuoteCheck::QeIdentity,
+                    _ => QuoteCheck::PckChain,
+                }
+            };
+            return (stage, check);
+        }
+        if context == CRL_PARSE_CONTEXT {
+            return (Stage::RootCrl, QuoteCheck::Crls);
+        }
+        if context == PCK_PARSE_CONTEXT {
+            return (Stage::PckChain, QuoteCheck::PckChain);
+        }
+    }
+    let text = chain
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    classify_text(&text)
+}
+
+/// The stage and check for an error known only by its text.
+pub(super) fn classify_text(text: &str) -> (Stage, QuoteCheck) {
+    for (needles, stage, check) in MESSAGE_RULES {
+        if needles.iter().any(|n| text.contains(n)) {
+            return (*stage, *check);
+        }
     }
     // PCK certificate parsing and its Intel SGX extension (FMSPC, CPUSVN, PCESVN), and anything
     // else dcap-qvl reports while reading the quote's certification data.
-    (Stage::PckChain, names::PCK_CHAIN)
+    (Stage::PckChain, QuoteCheck::PckChain)
 }
 
 /// dcap-qvl's chain error does not say which of the three chains failed. A validity-time error
 /// belongs to the first chain (in dcap-qvl's order) with a certificate outside its validity at
 /// `now`; any other error belongs to a collateral chain only when that chain does not even parse,
 /// and otherwise to the PCK chain (the one chain that is not served signed by Intel PCS).
-fn chain_stage(text: &str, collateral: &QuoteCollateralV3, now_unix: u64) -> Stage {
-    let time_error = has_any(text, &["CertExpired", "CertNotValidYet"]);
+fn chain_stage(time_error: bool, collateral: &QuoteCollateralV3, now_unix: u64) -> Stage {
     for (stage, pem) in [
         (Stage::TcbInfo, &collateral.tcb_info_issuer_chain),
         (Stage::QeIdentity, &collateral.qe_identity_issuer_chain),
@@ -207,116 +356,4 @@ fn pem_chain_windows(pem: &[u8]) -> Option<Vec<(u64, u64)>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stage_of(text: &str) -> (Stage, &'static str) {
-        let c = QuoteCollateralV3 {
-            pck_crl_issuer_chain: String::new(),
-            root_ca_crl: Vec::new(),
-            pck_crl: Vec::new(),
-            tcb_info_issuer_chain: String::new(),
-            tcb_info: String::new(),
-            tcb_info_signature: Vec::new(),
-            qe_identity_issuer_chain: String::new(),
-            qe_identity: String::new(),
-            qe_identity_signature: Vec::new(),
-            pck_certificate_chain: None,
-        };
-        classify(text, &c, 0)
-    }
-
-    #[test]
-    fn every_dcap_qvl_error_maps_to_its_check() {
-        let cases: &[(&str, Stage, &str)] = &[
-            ("TCBInfo expired", Stage::TcbInfo, names::TCB_INFO),
-            (
-                "TCBInfo issue date is in the future",
-                Stage::TcbInfo,
-                names::TCB_INFO,
-            ),
-            (
-                "Signature is invalid for tcb_info in quote_collateral",
-                Stage::TcbInfo,
-                names::TCB_INFO,
-            ),
-            ("QE Identity expired", Stage::QeIdentity, names::QE_IDENTITY),
-            (
-                "Signature is invalid for qe_identity in quote_collateral",
-                Stage::QeIdentity,
-                names::QE_IDENTITY,
-            ),
-            (
-                "Unsupported QE Identity id/version for the quote TEE type: QE version 2 (expected TD_QE version [2, 3])",
-                Stage::QeIdentity,
-                names::QE_IDENTITY,
-            ),
-            (
-                "Failed to parse PCK certificate: BadDer",
-                Stage::PckChain,
-                names::PCK_CHAIN,
-            ),
-            (
-                "Certificate chain is too short in quote",
-                Stage::PckChain,
-                names::PCK_CHAIN,
-            ),
-            ("Intel extension not found", Stage::PckChain, names::PCK_CHAIN),
-            (
-                "Signature is invalid for qe_report in quote",
-                Stage::QeReport,
-                names::QUOTE_SIGNATURE,
-            ),
-            ("QE report hash mismatch", Stage::QeReport, names::QUOTE_SIGNATURE),
-            (
-                "QE MRSIGNER mismatch: expected A, got B",
-                Stage::QePolicy,
-                names::QE_IDENTITY,
-            ),
-            (
-                "QE ISVSVN 1 is below minimum required 2 from QE Identity",
-                Stage::QePolicy,
-                names::TCB_LEVEL,
-            ),
-            (
-                "ISV enclave report signature is invalid",
-                Stage::IsvSignature,
-                names::QUOTE_SIGNATURE,
-            ),
-            (
-                "Unsupported DCAP quote version",
-                Stage::QuoteHeader,
-                names::QUOTE_SIGNATURE,
-            ),
-            ("No matching TCB level found", Stage::TcbMatch, names::TCB_LEVEL),
-            ("Fmspc mismatch", Stage::TcbMatch, names::TCB_LEVEL),
-            (
-                "TDX quote with non-TDX TCB info in the collateral",
-                Stage::TcbMatch,
-                names::TCB_LEVEL,
-            ),
-            (
-                "TCB status is invalid: Revoked",
-                Stage::TcbMatch,
-                names::TCB_LEVEL,
-            ),
-            ("Debug mode is enabled", Stage::Attributes, names::DEBUG_OFF),
-            ("Invalid MR service TD", Stage::Attributes, names::DEBUG_OFF),
-            ("Failed to parse CRL: BadDer", Stage::RootCrl, names::CRLS),
-            (
-                "CrlExpired { time: UnixTime(1), next_update: UnixTime(0) }",
-                Stage::RootCrl,
-                names::CRLS,
-            ),
-        ];
-        for (text, stage, check) in cases {
-            assert_eq!(stage_of(text), (*stage, *check), "{text}");
-        }
-        // A chain error with an empty collateral chain is the TCB info's; a revocation error
-        // inside a chain is the CRL check's.
-        assert_eq!(
-            stage_of("Failed to verify certificate chain: CertRevoked"),
-            (Stage::TcbInfo, names::CRLS)
-        );
-    }
-}
+mod tests;

@@ -2,7 +2,8 @@
 //! collateral-window edge checks: same status, advisories, QE and platform status, or the same
 //! dcap-qvl error text.
 
-use cloister_attest::verify::{Outcome, Policy, QuoteVerdict, names, verify_quote};
+use cloister_attest::check::{CheckId, Outcome, QuoteCheck};
+use cloister_attest::verify::{Policy, QuoteVerdict, verify_quote};
 use serde_json::Value;
 
 use crate::corpus::{self, corpus_or_skip};
@@ -32,27 +33,32 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn outcome(v: &QuoteVerdict, name: &str) -> Option<Outcome> {
-    v.checks.iter().find(|c| c.name == name).map(|c| c.outcome)
+fn outcome(v: &QuoteVerdict, id: QuoteCheck) -> Option<Outcome> {
+    v.checks.outcome(id)
+}
+
+/// The first failing check's id.
+fn first_failure(v: &QuoteVerdict) -> Option<CheckId> {
+    v.first_failure().map(|c| c.id)
 }
 
 /// True when every DCAP check held (advisories may warn).
 fn dcap_passed(v: &QuoteVerdict) -> bool {
-    names::DCAP_CHECKS
+    QuoteCheck::DCAP
         .iter()
-        .all(|n| matches!(outcome(v, n), Some(Outcome::Pass | Outcome::Warn)))
+        .all(|id| matches!(outcome(v, *id), Some(Outcome::Pass | Outcome::Warn)))
 }
 
 /// The named check each dcap-qvl error of the corpus belongs to.
-pub(crate) fn check_for_error(error: &str) -> &'static str {
+pub(crate) fn check_for_error(error: &str) -> QuoteCheck {
     if error.starts_with("TCBInfo") {
-        names::TCB_INFO
+        QuoteCheck::TcbInfo
     } else if error.starts_with("QE Identity") {
-        names::QE_IDENTITY
+        QuoteCheck::QeIdentity
     } else if error.starts_with("No matching TCB level") {
-        names::TCB_LEVEL
+        QuoteCheck::TcbLevel
     } else if error.starts_with("Failed to verify certificate chain") {
-        names::PCK_CHAIN
+        QuoteCheck::PckChain
     } else {
         panic!("no expectation for dcap-qvl error {error:?}")
     }
@@ -86,11 +92,7 @@ fn compare(v: &QuoteVerdict, expected: &Value) -> Vec<String> {
             bad.push(format!("platform_status {:?} != {platform:?}", v.platform_status));
         }
         // The per-part advisories are in the TCB check's detail.
-        let detail = v
-            .checks
-            .iter()
-            .find(|c| c.name == names::TCB_ACCEPTED)
-            .map(|c| c.detail.clone());
+        let detail = v.checks.get(QuoteCheck::TcbAccepted).map(|c| c.detail.clone());
         for id in strings(&expected["platform_status"]["advisory_ids"]) {
             if !detail.as_deref().unwrap_or("").contains(&id) {
                 bad.push(format!("TCB check detail lacks platform advisory {id}"));
@@ -108,18 +110,18 @@ fn compare(v: &QuoteVerdict, expected: &Value) -> Vec<String> {
             Some(got) if got.contains(want) => {}
             got => bad.push(format!("error {got:?} does not contain {want:?}")),
         }
-        let named = check_for_error(want);
-        let failed: Vec<&str> = v
+        let named = CheckId::from(check_for_error(want));
+        let failed: Vec<CheckId> = v
             .checks
             .iter()
             .filter(|c| c.outcome == Outcome::Fail)
-            .map(|c| c.name.as_str())
+            .map(|c| c.id)
             .collect();
         if failed != [named] {
             bad.push(format!("failed checks {failed:?}, expected only {named:?}"));
         }
         // What dcap-qvl never reached is skipped, not passed.
-        if outcome(v, names::ADVISORIES) != Some(Outcome::Skip) {
+        if outcome(v, QuoteCheck::Advisories) != Some(Outcome::Skip) {
             bad.push("advisories not skipped after a DCAP failure".to_owned());
         }
         if v.passed() {
@@ -203,10 +205,7 @@ fn collateral_is_required_and_time_is_explicit() {
     let quote = corpus::read(&dir, "dcap-qvl/tdx_quote");
     let v = verify_quote(&quote, None, 1_752_919_234, &Policy::default());
     assert!(!v.passed());
-    assert_eq!(
-        v.first_failure().map(|c| c.name.as_str()),
-        Some(names::COLLATERAL_PRESENT)
-    );
+    assert_eq!(first_failure(&v), Some(QuoteCheck::CollateralPresent.into()));
 
     // The same quote and collateral pass at one time and fail a day after nextUpdate.
     let collateral = corpus::collateral(&dir, "dcap-qvl/tdx_quote_collateral.json");
@@ -224,10 +223,10 @@ fn tampered_collateral_fails_with_a_signature_error() {
     collateral.tcb_info_signature[10] ^= 1;
     let v = verify_quote(&quote, Some(&collateral), 1_772_323_200, &Policy::default());
     assert!(!v.passed());
-    assert_eq!(v.first_failure().map(|c| c.name.as_str()), Some(names::TCB_INFO));
+    assert_eq!(first_failure(&v), Some(QuoteCheck::TcbInfo.into()));
     // The CRLs and the TCB info chain were checked first; what comes after was not reached.
-    assert_eq!(outcome(&v, names::PCK_CHAIN), Some(Outcome::Skip));
-    assert_eq!(outcome(&v, names::QUOTE_SIGNATURE), Some(Outcome::Skip));
+    assert_eq!(outcome(&v, QuoteCheck::PckChain), Some(Outcome::Skip));
+    assert_eq!(outcome(&v, QuoteCheck::QuoteSignature), Some(Outcome::Skip));
     let error = v.error.unwrap_or_default();
     assert!(error.contains("Signature is invalid for tcb_info"), "{error}");
 }

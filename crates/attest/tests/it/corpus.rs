@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use dcap_qvl::QuoteCollateralV3;
 
 /// The corpus directory: `$CLOISTER_ATTESTATION_TESTDATA`, else
-/// `<workspace root>/../shared/testdata/attestation`. `None` (after printing why) when absent.
+/// `<workspace root>/../shared/testdata/attestation`. `None` (after saying why on stderr) when
+/// absent; a panic instead when `CLOISTER_REQUIRE_CORPUS=1` (the test script sets it, so a
+/// missing corpus fails the run instead of skipping it).
 pub(crate) fn dir() -> Option<PathBuf> {
     let dir = std::env::var_os("CLOISTER_ATTESTATION_TESTDATA")
         .map(PathBuf::from)
@@ -14,13 +16,19 @@ pub(crate) fn dir() -> Option<PathBuf> {
         });
     if dir.join("expected_outcomes.json").is_file() {
         Some(dir)
+    } else if std::env::var("CLOISTER_REQUIRE_CORPUS").as_deref() == Ok("1") {
+        panic!(
+            "attestation corpus not found at {} and CLOISTER_REQUIRE_CORPUS=1",
+            dir.display()
+        );
     } else {
-        println!("skipping: attestation corpus not found at {}", dir.display());
+        eprintln!("skipping: attestation corpus not found at {}", dir.display());
         None
     }
 }
 
-/// Returns from the calling test (after printing why) when the corpus is absent.
+/// Returns from the calling test (after saying why on stderr) when the corpus is absent and not
+/// required.
 macro_rules! corpus_or_skip {
     () => {
         match $crate::corpus::dir() {

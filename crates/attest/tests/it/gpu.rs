@@ -4,10 +4,10 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use cloister_attest::check::{Checks, GpuCheck, Outcome};
 use cloister_attest::gpu::{
-    self, EvidenceItem, GpuVerdict, names, verify_device, verify_evidence_list, verify_gpu_payload,
+    self, EvidenceItem, GpuVerdict, verify_device, verify_evidence_list, verify_gpu_payload,
 };
-use cloister_attest::verify::Outcome;
 
 use crate::corpus::{self, corpus_or_skip};
 
@@ -48,10 +48,8 @@ fn hopper(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
     )
 }
 
-fn failed(checks: &[cloister_attest::verify::Check], name: &str) -> bool {
-    checks
-        .iter()
-        .any(|c| c.name == name && c.outcome == Outcome::Fail)
+fn failed(checks: &Checks, id: GpuCheck) -> bool {
+    checks.failed(id)
 }
 
 #[test]
@@ -91,32 +89,32 @@ fn nvtrust_hopper_negatives_fail_by_name() {
     // nvtrust's test_no_gpu nonce is not the one in the report.
     let other = nonce("4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e");
     let (checks, _) = verify_device(&chain, &evidence, &other, NOW);
-    assert!(failed(&checks, names::SPDM_NONCE));
-    assert!(!failed(&checks, names::SPDM_SIGNATURE));
+    assert!(failed(&checks, GpuCheck::SpdmNonce));
+    assert!(!failed(&checks, GpuCheck::SpdmSignature));
 
     // A flipped byte in the signature, and one in the signed measurements.
     for at in [evidence.len() - 10, 200] {
         let mut bad = evidence.clone();
         bad[at] ^= 1;
         let (checks, _) = verify_device(&chain, &bad, &n, NOW);
-        assert!(failed(&checks, names::SPDM_SIGNATURE), "byte {at}");
-        assert!(!failed(&checks, names::CERT_CHAIN));
+        assert!(failed(&checks, GpuCheck::SpdmSignature), "byte {at}");
+        assert!(!failed(&checks, GpuCheck::CertChain));
     }
 
     // Before the intermediate certificates were valid.
     let (checks, _) = verify_device(&chain, &evidence, &n, 1_600_000_000);
-    assert!(failed(&checks, names::CERT_CHAIN));
+    assert!(failed(&checks, GpuCheck::CertChain));
 
     // A chain without the device-specific certificates does not reach the leaf's key.
     let text = String::from_utf8(chain.clone()).unwrap();
     let begin = "-----BEGIN CERTIFICATE-----";
     let second = text[1..].find(begin).unwrap() + 1;
     let (checks, _) = verify_device(&text.as_bytes()[second..], &evidence, &n, NOW);
-    assert!(failed(&checks, names::SPDM_SIGNATURE));
+    assert!(failed(&checks, GpuCheck::SpdmSignature));
 
     // Truncated evidence.
     let (checks, _) = verify_device(&chain, &evidence[..evidence.len() - 97], &n, NOW);
-    assert!(failed(&checks, names::DEVICE_DECODES));
+    assert!(failed(&checks, GpuCheck::DeviceDecodes));
 }
 
 fn ppcie(dir: &std::path::Path, file: &str) -> Vec<EvidenceItem> {
@@ -156,7 +154,7 @@ fn nvtrust_ppcie_gpus_and_switches_verify() {
         print(id, &v);
         assert!(v.passed(), "{id}: {:?}", v.first_failure());
         assert_eq!(v.gpus.len(), n);
-        assert_eq!(v.worst(names::NOT_CHECKED), Some(Outcome::Warn));
+        assert_eq!(v.worst(GpuCheck::NotChecked), Some(Outcome::Warn));
         check_devices(&v, &want);
     }
 }
@@ -179,20 +177,20 @@ fn ppcie_broken_chain_and_garbage_fail_by_name() {
     swapped[0].certificate = STANDARD.encode(format!("{leaf1}{rest0}"));
     let v = verify_evidence_list(&swapped, &n, NOW);
     assert!(!v.passed());
-    assert!(failed(&v.checks, names::CERT_CHAIN));
-    assert!(failed(&v.checks, names::SPDM_SIGNATURE));
+    assert!(failed(&v.checks, GpuCheck::CertChain));
+    assert!(failed(&v.checks, GpuCheck::SpdmSignature));
 
     // Garbage base64.
     let mut garbage = items.clone();
     garbage[3].evidence = "not base64 !!!".to_owned();
     let v = verify_evidence_list(&garbage, &n, NOW);
     assert!(!v.passed());
-    assert_eq!(v.first_failure().unwrap().name, names::DEVICE_DECODES);
+    assert_eq!(v.first_failure().unwrap().id, GpuCheck::DeviceDecodes.into());
     assert_eq!(v.gpus.len(), 7);
 
     // Another nonce.
     let v = verify_evidence_list(&items, &[0x42; 32], NOW);
-    assert_eq!(v.first_failure().unwrap().name, names::SPDM_NONCE);
+    assert_eq!(v.first_failure().unwrap().id, GpuCheck::SpdmNonce.into());
 }
 
 #[test]
@@ -209,13 +207,13 @@ fn nearai_report_payload_verifies() {
     let v = verify_gpu_payload(payload, &n, NOW);
     print("nearai", &v);
     assert!(v.passed(), "{:?}", v.first_failure());
-    assert_eq!(v.worst(names::PAYLOAD_NONCE), Some(Outcome::Pass));
+    assert_eq!(v.worst(GpuCheck::PayloadNonce), Some(Outcome::Pass));
     check_devices(&v, &want);
 
     let v = verify_gpu_payload(payload, &[1; 32], NOW);
     assert!(!v.passed());
-    assert_eq!(v.first_failure().unwrap().name, names::PAYLOAD_NONCE);
-    assert!(failed(&v.checks, names::SPDM_NONCE));
+    assert_eq!(v.first_failure().unwrap().id, GpuCheck::PayloadNonce.into());
+    assert!(failed(&v.checks, GpuCheck::SpdmNonce));
 
     // A flipped signature byte in GPU 5's evidence.
     let mut json: serde_json::Value = serde_json::from_str(payload).unwrap();
@@ -226,7 +224,7 @@ fn nearai_report_payload_verifies() {
     *ev = STANDARD.encode(bytes).into();
     let v = verify_gpu_payload(&json.to_string(), &n, NOW);
     assert!(!v.passed());
-    assert_eq!(v.first_failure().unwrap().name, names::SPDM_SIGNATURE);
+    assert_eq!(v.first_failure().unwrap().id, GpuCheck::SpdmSignature.into());
     assert!(v.first_failure().unwrap().detail.starts_with("device 5"));
 
     assert!(!gpu::verify_gpu_payload("{\"nonce\":", &n, NOW).passed());

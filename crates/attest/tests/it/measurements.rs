@@ -1,12 +1,10 @@
 //! Measurements, event-log replay and (feature `fetch`) the collateral cache, against the real
 //! dstack and NEAR AI evidence in the corpus.
 
-use cloister_attest::eventlog::{
-    CHECK_APP_IDENTITY, CHECK_MR_CONFIG_ID, CHECK_REPLAY, CHECK_RUNTIME_DIGESTS, verify_event_log,
-};
+use cloister_attest::check::{EventLogCheck, Outcome};
+use cloister_attest::eventlog::verify_event_log;
 use cloister_attest::measurements::{Measurements, measurement_digest};
 use cloister_attest::quote::{Quote, decode_quote_bytes, parse_quote};
-use cloister_attest::verify::Outcome;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -17,10 +15,8 @@ fn quote_from_hex(hex: &Value) -> Quote {
     parse_quote(&bytes).unwrap()
 }
 
-fn outcome(v: &cloister_attest::eventlog::EventLogVerdict, name: &str) -> Outcome {
-    v.check(name)
-        .unwrap_or_else(|| panic!("no check {name:?}"))
-        .outcome
+fn outcome(v: &cloister_attest::eventlog::EventLogVerdict, id: EventLogCheck) -> Outcome {
+    v.check(id).unwrap_or_else(|| panic!("no check {id}")).outcome
 }
 
 #[test]
@@ -30,12 +26,12 @@ fn dstack_quote_report_replays_all_four_rtmrs() {
     let quote = quote_from_hex(&report["quote"]);
     let v = verify_event_log(&report["event_log"], &quote);
     assert!(v.passed(), "{:#?}", v.checks);
-    for name in CHECK_REPLAY {
-        assert_eq!(outcome(&v, name), Outcome::Pass, "{name}");
+    for name in &EventLogCheck::REPLAY {
+        assert_eq!(outcome(&v, *name), Outcome::Pass, "{name}");
     }
-    assert_eq!(outcome(&v, CHECK_RUNTIME_DIGESTS), Outcome::Pass);
+    assert_eq!(outcome(&v, EventLogCheck::RuntimeDigests), Outcome::Pass);
     // This dstack version leaves MR_CONFIG_ID zero.
-    assert_eq!(outcome(&v, CHECK_MR_CONFIG_ID), Outcome::Skip);
+    assert_eq!(outcome(&v, EventLogCheck::MrConfigId), Outcome::Skip);
     let app = v.app.unwrap();
     assert_eq!(app.compose_hash.len(), 64);
     assert!(app.key_provider.unwrap().contains("local-sgx"));
@@ -65,7 +61,7 @@ fn tdx_lite_rtmr3_replays_only_from_recomputed_digests() {
 
     let v = verify_event_log(&capture["event_log"], &quote);
     assert!(v.passed(), "{:#?}", v.checks);
-    assert_eq!(outcome(&v, CHECK_MR_CONFIG_ID), Outcome::Pass);
+    assert_eq!(outcome(&v, EventLogCheck::MrConfigId), Outcome::Pass);
     let app = v.app.unwrap();
     assert!(app.key_provider.unwrap().contains("\"kms\""));
     assert!(app.os_image_hash.is_some());
@@ -76,12 +72,12 @@ fn tdx_lite_rtmr3_replays_only_from_recomputed_digests() {
     events[i]["event_payload"] = Value::String(hex::encode([0x42u8; 32]));
     let v = verify_event_log(&tampered, &quote);
     assert!(!v.passed());
-    for name in &CHECK_REPLAY[..3] {
-        assert_eq!(outcome(&v, name), Outcome::Pass, "{name}");
+    for name in &EventLogCheck::REPLAY[..3] {
+        assert_eq!(outcome(&v, *name), Outcome::Pass, "{name}");
     }
-    assert_eq!(v.first_failure().unwrap().name, "RTMR3 replay");
+    assert_eq!(v.first_failure().unwrap().id, EventLogCheck::Rtmr3Replay.into());
     assert!(v.app.is_none());
-    assert_eq!(outcome(&v, CHECK_APP_IDENTITY), Outcome::Skip);
+    assert_eq!(outcome(&v, EventLogCheck::AppIdentity), Outcome::Skip);
 }
 
 #[test]
@@ -105,9 +101,9 @@ fn nearai_event_logs_replay_and_bind_the_compose_hash() {
         // `event_log` is a JSON string on the gateway and a list on the model: both are read.
         let v = verify_event_log(&att["event_log"], &quote);
         assert!(v.passed(), "{:#?}", v.checks);
-        let replays: Vec<bool> = CHECK_REPLAY
+        let replays: Vec<bool> = EventLogCheck::REPLAY
             .iter()
-            .map(|n| outcome(&v, n) == Outcome::Pass)
+            .map(|n| outcome(&v, *n) == Outcome::Pass)
             .collect();
         let want: Vec<bool> = facts["rtmr0..3_replay_from_event_log_matches_quote"]
             .as_array()
@@ -117,7 +113,7 @@ fn nearai_event_logs_replay_and_bind_the_compose_hash() {
             .collect();
         assert_eq!(replays, want);
         assert_eq!(
-            outcome(&v, CHECK_MR_CONFIG_ID) == Outcome::Pass,
+            outcome(&v, EventLogCheck::MrConfigId) == Outcome::Pass,
             facts["mr_config_id_eq_01||sha256(app_compose)"]
                 .as_bool()
                 .unwrap()
@@ -154,7 +150,7 @@ fn tampered_event_log_fails() {
     tampered[i]["digest"] = Value::String(hex::encode(digest));
     let v = verify_event_log(&Value::Array(tampered), &quote);
     assert!(!v.passed());
-    assert_eq!(v.first_failure().unwrap().name, "RTMR1 replay");
+    assert_eq!(v.first_failure().unwrap().id, EventLogCheck::Rtmr1Replay.into());
 
     // A changed compose-hash payload beside the original digest: the replay still holds, the
     // digest check does not, and the forged payload is not reported as the identity.
@@ -166,8 +162,11 @@ fn tampered_event_log_fails() {
     tampered[i]["event_payload"] = Value::String(hex::encode([0x42u8; 32]));
     let v = verify_event_log(&Value::Array(tampered), &quote);
     assert!(!v.passed());
-    assert_eq!(outcome(&v, "RTMR3 replay"), Outcome::Pass);
-    assert_eq!(v.first_failure().unwrap().name, CHECK_RUNTIME_DIGESTS);
+    assert_eq!(outcome(&v, EventLogCheck::Rtmr3Replay), Outcome::Pass);
+    assert_eq!(
+        v.first_failure().unwrap().id,
+        EventLogCheck::RuntimeDigests.into()
+    );
     assert!(v.app.is_none());
 }
 

@@ -1,6 +1,7 @@
 //! Negative cases built from real corpus quotes: each must fail the check named for its reason.
 
-use cloister_attest::verify::{Outcome, Policy, QuoteVerdict, names, verify_quote};
+use cloister_attest::check::{CheckId, Outcome, QuoteCheck};
+use cloister_attest::verify::{Policy, QuoteVerdict, verify_quote};
 
 use crate::corpus::{self, corpus_or_skip};
 
@@ -8,8 +9,13 @@ const TDX_QUOTE: &str = "dcap-qvl/tdx_quote";
 const TDX_COLLATERAL: &str = "dcap-qvl/tdx_quote_collateral.json";
 const TDX_AT: u64 = 1_752_919_234;
 
-fn outcome(v: &QuoteVerdict, name: &str) -> Option<Outcome> {
-    v.checks.iter().find(|c| c.name == name).map(|c| c.outcome)
+fn outcome(v: &QuoteVerdict, id: QuoteCheck) -> Option<Outcome> {
+    v.checks.outcome(id)
+}
+
+/// The first failing check's id.
+fn first_failure(v: &QuoteVerdict) -> Option<CheckId> {
+    v.first_failure().map(|c| c.id)
 }
 
 fn print(label: &str, v: &QuoteVerdict) {
@@ -32,10 +38,10 @@ fn debug_td_fails_the_debug_check() {
     let v = verify_quote(&quote, Some(&collateral), TDX_AT, &Policy::default());
     print("debug TD", &v);
     assert!(!v.passed());
-    assert_eq!(outcome(&v, names::DEBUG_OFF), Some(Outcome::Fail));
+    assert_eq!(outcome(&v, QuoteCheck::DebugOff), Some(Outcome::Fail));
     // The bit is inside the signed body, so the attestation key's signature no longer holds.
-    assert_eq!(outcome(&v, names::QUOTE_SIGNATURE), Some(Outcome::Fail));
-    assert_eq!(outcome(&v, names::PCK_CHAIN), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, QuoteCheck::QuoteSignature), Some(Outcome::Fail));
+    assert_eq!(outcome(&v, QuoteCheck::PckChain), Some(Outcome::Pass));
 }
 
 #[test]
@@ -57,11 +63,11 @@ fn corrupted_pck_certificate_fails_the_chain_check() {
     let v = verify_quote(&quote, Some(&collateral), TDX_AT, &Policy::default());
     print("corrupted PCK certificate", &v);
     assert!(!v.passed());
-    assert_eq!(v.first_failure().map(|c| c.name.as_str()), Some(names::PCK_CHAIN));
-    assert_eq!(outcome(&v, names::TCB_INFO), Some(Outcome::Pass));
-    assert_eq!(outcome(&v, names::QE_IDENTITY), Some(Outcome::Pass));
-    assert_eq!(outcome(&v, names::QUOTE_SIGNATURE), Some(Outcome::Skip));
-    assert_eq!(outcome(&v, names::TCB_LEVEL), Some(Outcome::Skip));
+    assert_eq!(first_failure(&v), Some(QuoteCheck::PckChain.into()));
+    assert_eq!(outcome(&v, QuoteCheck::TcbInfo), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, QuoteCheck::QeIdentity), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, QuoteCheck::QuoteSignature), Some(Outcome::Skip));
+    assert_eq!(outcome(&v, QuoteCheck::TcbLevel), Some(Outcome::Skip));
 }
 
 #[test]
@@ -76,8 +82,8 @@ fn corrupted_collateral_issuer_chain_fails_the_tcb_info_check() {
     let v = verify_quote(&quote, Some(&collateral), TDX_AT, &Policy::default());
     print("corrupted TCB info issuer chain", &v);
     assert!(!v.passed());
-    assert_eq!(v.first_failure().map(|c| c.name.as_str()), Some(names::TCB_INFO));
-    assert_eq!(outcome(&v, names::PCK_CHAIN), Some(Outcome::Skip));
+    assert_eq!(first_failure(&v), Some(QuoteCheck::TcbInfo.into()));
+    assert_eq!(outcome(&v, QuoteCheck::PckChain), Some(Outcome::Skip));
 }
 
 #[test]
@@ -88,18 +94,18 @@ fn expired_and_not_yet_valid_collateral_fail_by_name() {
     for (label, at) in [("expired", 1_753_005_635), ("not yet issued", 1_750_242_747)] {
         let v = verify_quote(&quote, Some(&collateral), at, &Policy::default());
         print(label, &v);
-        assert_eq!(v.first_failure().map(|c| c.name.as_str()), Some(names::TCB_INFO));
-        assert_eq!(outcome(&v, names::QUOTE_SIGNATURE), Some(Outcome::Skip));
+        assert_eq!(first_failure(&v), Some(QuoteCheck::TcbInfo.into()));
+        assert_eq!(outcome(&v, QuoteCheck::QuoteSignature), Some(Outcome::Skip));
     }
     // A PCK certificate issued after the verification time.
     let quote = corpus::read(&dir, "dstack/derived/tdx-lite-getquote.quote.bin");
     let collateral = corpus::collateral(&dir, "dcap-qvl/tdx_quote_outdated_collateral.json");
     let v = verify_quote(&quote, Some(&collateral), 1_772_323_200, &Policy::default());
     print("PCK not yet valid", &v);
-    assert_eq!(v.first_failure().map(|c| c.name.as_str()), Some(names::PCK_CHAIN));
+    assert_eq!(first_failure(&v), Some(QuoteCheck::PckChain.into()));
     assert!(v.error.as_deref().unwrap_or("").contains("CertNotValidYet"));
-    assert_eq!(outcome(&v, names::TCB_INFO), Some(Outcome::Pass));
-    assert_eq!(outcome(&v, names::QE_IDENTITY), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, QuoteCheck::TcbInfo), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, QuoteCheck::QeIdentity), Some(Outcome::Pass));
 }
 
 #[test]
@@ -117,12 +123,9 @@ fn tcb_status_outside_the_policy_fails_only_the_policy_check() {
     print("OutOfDate under the default policy", &v);
     assert!(!v.passed());
     assert_eq!(v.tcb_status.as_deref(), Some("OutOfDate"));
-    assert_eq!(
-        v.first_failure().map(|c| c.name.as_str()),
-        Some(names::TCB_ACCEPTED)
-    );
-    assert_eq!(outcome(&v, names::TCB_LEVEL), Some(Outcome::Pass));
-    assert_eq!(outcome(&v, names::ADVISORIES), Some(Outcome::Warn));
+    assert_eq!(first_failure(&v), Some(QuoteCheck::TcbAccepted.into()));
+    assert_eq!(outcome(&v, QuoteCheck::TcbLevel), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, QuoteCheck::Advisories), Some(Outcome::Warn));
 }
 
 #[test]
@@ -134,16 +137,13 @@ fn a_rejected_advisory_fails_an_accepted_status() {
     let accepting = Policy::default().with_accepted_tcb_statuses(["ConfigurationAndSWHardeningNeeded"]);
     let v = verify_quote(&quote, Some(&collateral), at, &accepting);
     assert!(v.passed(), "{:?}", v.first_failure());
-    assert_eq!(outcome(&v, names::ADVISORIES), Some(Outcome::Warn));
+    assert_eq!(outcome(&v, QuoteCheck::Advisories), Some(Outcome::Warn));
 
     let rejecting = accepting.with_rejected_advisories(["INTEL-SA-00615"]);
     let v = verify_quote(&quote, Some(&collateral), at, &rejecting);
     print("rejected advisory", &v);
     assert!(!v.passed());
-    assert_eq!(
-        v.first_failure().map(|c| c.name.as_str()),
-        Some(names::ADVISORIES)
-    );
-    assert_eq!(outcome(&v, names::TCB_ACCEPTED), Some(Outcome::Pass));
+    assert_eq!(first_failure(&v), Some(QuoteCheck::Advisories.into()));
+    assert_eq!(outcome(&v, QuoteCheck::TcbAccepted), Some(Outcome::Pass));
     assert!(v.error.is_none(), "dcap-qvl itself succeeded");
 }

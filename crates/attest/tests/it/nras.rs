@@ -3,8 +3,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cloister_attest::nras::{NrasVerdict, names, verify_nras_response};
-use cloister_attest::verify::Outcome;
+use cloister_attest::check::{CheckId, NrasCheck, Outcome};
+use cloister_attest::nras::{NrasVerdict, verify_nras_response};
 
 use crate::corpus::{self, corpus_or_skip};
 
@@ -55,11 +55,12 @@ fn print(label: &str, v: &NrasVerdict) {
     }
 }
 
-fn worst(v: &NrasVerdict, name: &str) -> Option<Outcome> {
+fn worst(v: &NrasVerdict, id: NrasCheck) -> Option<Outcome> {
+    let id = CheckId::from(id);
     let named: Vec<Outcome> = v
         .checks
         .iter()
-        .filter(|c| c.name == name)
+        .filter(|c| c.id == id)
         .map(|c| c.outcome)
         .collect();
     named
@@ -85,14 +86,14 @@ fn captured_nras_responses_verify() {
             assert_eq!(t.claims["hwmodel"], "GH100");
         }
         for name in [
-            names::SIGNATURE,
-            names::VALIDITY,
-            names::NONCE,
-            names::MEASUREMENTS,
+            NrasCheck::Signature,
+            NrasCheck::Validity,
+            NrasCheck::Nonce,
+            NrasCheck::Measurements,
         ] {
             assert_eq!(worst(&v, name), Some(Outcome::Pass), "{label}: {name}");
         }
-        assert_eq!(worst(&v, names::SUBMODS), Some(Outcome::Pass));
+        assert_eq!(worst(&v, NrasCheck::Submods), Some(Outcome::Pass));
     }
 }
 
@@ -104,8 +105,8 @@ fn wrong_nonce_fails_the_nonce_check() {
     wrong[0] ^= 1;
     let v = verify_nras_response(&body, &jwks, &wrong, NEARDIRECT.iat + 60);
     assert!(!v.passed());
-    assert_eq!(v.first_failure().map(|c| c.name.as_str()), Some(names::NONCE));
-    assert_eq!(worst(&v, names::SIGNATURE), Some(Outcome::Pass));
+    assert_eq!(v.first_failure().map(|c| c.id), Some(NrasCheck::Nonce.into()));
+    assert_eq!(worst(&v, NrasCheck::Signature), Some(Outcome::Pass));
 }
 
 #[test]
@@ -115,7 +116,7 @@ fn expired_and_early_tokens_fail_the_time_check() {
     for at in [NEARDIRECT.iat + 3600, NEARDIRECT.iat - 1, 1_900_000_000] {
         let v = verify_nras_response(&body, &jwks, &nonce(&NEARDIRECT), at);
         assert!(!v.passed(), "at {at}");
-        assert_eq!(v.first_failure().map(|c| c.name.as_str()), Some(names::VALIDITY));
+        assert_eq!(v.first_failure().map(|c| c.id), Some(NrasCheck::Validity.into()));
     }
 }
 
@@ -142,7 +143,7 @@ fn tampered_token_payload_fails_the_signature_check() {
     print("tampered GPU-3", &v);
     assert!(!v.passed());
     let first = v.first_failure().unwrap();
-    assert_eq!(first.name, names::SIGNATURE);
+    assert_eq!(first.id, NrasCheck::Signature.into());
     assert!(first.detail.starts_with("GPU-3:"), "{}", first.detail);
 }
 
@@ -169,7 +170,7 @@ fn a_gpu_token_from_another_response_fails_the_submods_check() {
     );
     assert!(!v.passed());
     // The spliced token is older and for another nonce; submods catches it regardless.
-    assert_eq!(worst(&v, names::SUBMODS), Some(Outcome::Fail));
+    assert_eq!(worst(&v, NrasCheck::Submods), Some(Outcome::Fail));
 }
 
 #[test]
@@ -189,5 +190,5 @@ fn an_unknown_kid_fails_the_signature_check() {
         NEARDIRECT.iat + 60,
     );
     assert!(!v.passed());
-    assert_eq!(v.first_failure().map(|c| c.name.as_str()), Some(names::SIGNATURE));
+    assert_eq!(v.first_failure().map(|c| c.id), Some(NrasCheck::Signature.into()));
 }

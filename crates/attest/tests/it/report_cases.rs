@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use cloister_attest::eventlog::{self, CHECK_MR_CONFIG_ID, CHECK_REPLAY};
+use cloister_attest::check::{EventLogCheck, GpuCheck, NrasCheck, Outcome};
+use cloister_attest::eventlog;
 use cloister_attest::gpu::{self, EvidenceItem, GpuEvidenceSummary, GpuVerdict};
-use cloister_attest::nras::{self, verify_nras_response};
+use cloister_attest::nras::verify_nras_response;
 use cloister_attest::report::ed25519_tls_binding;
-use cloister_attest::verify::{Outcome, Policy, verify_quote};
+use cloister_attest::verify::{Policy, verify_quote};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -58,34 +59,34 @@ fn device_fields(bad: &mut Vec<String>, what: &str, s: &GpuEvidenceSummary, want
     cmp(bad, what, want, "project", s.project.clone().into());
     cmp(bad, what, want, "chip_sku", s.chip_sku.clone().into());
     // The signature, chain and nonce checks are per device; the verdict passes only if all hold.
-    let all = |name: &str| v.worst(name) == Some(Outcome::Pass);
+    let all = |id: GpuCheck| v.worst(id) == Some(Outcome::Pass);
     cmp(
         bad,
         what,
         want,
         "spdm_signature_valid_p384_sha384",
-        all(gpu::names::SPDM_SIGNATURE).into(),
+        all(GpuCheck::SpdmSignature).into(),
     );
     cmp(
         bad,
         what,
         want,
         "cert_chain_links_valid",
-        all(gpu::names::CERT_CHAIN).into(),
+        all(GpuCheck::CertChain).into(),
     );
     cmp(
         bad,
         what,
         want,
         "chain_root_is_nvidia_device_identity_ca",
-        all(gpu::names::CERT_CHAIN).into(),
+        all(GpuCheck::CertChain).into(),
     );
     cmp(
         bad,
         what,
         want,
         "nonce_matches_expected",
-        all(gpu::names::SPDM_NONCE).into(),
+        all(GpuCheck::SpdmNonce).into(),
     );
 }
 
@@ -233,9 +234,9 @@ fn binding(
         );
     }
     let log = eventlog::verify_event_log(&report["event_log"], quote);
-    let replay: Vec<bool> = CHECK_REPLAY
+    let replay: Vec<bool> = EventLogCheck::REPLAY
         .iter()
-        .map(|n| log.check(n).is_some_and(|c| c.outcome == Outcome::Pass))
+        .map(|id| log.check(*id).is_some_and(|c| c.outcome == Outcome::Pass))
         .collect();
     cmp(
         bad,
@@ -257,9 +258,12 @@ fn binding(
     let key = "mr_config_id_eq_01||sha256(app_compose)";
     cmp(bad, what, want, key, (td.mr_config_id == mr).into());
     if want.get(key) == Some(&Value::Bool(true))
-        && log.check(CHECK_MR_CONFIG_ID).map(|c| c.outcome) != Some(Outcome::Pass)
+        && log.check(EventLogCheck::MrConfigId).map(|c| c.outcome) != Some(Outcome::Pass)
     {
-        bad.push(format!("{what}: event log's {CHECK_MR_CONFIG_ID} did not pass"));
+        bad.push(format!(
+            "{what}: event log's {} did not pass",
+            EventLogCheck::MrConfigId
+        ));
     }
     qv.tcb_status.clone()
 }
@@ -292,7 +296,7 @@ fn nras_tokens(bad: &mut Vec<String>, dir: &Path, s: &Session, want: &Value) {
         };
         cmp(bad, name, w, "kid", t.kid.clone().into());
         let signed = v.checks.iter().any(|c| {
-            c.name == nras::names::SIGNATURE
+            c.id == NrasCheck::Signature.into()
                 && c.outcome == Outcome::Pass
                 && c.detail.starts_with(&format!("{name}:"))
         });

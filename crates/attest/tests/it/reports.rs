@@ -1,10 +1,11 @@
 //! Whole-report verification: a real NEAR AI report (ECDSA binding, 8 H100s), binding failures,
 //! and simulated reports.
 
+use cloister_attest::check::{CheckId, EventLogCheck, GpuCheck, Outcome, QuoteCheck, ReportCheck, Scoped};
 use cloister_attest::collateral::load_collateral_json;
-use cloister_attest::report::{ReportVerdict, names, verify_report};
+use cloister_attest::report::{ReportVerdict, verify_report};
 use cloister_attest::simulated::simulated_quote;
-use cloister_attest::verify::{Outcome, Policy};
+use cloister_attest::verify::Policy;
 use cloister_types::{AttestationReport, Nonce, ReportData, TeeKind, parse_address};
 
 use crate::corpus::{self, corpus_or_skip};
@@ -15,8 +16,8 @@ const GATEWAY_COLLATERAL: &str = "teep/nearcloud_qwen3.5-122b_20260424/derived/c
 const MODEL_AT: u64 = 1_776_996_364;
 const GATEWAY_AT: u64 = 1_776_996_365;
 
-fn outcome(v: &ReportVerdict, name: &str) -> Option<Outcome> {
-    v.checks.iter().find(|c| c.name == name).map(|c| c.outcome)
+fn outcome(v: &ReportVerdict, id: impl Into<CheckId>) -> Option<Outcome> {
+    v.checks.outcome(id)
 }
 
 fn print(label: &str, v: &ReportVerdict) {
@@ -44,15 +45,21 @@ fn nearai_model_report_binds_its_signing_address_and_nonce() {
     assert_eq!(v.signing_address, Some(address));
     let rd = ReportData(v.quote.quote.as_ref().unwrap().report_data());
     assert!(rd.binds(address, nonce));
-    assert_eq!(outcome(&v, names::BINDS_ADDRESS), Some(Outcome::Pass));
-    assert_eq!(outcome(&v, names::BINDS_NONCE), Some(Outcome::Pass));
-    assert_eq!(outcome(&v, names::NONCE_ECHO), Some(Outcome::Pass));
-    assert_eq!(outcome(&v, names::GPU_NONCE), Some(Outcome::Pass));
-    assert_eq!(outcome(&v, names::GPU_NOT_CHECKED), Some(Outcome::Warn));
-    assert_eq!(outcome(&v, "quote: TCB status accepted"), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, ReportCheck::BindsAddress), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, ReportCheck::BindsNonce), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, ReportCheck::NonceEcho), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, GpuCheck::PayloadNonce), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, GpuCheck::NotChecked), Some(Outcome::Warn));
+    assert_eq!(
+        outcome(&v, Scoped::Quote(QuoteCheck::TcbAccepted)),
+        Some(Outcome::Pass)
+    );
     assert_eq!(v.quote.tcb_status.as_deref(), Some("UpToDate"));
     // The event log replays into the quote's RTMRs and names the dstack app.
-    assert_eq!(outcome(&v, "event log: RTMR3 replay"), Some(Outcome::Pass));
+    assert_eq!(
+        outcome(&v, Scoped::EventLog(EventLogCheck::Rtmr3Replay)),
+        Some(Outcome::Pass)
+    );
     assert!(v.app.is_some(), "app identity from the verified event log");
     assert_eq!(v.measurement_digest.as_ref().map(String::len), Some(64));
 }
@@ -78,7 +85,7 @@ fn nearai_model_report_with_a_tampered_event_log_fails() {
     assert!(!v.passed());
     assert!(
         v.first_failure()
-            .is_some_and(|c| c.name.starts_with(names::EVENT_LOG_PREFIX)),
+            .is_some_and(|c| matches!(c.id, CheckId::Scoped(Scoped::EventLog(_)))),
         "{:?}",
         v.first_failure()
     );
@@ -107,7 +114,7 @@ fn dstack_report_without_event_log_fails() {
         1,
         &Policy::dev_allow_simulated(),
     );
-    assert_eq!(outcome(&v, names::EVENT_LOG), Some(Outcome::Fail));
+    assert_eq!(outcome(&v, ReportCheck::EventLog), Some(Outcome::Fail));
     assert!(!v.passed());
 }
 
@@ -121,17 +128,17 @@ fn nearai_gateway_report_is_out_of_date() {
     print("nearai gateway (UpToDate only)", &strict);
     assert!(!strict.passed());
     assert_eq!(
-        strict.first_failure().map(|c| c.name.as_str()),
-        Some("quote: TCB status accepted")
+        strict.first_failure().map(|c| c.id),
+        Some(Scoped::Quote(QuoteCheck::TcbAccepted).into())
     );
     // The binding itself holds; only the platform's TCB is behind.
-    assert_eq!(outcome(&strict, names::BINDS_ADDRESS), Some(Outcome::Pass));
-    assert_eq!(outcome(&strict, names::BINDS_NONCE), Some(Outcome::Pass));
+    assert_eq!(outcome(&strict, ReportCheck::BindsAddress), Some(Outcome::Pass));
+    assert_eq!(outcome(&strict, ReportCheck::BindsNonce), Some(Outcome::Pass));
     let lenient = Policy::default().with_accepted_tcb_statuses(["UpToDate", "OutOfDate"]);
     let v = verify_report(&report, &nonce, Some(&collateral), GATEWAY_AT, &lenient);
     assert!(v.passed(), "{:?}", v.first_failure());
     assert_eq!(v.quote.tcb_status.as_deref(), Some("OutOfDate"));
-    assert_eq!(outcome(&v, names::GPU_NONCE), Some(Outcome::Skip));
+    assert_eq!(outcome(&v, GpuCheck::PayloadNonce), Some(Outcome::Skip));
 }
 
 #[test]
@@ -148,17 +155,17 @@ fn binding_failures_each_fail_a_named_check() {
     let other_nonce = Nonce([0x5a; 32]);
     let v = verify(&report, &other_nonce);
     assert!(!v.passed());
-    assert_eq!(outcome(&v, names::NONCE_ECHO), Some(Outcome::Fail));
-    assert_eq!(outcome(&v, names::BINDS_NONCE), Some(Outcome::Fail));
-    assert_eq!(outcome(&v, names::GPU_NONCE), Some(Outcome::Fail));
-    assert_eq!(outcome(&v, names::BINDS_ADDRESS), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, ReportCheck::NonceEcho), Some(Outcome::Fail));
+    assert_eq!(outcome(&v, ReportCheck::BindsNonce), Some(Outcome::Fail));
+    assert_eq!(outcome(&v, GpuCheck::PayloadNonce), Some(Outcome::Fail));
+    assert_eq!(outcome(&v, ReportCheck::BindsAddress), Some(Outcome::Pass));
 
     // Even if the report echoes our nonce, the quote does not bind it.
     let mut echoed = report.clone();
     echoed.request_nonce = other_nonce.to_hex();
     let v = verify(&echoed, &other_nonce);
-    assert_eq!(outcome(&v, names::NONCE_ECHO), Some(Outcome::Pass));
-    assert_eq!(outcome(&v, names::BINDS_NONCE), Some(Outcome::Fail));
+    assert_eq!(outcome(&v, ReportCheck::NonceEcho), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, ReportCheck::BindsNonce), Some(Outcome::Fail));
     assert!(!v.passed());
 
     // Someone else's signing address.
@@ -167,8 +174,8 @@ fn binding_failures_each_fail_a_named_check() {
     let v = verify(&other, &nonce);
     assert!(!v.passed());
     assert_eq!(
-        v.first_failure().map(|c| c.name.as_str()),
-        Some(names::BINDS_ADDRESS)
+        v.first_failure().map(|c| c.id),
+        Some(ReportCheck::BindsAddress.into())
     );
     assert_eq!(v.signing_address, None);
 
@@ -176,7 +183,7 @@ fn binding_failures_each_fail_a_named_check() {
     let mut algo = report;
     algo.signing_algo = "ed25519".to_owned();
     assert_eq!(
-        outcome(&verify(&algo, &nonce), names::SIGNING_ALGO),
+        outcome(&verify(&algo, &nonce), ReportCheck::SigningAlgo),
         Some(Outcome::Fail)
     );
 }
@@ -210,9 +217,9 @@ fn nonzero_padding_fails_the_address_binding() {
     );
     assert!(!v.passed());
     let failure = v.first_failure().unwrap();
-    assert_eq!(failure.name, names::BINDS_ADDRESS);
+    assert_eq!(failure.id, ReportCheck::BindsAddress.into());
     assert!(failure.detail.contains("20..32"), "{}", failure.detail);
-    assert_eq!(outcome(&v, names::BINDS_NONCE), Some(Outcome::Pass));
+    assert_eq!(outcome(&v, ReportCheck::BindsNonce), Some(Outcome::Pass));
 }
 
 #[test]
@@ -221,12 +228,14 @@ fn simulated_reports_are_refused_without_the_dev_flag() {
     let report = simulated_report(ReportData::new(addr, nonce), addr, nonce);
     let v = verify_report(&report, &nonce, None, 0, &Policy::default());
     assert!(!v.passed());
-    assert_eq!(outcome(&v, "quote: not simulated"), Some(Outcome::Fail));
-    assert_eq!(outcome(&v, names::TEE_NOT_SIMULATED), Some(Outcome::Fail));
+    assert_eq!(
+        outcome(&v, Scoped::Quote(QuoteCheck::NotSimulated)),
+        Some(Outcome::Fail)
+    );
+    assert_eq!(outcome(&v, ReportCheck::TeeNotSimulated), Some(Outcome::Fail));
     let detail = &v
         .checks
-        .iter()
-        .find(|c| c.name == "quote: not simulated")
+        .get(Scoped::Quote(QuoteCheck::NotSimulated))
         .unwrap()
         .detail;
     assert!(detail.contains("development quote"), "{detail}");
@@ -234,7 +243,10 @@ fn simulated_reports_are_refused_without_the_dev_flag() {
     let v = verify_report(&report, &nonce, None, 0, &Policy::dev_allow_simulated());
     print("simulated, dev policy", &v);
     assert!(v.passed(), "{:?}", v.first_failure());
-    assert_eq!(outcome(&v, "quote: not simulated"), Some(Outcome::Warn));
+    assert_eq!(
+        outcome(&v, Scoped::Quote(QuoteCheck::NotSimulated)),
+        Some(Outcome::Warn)
+    );
     assert_eq!(v.signing_address, Some(addr));
 
     // A simulated quote in a report that claims real TDX is still refused by name.
@@ -242,7 +254,10 @@ fn simulated_reports_are_refused_without_the_dev_flag() {
     disguised.tee = Some(TeeKind::Tdx);
     let v = verify_report(&disguised, &nonce, None, 0, &Policy::default());
     assert!(!v.passed());
-    assert_eq!(outcome(&v, "quote: not simulated"), Some(Outcome::Fail));
+    assert_eq!(
+        outcome(&v, Scoped::Quote(QuoteCheck::NotSimulated)),
+        Some(Outcome::Fail)
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@
 mod escrow;
 mod oracle;
 mod registry;
+mod token;
 
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::signers::local::PrivateKeySigner;

@@ -1,4 +1,4 @@
-//! The binary's commands end to end: refusal without a TEE, the demo.
+//! The binary's commands end to end: refusal without a TEE, the settings file, the demo.
 
 use crate::{cloister, model_path};
 
@@ -41,6 +41,38 @@ fn config_file_errors_are_clear() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("node.toml") && err.contains("modle"), "{err}");
+}
+
+#[test]
+fn a_flag_wins_over_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("node.toml");
+    let from_file = dir.path().join("from-file.gguf");
+    let from_flag = dir.path().join("from-flag.gguf");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dev_simulated_tee = true\nlisten = \"127.0.0.1:0\"\nmodel = {:?}\n",
+            from_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = cloister()
+        .args(["node", "run", "--config"])
+        .arg(&cfg)
+        .arg("--model")
+        .arg(&from_flag)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with a model file that does not exist: {err}"
+    );
+    // The file's settings apply (the simulated TEE, so the failure is the engine's), and the
+    // model is the flag's, not the file's.
+    assert!(err.contains("from-flag.gguf"), "{err}");
+    assert!(!err.contains("from-file.gguf"), "{err}");
 }
 
 #[test]

@@ -41,21 +41,6 @@ pub fn model_path() -> Option<PathBuf> {
     None
 }
 
-/// Serves `app` on a loopback port from its own thread and runtime (test doubles for the
-/// subprocess tests: the `cloister` binary talks to them over real sockets).
-pub fn serve_in_thread(app: axum::Router) -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    addr
-}
+/// Test doubles served over real sockets for the subprocess tests (the `cloister` binary talks to
+/// them): see [`cloister_testkit::serve_in_thread`].
+pub use cloister_testkit::serve_in_thread;

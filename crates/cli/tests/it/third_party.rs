@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use cloister_attest::check::{CheckId, GpuCheck, NrasCheck, QuoteCheck, Scoped};
+use cloister_types::wire::{ATTESTATION_REPORT_PATH, JSON_CONTENT_TYPE};
 use serde_json::Value;
 
 use crate::verify_quote::corpus;
@@ -16,20 +18,20 @@ type JsonAnswer = std::future::Ready<([(&'static str, &'static str); 1], bytes::
 
 /// A handler answering `body` as JSON.
 fn json_body(body: bytes::Bytes) -> impl Fn() -> JsonAnswer + Clone {
-    move || std::future::ready(([("content-type", "application/json")], body.clone()))
+    move || std::future::ready(([("content-type", JSON_CONTENT_TYPE)], body.clone()))
 }
 
 /// A POST handler answering `body` as JSON after reading the whole request body (a handler that
 /// leaves a large body unread makes hyper close the keep-alive connection the client then reuses).
 fn json_body_post(body: bytes::Bytes) -> impl Fn(bytes::Bytes) -> JsonAnswer + Clone {
-    move |_request: bytes::Bytes| std::future::ready(([("content-type", "application/json")], body.clone()))
+    move |_request: bytes::Bytes| std::future::ready(([("content-type", JSON_CONTENT_TYPE)], body.clone()))
 }
 
 /// A test double of NEAR AI cloud's `GET /v1/attestation/report`: it answers the captured body
 /// whatever the query (the capture was made with the nonce the test sends).
 fn start_fake_nearai_endpoint(body: Vec<u8>) -> SocketAddr {
     serve_in_thread(axum::Router::new().route(
-        "/v1/attestation/report",
+        ATTESTATION_REPORT_PATH,
         axum::routing::get(json_body(body.into())),
     ))
 }
@@ -102,11 +104,17 @@ fn attest_verify_with(f: &Fixture, accept_tcb: &str, collateral: &[&str]) -> (i3
     (out.status.code().unwrap_or(-1), json, stderr)
 }
 
-fn outcome<'a>(attestation: &'a Value, name: &str) -> Option<&'a str> {
+/// The check a JSON check names (every name in `--json` output is a [`CheckId`]'s).
+fn check_id(check: &Value) -> CheckId {
+    let name = check["name"].as_str().unwrap();
+    name.parse().unwrap_or_else(|e| panic!("{e}: {check}"))
+}
+
+fn outcome(attestation: &Value, id: CheckId) -> Option<&str> {
     attestation["checks"]
         .as_array()?
         .iter()
-        .find(|c| c["name"] == name)
+        .find(|c| check_id(c) == id)
         .and_then(|c| c["outcome"].as_str())
 }
 
@@ -161,22 +169,22 @@ fn nearai_gateway_and_model_attestations_verify() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|c| c["name"].as_str().unwrap().starts_with("GPU"))
+        .filter(|c| matches!(check_id(c), CheckId::Gpu(_)))
         .collect();
     assert!(
         gpu.iter()
             .all(|c| c["outcome"] == "pass" || c["outcome"] == "warn"),
         "{gpu:#?}"
     );
-    for name in [
-        cloister_attest::gpu::names::PAYLOAD_NONCE,
-        cloister_attest::gpu::names::CERT_CHAIN,
-        cloister_attest::gpu::names::SPDM_SIGNATURE,
+    for id in [
+        GpuCheck::PayloadNonce,
+        GpuCheck::CertChain,
+        GpuCheck::SpdmSignature,
     ] {
         assert!(
             gpu.iter()
-                .any(|c| c["name"].as_str().unwrap().starts_with(name) && c["outcome"] == "pass"),
-            "no passing {name:?} check: {gpu:#?}"
+                .any(|c| check_id(c) == id.into() && c["outcome"] == "pass"),
+            "no passing {id} check: {gpu:#?}"
         );
     }
     println!("gateway OutOfDate accepted, model UpToDate, GPU evidence verified");
@@ -193,18 +201,15 @@ fn nearai_gateway_fails_on_out_of_date_tcb_by_default() {
     assert_eq!(gateway["label"], "gateway");
     assert_eq!(gateway["passed"], false);
     assert_eq!(gateway["tcb_status"], "OutOfDate");
-    let tcb = format!(
-        "{}{}",
-        cloister_attest::report::names::QUOTE_PREFIX,
-        cloister_attest::verify::names::TCB_ACCEPTED
-    );
-    assert_eq!(outcome(gateway, &tcb), Some("fail"), "{gateway:#}");
+    let tcb = CheckId::from(Scoped::Quote(QuoteCheck::TcbAccepted));
+    assert_eq!(tcb.to_string(), "quote: TCB status accepted");
+    assert_eq!(outcome(gateway, tcb), Some("fail"), "{gateway:#}");
     // Nothing else about the gateway failed: the refusal is the TCB status alone.
     let other_failures: Vec<&Value> = gateway["checks"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|c| c["outcome"] == "fail" && c["name"] != tcb.as_str())
+        .filter(|c| c["outcome"] == "fail" && check_id(c) != tcb)
         .collect();
     assert!(other_failures.is_empty(), "{other_failures:#?}");
     assert_eq!(model["passed"], true, "{model:#}");
@@ -246,7 +251,7 @@ fn start_fake_near_and_nras(dir: &Path, tamper_nras: bool) -> SocketAddr {
     let jwks = read("0007_nras.attestation.nvidia.com_.well-known_jwks.json.body");
     serve_in_thread(
         axum::Router::new()
-            .route("/v1/attestation/report", axum::routing::get(json_body(report)))
+            .route(ATTESTATION_REPORT_PATH, axum::routing::get(json_body(report)))
             .route("/v3/attest/gpu", axum::routing::post(json_body_post(nras)))
             .route("/.well-known/jwks.json", axum::routing::get(json_body(jwks))),
     )
@@ -286,7 +291,7 @@ fn run_nras(dir: &Path, tamper: bool) -> Value {
     })
 }
 
-fn nras_checks(json: &Value) -> Vec<(String, String)> {
+fn nras_checks(json: &Value) -> Vec<(CheckId, String)> {
     let model = json
         .as_array()
         .unwrap()
@@ -297,13 +302,8 @@ fn nras_checks(json: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|c| c["name"].as_str().unwrap().starts_with("NRAS: "))
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_owned(),
-                c["outcome"].as_str().unwrap().to_lowercase(),
-            )
-        })
+        .filter(|c| matches!(check_id(c), CheckId::Scoped(Scoped::Nras(_))))
+        .map(|c| (check_id(c), c["outcome"].as_str().unwrap().to_lowercase()))
         .collect()
 }
 
@@ -325,7 +325,9 @@ fn nras_answer_with_a_tampered_token_is_refused() {
     let checks = nras_checks(&run_nras(&dir, true));
     println!("{checks:?}");
     assert!(
-        checks.iter().any(|(n, o)| o == "fail" && n.contains("signature")),
+        checks
+            .iter()
+            .any(|(id, o)| o == "fail" && *id == Scoped::Nras(NrasCheck::Signature).into()),
         "{checks:?}"
     );
 }

@@ -3,17 +3,26 @@
 
 use std::path::PathBuf;
 
+use cloister_attest::check::{CheckId, QuoteCheck};
 use serde_json::Value;
 
 use crate::{cloister, workspace_root};
 
-/// The attestation corpus, or None (with a printed reason) when it is absent.
+/// The attestation corpus (`$CLOISTER_ATTESTATION_TESTDATA`, else
+/// `<workspace>/../shared/testdata/attestation`), or None (with the reason on stderr) when it is
+/// absent; a panic instead when `CLOISTER_REQUIRE_CORPUS=1` (the test script sets it, so a missing
+/// corpus fails the run instead of skipping it). The one corpus helper of this test binary.
 pub fn corpus() -> Option<PathBuf> {
     let dir = std::env::var_os("CLOISTER_ATTESTATION_TESTDATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("../shared/testdata/attestation"));
     if dir.join("expected_outcomes.json").is_file() {
         Some(dir)
+    } else if std::env::var("CLOISTER_REQUIRE_CORPUS").as_deref() == Ok("1") {
+        panic!(
+            "attestation corpus not found at {} and CLOISTER_REQUIRE_CORPUS=1",
+            dir.display()
+        );
     } else {
         eprintln!("skipping: attestation corpus not found at {}", dir.display());
         None
@@ -43,6 +52,19 @@ fn run(dir: &std::path::Path, quote: &str, collateral: &str, at: u64) -> (i32, V
 }
 
 fn check(id: &str, code: i32, got: &Value, expected: &Value) {
+    // Every check in the JSON is named by a `CheckId` (its human name), in the order of a quote
+    // verdict: parse first, TCB policy last.
+    let ids: Vec<CheckId> = got["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{id}: no checks in {got:#}"))
+        .iter()
+        .map(|c| {
+            let name = c["name"].as_str().unwrap_or_default();
+            name.parse().unwrap_or_else(|e| panic!("{id}: {e}"))
+        })
+        .collect();
+    assert_eq!(ids.first(), Some(&QuoteCheck::QuoteParses.into()), "{id}");
+    assert_eq!(ids.last(), Some(&QuoteCheck::TcbAccepted.into()), "{id}");
     if expected["ok"].as_bool() == Some(true) {
         assert_eq!(code, 0, "{id}: expected a verified quote, got {got:#}");
         assert_eq!(got["tcb_status"], expected["status"], "{id}");

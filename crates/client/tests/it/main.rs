@@ -1,5 +1,7 @@
-//! Integration tests of the client against `EvilNode`, a node test double built from real pieces.
+//! Integration tests of the client against `EvilNode` (cloister-testkit), a node test double built
+//! from real pieces, and of the verifying proxy and registry discovery in process.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
 
-mod evil_node;
+mod discover;
+mod proxy;
 mod refusals;

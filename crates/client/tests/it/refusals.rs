@@ -6,9 +6,10 @@ use bytes::Bytes;
 use cloister_client::{
     E2eeMode, Error, MeasurementAllowlist, NodeClient, NodePool, Policy, RequestOptions, StreamEvent,
 };
+use cloister_types::wire;
 use futures::StreamExt;
 
-use crate::evil_node::{EvilNode, MODEL, Misbehaviour, simulated_measurement};
+use cloister_testkit::evil_node::{EvilNode, MODEL, Misbehaviour, RECEIPT, simulated_measurement};
 
 fn dev_policy() -> Arc<Policy> {
     Arc::new(Policy::dev_allow_simulated())
@@ -56,7 +57,7 @@ async fn an_honest_node_answers_sealed_and_verified() {
     assert!(answer.sealed);
     assert_eq!(answer.node.signer_hex, node.signer_hex());
     assert!(String::from_utf8_lossy(&answer.body).contains("The sky is blue."));
-    assert_eq!(answer.receipt.as_deref(), Some(crate::evil_node::RECEIPT));
+    assert_eq!(answer.receipt.as_deref(), Some(RECEIPT));
     // The node received only ciphertext.
     let (_, sealed_body) = node.seen().pop().unwrap();
     assert!(!String::from_utf8_lossy(&sealed_body).contains("sky"));
@@ -114,9 +115,9 @@ async fn a_replayed_request_is_refused_by_the_node() {
     let node = EvilNode::start(Misbehaviour::Honest).await;
     chat(&node, dev_policy()).await.unwrap();
     let (headers, sealed) = node.seen().pop().unwrap();
-    let mut req = reqwest::Client::new().post(format!("{}/v1/chat/completions", node.url));
+    let mut req = reqwest::Client::new().post(format!("{}{}", node.url, wire::CHAT_COMPLETIONS_PATH));
     for (k, v) in &headers {
-        if k.as_str().starts_with("x-cloister") || k == "content-type" {
+        if k.as_str().starts_with("x-cloister") || k == reqwest::header::CONTENT_TYPE {
             req = req.header(k.as_str(), v.as_bytes());
         }
     }

@@ -6,7 +6,7 @@
 
 /// Why a stream is not valid SSE.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum SseError {
+pub enum SseError {
     /// A line or an event is larger than the limit.
     TooLarge(usize),
     /// Event data is not UTF-8.
@@ -24,7 +24,7 @@ impl std::fmt::Display for SseError {
 
 /// The parser state between reads.
 #[derive(Debug)]
-pub(crate) struct SseParser {
+pub struct SseParser {
     buf: Vec<u8>,
     /// `buf[..scanned]` holds no line terminator.
     scanned: usize,
@@ -35,7 +35,7 @@ pub(crate) struct SseParser {
 
 impl SseParser {
     /// A parser that refuses events larger than `max_event` bytes.
-    pub(crate) fn new(max_event: usize) -> Self {
+    pub fn new(max_event: usize) -> Self {
         Self {
             buf: Vec::new(),
             scanned: 0,
@@ -46,13 +46,13 @@ impl SseParser {
     }
 
     /// Feeds bytes; returns the data of every event completed by them.
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, SseError> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, SseError> {
         self.buf.extend_from_slice(bytes);
         self.drain_lines(false)
     }
 
     /// The stream ended: a last unterminated line counts, and a pending event is dispatched.
-    pub(crate) fn finish(&mut self) -> Result<Vec<String>, SseError> {
+    pub fn finish(&mut self) -> Result<Vec<String>, SseError> {
         let mut events = self.drain_lines(true)?;
         if !self.buf.is_empty() {
             let line = std::mem::take(&mut self.buf);

@@ -55,10 +55,55 @@ async fn unreachable_hub_fails_fast_with_a_clear_error() {
     }
 }
 
+/// Set in the child process that [`load_progress_can_be_hidden_or_forced`] starts: which
+/// `LoadProgress` to run there.
+const PROGRESS_CHILD: &str = "CLOISTER_TEST_LOAD_PROGRESS";
+
+/// Runs in a child process (stderr a pipe, not a terminal) and does what the parent asks.
+#[test]
+fn load_progress_child() {
+    match std::env::var(PROGRESS_CHILD).as_deref() {
+        Ok("hidden") => LoadProgress::start("loading hidden.gguf", false).finish("loaded hidden.gguf"),
+        Ok("forced") => LoadProgress::start("loading forced.gguf", true).finish("loaded forced.gguf"),
+        Ok("cleared") => LoadProgress::start("loading cleared.gguf", true).clear(),
+        _ => {}
+    }
+}
+
+/// Off a terminal, a spinner that is not forced writes nothing; a forced one writes one line when
+/// it starts and one with the elapsed time when it finishes; a cleared one leaves no end line.
 #[test]
 fn load_progress_can_be_hidden_or_forced() {
-    LoadProgress::start("loading", false).clear();
-    LoadProgress::start("loading", true).finish("loaded");
+    let stderr_of = |mode: &str| {
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "source::load_progress_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(PROGRESS_CHILD, mode)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run the child");
+        assert!(out.status.success(), "{mode}: {out:?}");
+        String::from_utf8(out.stderr).expect("utf-8 stderr")
+    };
+    let hidden = stderr_of("hidden");
+    assert!(!hidden.contains("hidden.gguf"), "{hidden}");
+    let forced = stderr_of("forced");
+    assert!(forced.contains("loading forced.gguf ..."), "{forced}");
+    let finished = forced
+        .lines()
+        .find(|l| l.starts_with("loaded forced.gguf ("))
+        .unwrap_or_else(|| panic!("no end line: {forced}"));
+    assert!(
+        finished.ends_with("s)"),
+        "elapsed time on the end line: {finished}"
+    );
+    let cleared = stderr_of("cleared");
+    assert!(cleared.contains("loading cleared.gguf ..."), "{cleared}");
+    assert!(!cleared.contains("cleared.gguf ("), "{cleared}");
 }
 
 #[tokio::test]
@@ -70,12 +115,36 @@ async fn cached_hf_file_resolves_without_network() {
     std::fs::write(repo.join("refs/main"), "abc123").expect("write");
     std::fs::write(repo.join("snapshots/abc123/m.gguf"), b"GGUF").expect("write");
     let source: ModelSource = "o/r:m.gguf".parse().expect("parse");
+    // The hub endpoint is a listener of ours: any request would show up as a connection.
+    let hub = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    hub.set_nonblocking(true).expect("nonblocking");
     let opts = ResolveOptions {
         progress: false,
-        // Nothing listens there: a network request would fail.
-        endpoint: Some("http://127.0.0.1:9".into()),
+        endpoint: Some(format!("http://{}", hub.local_addr().expect("addr"))),
         cache_dir: Some(cache.path().to_path_buf()),
     };
     let path = source.resolve_with(&opts).await.expect("resolved from the cache");
     assert_eq!(path, repo.join("snapshots/abc123/m.gguf"));
+    match hub.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the hub was contacted: {other:?}"),
+    }
+
+    // The same spec with nothing cached does go to the hub (so the check above can fail).
+    let empty = tempfile::tempdir().expect("tempdir");
+    let opts = ResolveOptions {
+        cache_dir: Some(empty.path().to_path_buf()),
+        ..opts
+    };
+    let asked = tokio::time::timeout(Duration::from_secs(10), source.resolve_with(&opts));
+    let accepted = tokio::task::spawn_blocking(move || {
+        hub.set_nonblocking(false).expect("blocking");
+        hub.accept().map(|_| ())
+    });
+    // The client waits on an answer the test never sends: the timeout or an error ends it.
+    let _ = asked.await;
+    accepted
+        .await
+        .expect("join")
+        .expect("the uncached file was asked of the hub");
 }

@@ -2,20 +2,28 @@
 //! enclave key, and what the chain has settled of it.
 //!
 //! A charge is one SQLite transaction (WAL, `synchronous = FULL`): read the cumulative amount, add
-//! the cost, sign the new voucher, write it, commit. The node calls it before a response's
+//! the cost, sign the new voucher, write it, commit. The node awaits it before a response's
 //! signature leaves, so an answer the client holds is always covered by a durable voucher.
+//!
+//! The fsync of every commit must not stall the async runtime, so the connection lives on one
+//! dedicated writer thread (`cloister-ledger`) and every operation is a job sent to it; callers
+//! await the answer. One thread also serialises charges: two answers on one authorization can never
+//! read the same cumulative amount.
 //!
 //! The host's disk is not trusted: vouchers are signatures. After a restart with a new signing key,
 //! [`Ledger::resign`] keeps only vouchers that recover to one of the node's own earlier registered
 //! signers and signs their totals again with the new key; anything else is set aside, never paid.
 
+mod store;
+
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::mpsc;
 
 use alloy_primitives::{Address, B256, U256};
 use cloister_crypto::EnclaveKey;
-use cloister_types::eip712::{ApiKey, Domain, recover_signer, voucher_digest};
-use rusqlite::{Connection, OptionalExtension as _, params};
+use cloister_types::eip712::{ApiKey, Domain};
+use rusqlite::Connection;
 use serde::Serialize;
 
 /// A ledger failure.
@@ -38,6 +46,15 @@ pub enum LedgerError {
     /// A stored row does not decode (wrong lengths): the file was edited.
     #[error("ledger row is corrupt: {0}")]
     Corrupt(&'static str),
+    /// The ledger directory could not be created.
+    #[error("ledger directory: {0}")]
+    Dir(#[source] std::io::Error),
+    /// The writer thread could not be started.
+    #[error("starting the ledger writer thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The writer thread is gone (it panicked): nothing more is metered.
+    #[error("the ledger writer thread has stopped")]
+    Closed,
 }
 
 /// The voucher a client receives with a metered response (`x-cloister-receipt`).
@@ -79,281 +96,141 @@ pub struct ResignReport {
     pub rejected: usize,
 }
 
-/// A `vouchers` row as stored: authorization, api key, cumulative, signer, signature, settled.
-type RawVoucher = (Vec<u8>, String, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+/// One operation, run on the writer thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// The ledger.
-#[derive(Debug)]
+/// The ledger: a handle to its writer thread. Every method but [`Ledger::open`] runs there; the
+/// thread stops when the ledger is dropped.
 pub struct Ledger {
-    conn: Mutex<Connection>,
+    jobs: mpsc::Sender<Job>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS vouchers (
-    authorization BLOB PRIMARY KEY,  -- 32 bytes
-    api_key       TEXT NOT NULL,     -- ck1_… (auth + client signature)
-    cumulative    BLOB NOT NULL,     -- U256 big-endian
-    signer        BLOB NOT NULL,     -- 20 bytes
-    signature     BLOB NOT NULL,     -- 65 bytes
-    settled       BLOB NOT NULL,     -- U256 big-endian, what the chain has paid
-    rejected      INTEGER NOT NULL DEFAULT 0,
-    updated_at    INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settlements (
-    id         INTEGER PRIMARY KEY,
-    tx_hash    TEXT NOT NULL,
-    items      INTEGER NOT NULL,
-    gas_used   INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
-);
-";
-
-fn now() -> i64 {
-    i64::try_from(crate::unix_now()).unwrap_or(i64::MAX)
-}
-
-fn u256(bytes: &[u8]) -> Result<U256, LedgerError> {
-    let arr: [u8; 32] = bytes.try_into().map_err(|_| LedgerError::Corrupt("amount"))?;
-    Ok(U256::from_be_bytes(arr))
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").finish_non_exhaustive()
+    }
 }
 
 impl Ledger {
-    /// Opens (creating if needed) the ledger at `path`.
+    /// Opens (creating if needed) the ledger at `path` and starts its writer thread. Blocks on the
+    /// disk briefly: call it at start.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            std::fs::create_dir_all(dir).map_err(LedgerError::Dir)?;
         }
-        Self::init(Connection::open(path)?)
+        Self::start(Connection::open(path)?)
     }
 
     /// An in-memory ledger (tests, and nodes without settlement).
     pub fn in_memory() -> Result<Self, LedgerError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::start(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Self, LedgerError> {
-        // WAL + FULL: a committed charge survives a crash or power cut.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+    fn start(conn: Connection) -> Result<Self, LedgerError> {
+        store::init(&conn)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("cloister-ledger".into())
+            .spawn(move || {
+                let mut conn = conn;
+                for job in queue {
+                    job(&mut conn);
+                }
+            })
+            .map_err(LedgerError::Spawn)?;
+        Ok(Self { jobs })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Runs `op` on the writer thread and awaits its result.
+    async fn run<T, F>(&self, op: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            // The caller may have gone (client disconnected); the write stands either way.
+            let _ = reply.send(op(conn));
+        });
+        self.jobs.send(job).map_err(|_| LedgerError::Closed)?;
+        answer.await.map_err(|_| LedgerError::Closed)?
     }
 
     /// Metered so far on `authorization` (zero if never charged).
-    pub fn cumulative(&self, authorization: B256) -> Result<U256, LedgerError> {
-        let conn = self.conn();
-        let row: Option<Vec<u8>> = conn
-            .query_row(
-                "SELECT cumulative FROM vouchers WHERE authorization = ?1",
-                params![authorization.as_slice()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        row.map_or(Ok(U256::ZERO), |b| u256(&b))
+    pub async fn cumulative(&self, authorization: B256) -> Result<U256, LedgerError> {
+        self.run(move |conn| store::cumulative(conn, authorization)).await
     }
 
     /// Charges `amount` to `key`'s authorization (id `authorization`), signs the new cumulative
-    /// voucher with `signer` under `escrow`, and commits it durably. A charge that would pass
-    /// `maxAmount` is capped at it; one on an exhausted authorization is refused.
-    pub fn charge(
+    /// voucher with `signer` under `escrow`, and commits it durably before returning. A charge that
+    /// would pass `maxAmount` is capped at it; one on an exhausted authorization is refused.
+    pub async fn charge(
         &self,
         key: &ApiKey,
         authorization: B256,
         amount: U256,
-        signer: &EnclaveKey,
+        signer: &Arc<EnclaveKey>,
         escrow: &Domain,
     ) -> Result<Receipt, LedgerError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let previous: Option<Vec<u8>> = tx
-            .query_row(
-                "SELECT cumulative FROM vouchers WHERE authorization = ?1",
-                params![authorization.as_slice()],
-                |r| r.get(0),
+        let (key, signer, escrow) = (key.clone(), Arc::clone(signer), escrow.clone());
+        self.run(move |conn| {
+            store::charge(
+                conn,
+                &store::Charge {
+                    key: &key,
+                    authorization,
+                    amount,
+                    signer: &signer,
+                    escrow: &escrow,
+                },
             )
-            .optional()?;
-        let cumulative = previous.map_or(Ok(U256::ZERO), |b| u256(&b))?;
-        let max = key.auth.maxAmount;
-        if cumulative >= max && amount > U256::ZERO {
-            return Err(LedgerError::OverMax {
-                cumulative,
-                amount,
-                max,
-            });
-        }
-        // The answer is already computed: a cost past the limit is charged up to the limit.
-        let next = cumulative.saturating_add(amount).min(max);
-        let amount = next - cumulative;
-        let digest = voucher_digest(escrow, authorization, next);
-        let signature = signer.sign_prehash(&digest.0);
-        tx.execute(
-            "INSERT INTO vouchers (authorization, api_key, cumulative, signer, signature, settled, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT(authorization) DO UPDATE SET
-                cumulative = excluded.cumulative, signer = excluded.signer,
-                signature = excluded.signature, updated_at = excluded.updated_at",
-            params![
-                authorization.as_slice(),
-                key.encode(),
-                next.to_be_bytes::<32>().as_slice(),
-                signer.address().as_slice(),
-                signature.as_slice(),
-                U256::ZERO.to_be_bytes::<32>().as_slice(),
-                now(),
-            ],
-        )?;
-        tx.commit()?;
-        Ok(Receipt {
-            authorization: format!("{authorization:#x}"),
-            cumulative_amount: next.to_string(),
-            amount: amount.to_string(),
-            signature: format!("0x{}", hex::encode(signature)),
         })
-    }
-
-    fn row_to_voucher(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawVoucher> {
-        Ok((
-            row.get(0)?,
-            row.get(1)?,
-            row.get(2)?,
-            row.get(3)?,
-            row.get(4)?,
-            row.get(5)?,
-        ))
-    }
-
-    fn decode(raw: RawVoucher) -> Result<Voucher, LedgerError> {
-        let (auth, key, cumulative, signer, signature, settled) = raw;
-        Ok(Voucher {
-            authorization: B256::try_from(auth.as_slice())
-                .map_err(|_| LedgerError::Corrupt("authorization"))?,
-            api_key: ApiKey::decode(&key).map_err(|_| LedgerError::Corrupt("api key"))?,
-            cumulative: u256(&cumulative)?,
-            signer: Address::try_from(signer.as_slice()).map_err(|_| LedgerError::Corrupt("signer"))?,
-            signature: signature
-                .try_into()
-                .map_err(|_| LedgerError::Corrupt("signature"))?,
-            settled: u256(&settled)?,
-        })
+        .await
     }
 
     /// Every voucher (not set aside) whose cumulative amount is above what the chain settled.
-    pub fn unsettled(&self) -> Result<Vec<Voucher>, LedgerError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT authorization, api_key, cumulative, signer, signature, settled
-             FROM vouchers WHERE rejected = 0 AND cumulative > settled ORDER BY updated_at",
-        )?;
-        let rows = stmt.query_map([], Self::row_to_voucher)?;
-        rows.map(|r| Self::decode(r?)).collect()
+    pub async fn unsettled(&self) -> Result<Vec<Voucher>, LedgerError> {
+        self.run(|conn| store::unsettled(conn)).await
     }
 
     /// Records that the chain has paid `authorization` up to `cumulative` (never moves backwards).
-    pub fn mark_settled(&self, authorization: B256, cumulative: U256) -> Result<(), LedgerError> {
-        let conn = self.conn();
-        let current: Option<Vec<u8>> = conn
-            .query_row(
-                "SELECT settled FROM vouchers WHERE authorization = ?1",
-                params![authorization.as_slice()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(current) = current
-            && u256(&current)? < cumulative
-        {
-            conn.execute(
-                "UPDATE vouchers SET settled = ?2 WHERE authorization = ?1",
-                params![
-                    authorization.as_slice(),
-                    cumulative.to_be_bytes::<32>().as_slice()
-                ],
-            )?;
-        }
-        Ok(())
+    pub async fn mark_settled(&self, authorization: B256, cumulative: U256) -> Result<(), LedgerError> {
+        self.run(move |conn| store::mark_settled(conn, authorization, cumulative))
+            .await
     }
 
     /// Records a settlement transaction.
-    pub fn record_settlement(&self, tx_hash: &str, items: usize, gas_used: u64) -> Result<(), LedgerError> {
-        self.conn().execute(
-            "INSERT INTO settlements (tx_hash, items, gas_used, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                tx_hash,
-                i64::try_from(items).unwrap_or(i64::MAX),
-                i64::try_from(gas_used).unwrap_or(i64::MAX),
-                now()
-            ],
-        )?;
-        Ok(())
+    pub async fn record_settlement(
+        &self,
+        tx_hash: &str,
+        items: usize,
+        gas_used: u64,
+    ) -> Result<(), LedgerError> {
+        let tx_hash = tx_hash.to_owned();
+        self.run(move |conn| store::record_settlement(conn, &tx_hash, items, gas_used))
+            .await
     }
 
     /// Settlement transactions recorded, oldest first: `(tx hash, items)`.
-    pub fn settlements(&self) -> Result<Vec<(String, u64)>, LedgerError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT tx_hash, items FROM settlements ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        rows.map(|r| {
-            let (h, n) = r?;
-            Ok((h, u64::try_from(n).unwrap_or(0)))
-        })
-        .collect()
+    pub async fn settlements(&self) -> Result<Vec<(String, u64)>, LedgerError> {
+        self.run(|conn| store::settlements(conn)).await
     }
 
     /// After a restart with `key`: every voucher signed by another key is checked (its signature
     /// must recover, under `escrow`, to the signer it names, and that signer must be in
     /// `accepted_signers`: the node's own earlier registered signers). Good ones are signed again
     /// with `key`; the rest are set aside.
-    pub fn resign(
+    pub async fn resign(
         &self,
-        key: &EnclaveKey,
+        key: &Arc<EnclaveKey>,
         escrow: &Domain,
         accepted_signers: &[Address],
     ) -> Result<ResignReport, LedgerError> {
-        let me = Address::from(key.address());
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let rows: Vec<Voucher> = {
-            let mut stmt = tx.prepare(
-                "SELECT authorization, api_key, cumulative, signer, signature, settled
-                 FROM vouchers WHERE rejected = 0 AND signer != ?1",
-            )?;
-            let rows = stmt.query_map(params![me.as_slice()], Self::row_to_voucher)?;
-            rows.map(|r| Self::decode(r?)).collect::<Result<_, _>>()?
-        };
-        let mut report = ResignReport::default();
-        for v in rows {
-            let digest = voucher_digest(escrow, v.authorization, v.cumulative);
-            let genuine = recover_signer(&digest, &v.signature)
-                .is_ok_and(|r| r == v.signer && accepted_signers.contains(&r));
-            if genuine {
-                let signature = key.sign_prehash(&digest.0);
-                tx.execute(
-                    "UPDATE vouchers SET signer = ?2, signature = ?3 WHERE authorization = ?1",
-                    params![v.authorization.as_slice(), me.as_slice(), signature.as_slice()],
-                )?;
-                report.resigned += 1;
-            } else {
-                tracing::warn!(
-                    authorization = %v.authorization,
-                    signer = %v.signer,
-                    "voucher does not recover to one of this node's registered signers; set aside"
-                );
-                tx.execute(
-                    "UPDATE vouchers SET rejected = 1 WHERE authorization = ?1",
-                    params![v.authorization.as_slice()],
-                )?;
-                report.rejected += 1;
-            }
-        }
-        tx.commit()?;
-        Ok(report)
+        let (key, escrow, accepted) = (Arc::clone(key), escrow.clone(), accepted_signers.to_vec());
+        self.run(move |conn| store::resign(conn, &key, &escrow, &accepted))
+            .await
     }
 }
 
@@ -361,8 +238,13 @@ impl Ledger {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+    use std::time::{Duration, Instant};
+
     use alloy_primitives::U256;
-    use cloister_types::eip712::{SpendAuthorization, authorization_id, escrow_domain};
+    use cloister_types::eip712::{
+        SpendAuthorization, authorization_id, escrow_domain, recover_signer, voucher_digest,
+    };
+    use rusqlite::params;
 
     use super::*;
 
@@ -379,18 +261,24 @@ mod tests {
         (key, id)
     }
 
-    #[test]
-    fn charges_accumulate_durably_and_cap_at_the_limit() {
+    #[tokio::test]
+    async fn charges_accumulate_durably_and_cap_at_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.sqlite");
         let domain = escrow_domain(31337, Address::repeat_byte(0xee));
-        let node = EnclaveKey::generate();
+        let node = Arc::new(EnclaveKey::generate());
         let (key, id) = key_for(&EnclaveKey::generate(), 100, &domain);
         {
             let ledger = Ledger::open(&path).unwrap();
-            let r = ledger.charge(&key, id, U256::from(30), &node, &domain).unwrap();
+            let r = ledger
+                .charge(&key, id, U256::from(30), &node, &domain)
+                .await
+                .unwrap();
             assert_eq!(r.cumulative_amount, "30");
-            let r = ledger.charge(&key, id, U256::from(50), &node, &domain).unwrap();
+            let r = ledger
+                .charge(&key, id, U256::from(50), &node, &domain)
+                .await
+                .unwrap();
             assert_eq!(r.cumulative_amount, "80");
             // The voucher signature recovers to the node's key over the escrow digest.
             let sig: [u8; 65] = hex::decode(r.signature.trim_start_matches("0x"))
@@ -405,49 +293,63 @@ mod tests {
         }
         // Reopened: nothing lost.
         let ledger = Ledger::open(&path).unwrap();
-        assert_eq!(ledger.cumulative(id).unwrap(), U256::from(80));
-        let r = ledger.charge(&key, id, U256::from(50), &node, &domain).unwrap();
+        assert_eq!(ledger.cumulative(id).await.unwrap(), U256::from(80));
+        let r = ledger
+            .charge(&key, id, U256::from(50), &node, &domain)
+            .await
+            .unwrap();
         assert_eq!((r.cumulative_amount.as_str(), r.amount.as_str()), ("100", "20"));
         assert!(matches!(
-            ledger.charge(&key, id, U256::from(1), &node, &domain),
+            ledger.charge(&key, id, U256::from(1), &node, &domain).await,
             Err(LedgerError::OverMax { .. })
         ));
-        let unsettled = ledger.unsettled().unwrap();
+        let unsettled = ledger.unsettled().await.unwrap();
         assert_eq!(unsettled.len(), 1);
         assert_eq!(unsettled[0].cumulative, U256::from(100));
-        ledger.mark_settled(id, U256::from(100)).unwrap();
-        assert!(ledger.unsettled().unwrap().is_empty());
-        ledger.mark_settled(id, U256::from(10)).unwrap();
+        ledger.mark_settled(id, U256::from(100)).await.unwrap();
+        assert!(ledger.unsettled().await.unwrap().is_empty());
+        ledger.mark_settled(id, U256::from(10)).await.unwrap();
         assert!(
-            ledger.unsettled().unwrap().is_empty(),
+            ledger.unsettled().await.unwrap().is_empty(),
             "settled never moves backwards"
         );
+        ledger.record_settlement("0xabc", 1, 21_000).await.unwrap();
+        assert_eq!(ledger.settlements().await.unwrap(), vec![("0xabc".to_owned(), 1)]);
     }
 
-    #[test]
-    fn resign_keeps_only_vouchers_of_registered_signers() {
+    #[tokio::test]
+    async fn resign_keeps_only_vouchers_of_registered_signers() {
         let domain = escrow_domain(31337, Address::repeat_byte(0xee));
         let ledger = Ledger::in_memory().unwrap();
-        let old = EnclaveKey::generate();
-        let intruder = EnclaveKey::generate();
+        let old = Arc::new(EnclaveKey::generate());
+        let intruder = Arc::new(EnclaveKey::generate());
         let (k1, id1) = key_for(&EnclaveKey::generate(), 1000, &domain);
         let (k2, id2) = key_for(&EnclaveKey::generate(), 1000, &domain);
-        ledger.charge(&k1, id1, U256::from(5), &old, &domain).unwrap();
+        ledger
+            .charge(&k1, id1, U256::from(5), &old, &domain)
+            .await
+            .unwrap();
         ledger
             .charge(&k2, id2, U256::from(9), &intruder, &domain)
+            .await
             .unwrap();
         // The intruder's row claims the old (registered) signer but carries its own signature.
+        let claimed = Address::from(old.address());
         ledger
-            .conn()
-            .execute(
-                "UPDATE vouchers SET signer = ?1 WHERE authorization = ?2",
-                params![Address::from(old.address()).as_slice(), id2.as_slice()],
-            )
+            .run(move |conn| {
+                conn.execute(
+                    "UPDATE vouchers SET signer = ?1 WHERE authorization = ?2",
+                    params![claimed.as_slice(), id2.as_slice()],
+                )?;
+                Ok(())
+            })
+            .await
             .unwrap();
 
-        let new = EnclaveKey::generate();
+        let new = Arc::new(EnclaveKey::generate());
         let report = ledger
             .resign(&new, &domain, &[Address::from(old.address())])
+            .await
             .unwrap();
         assert_eq!(
             report,
@@ -456,7 +358,7 @@ mod tests {
                 rejected: 1
             }
         );
-        let left = ledger.unsettled().unwrap();
+        let left = ledger.unsettled().await.unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].authorization, id1);
         assert_eq!(left[0].signer, Address::from(new.address()));
@@ -465,5 +367,53 @@ mod tests {
             recover_signer(&digest, &left[0].signature).unwrap(),
             Address::from(new.address())
         );
+    }
+
+    /// On a single-threaded runtime a ledger job that holds the disk (here: sleeps on the writer
+    /// thread) must not stop other tasks: a timer set after it fires before it ends.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_write_does_not_block_the_runtime() {
+        let ledger = Ledger::in_memory().unwrap();
+        let slow = ledger.run(|_| {
+            std::thread::sleep(Duration::from_millis(400));
+            Ok(Instant::now())
+        });
+        let tick = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Instant::now()
+        };
+        let (written, ticked) = tokio::join!(slow, tick);
+        assert!(ticked < written.unwrap(), "the timer waited for the ledger");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_charges_on_one_authorization_are_exact() {
+        let domain = escrow_domain(31337, Address::repeat_byte(0xee));
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open(&dir.path().join("l.sqlite")).unwrap());
+        let node = Arc::new(EnclaveKey::generate());
+        let (key, id) = key_for(&EnclaveKey::generate(), 1_000_000, &domain);
+        let charges = (1..=50u64).map(|amount| {
+            let (ledger, node, key, domain) = (
+                Arc::clone(&ledger),
+                Arc::clone(&node),
+                key.clone(),
+                domain.clone(),
+            );
+            tokio::spawn(async move {
+                ledger
+                    .charge(&key, id, U256::from(amount), &node, &domain)
+                    .await
+                    .unwrap()
+            })
+        });
+        let mut totals: Vec<u64> = Vec::new();
+        for c in charges {
+            totals.push(c.await.unwrap().cumulative_amount.parse().unwrap());
+        }
+        totals.sort_unstable();
+        totals.dedup();
+        assert_eq!(totals.len(), 50, "every charge saw a distinct cumulative amount");
+        assert_eq!(ledger.cumulative(id).await.unwrap(), U256::from(50 * 51 / 2));
     }
 }

@@ -41,7 +41,7 @@ pub(super) struct Exchange {
 impl Exchange {
     /// Meters `usage` for the payer, durably, before any signature over the answer exists.
     /// `None` when the node is free.
-    pub(super) fn charge(
+    pub(super) async fn charge(
         &self,
         state: &AppState,
         usage: Option<&Usage>,
@@ -50,7 +50,9 @@ impl Exchange {
             return Ok(None);
         };
         let usage = usage.cloned().unwrap_or_default();
-        let receipt = billing.charge(payer, &self.requested_model, &usage, &state.key)?;
+        let receipt = billing
+            .charge(payer, &self.requested_model, &usage, &state.key)
+            .await?;
         tracing::debug!(id = %self.id, cumulative = %receipt.cumulative_amount, "usage metered");
         Ok(Some(receipt))
     }
@@ -163,7 +165,7 @@ async fn complete(
     // Serialised once: these bytes are hashed, signed and sent, unchanged.
     let body = serde_json::to_vec(&completion)
         .map_err(|e| ApiError::Internal(format!("serialising a completion: {e}")))?;
-    let receipt = exchange.charge(&state, completion.usage.as_ref())?;
+    let receipt = exchange.charge(&state, completion.usage.as_ref()).await?;
     let record = state.sign_and_store(&exchange.id, signature_text(raw, &body));
     state.metrics().chat_duration(exchange.started.elapsed());
     tracing::debug!(id = %exchange.id, bytes = body.len(), "completion signed");

@@ -90,7 +90,7 @@ impl SseStream {
                 Phase::Done => return None,
                 Phase::Signature => {
                     self.phase = Phase::Done;
-                    return Some(self.signature_event());
+                    return Some(self.signature_event().await);
                 }
                 Phase::Chunks => {}
             }
@@ -161,9 +161,9 @@ impl SseStream {
         bytes
     }
 
-    fn signature_event(&mut self) -> Bytes {
+    async fn signature_event(&mut self) -> Bytes {
         // Metered durably before the signature exists; a failed charge ends the stream unsigned.
-        let receipt = match self.exchange.charge(&self.state, self.billed.as_ref()) {
+        let receipt = match self.exchange.charge(&self.state, self.billed.as_ref()).await {
             Ok(receipt) => receipt,
             Err(err) => return error_event(&err),
         };

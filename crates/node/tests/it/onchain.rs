@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::common::{chat_body, engine};
 
-async fn devnet() -> Option<(Devnet, DevnetFile)> {
+pub(crate) async fn devnet() -> Option<(Devnet, DevnetFile)> {
     if devnet::find_anvil().is_none() {
         assert!(
             !std::env::var("CLOISTER_REQUIRE_ANVIL").is_ok_and(|v| v == "1"),
@@ -61,11 +61,11 @@ async fn setup() -> Option<Setup> {
     })
 }
 
-fn key_of(file: &DevnetFile, role: &str) -> String {
+pub(crate) fn key_of(file: &DevnetFile, role: &str) -> String {
     file.account(role).unwrap().private_key.clone()
 }
 
-fn config(file: &DevnetFile, model: &str, ledger: &Path) -> OnChainConfig {
+pub(crate) fn config(file: &DevnetFile, model: &str, ledger: &Path) -> OnChainConfig {
     OnChainConfig {
         chain: file.chain_config(),
         operator: parse_private_key(&key_of(file, "operator")).unwrap(),
@@ -131,7 +131,7 @@ impl PaidNode {
 }
 
 /// A key signed by the devnet client for the devnet operator.
-fn mint_key(file: &DevnetFile, max: U256, expiry: u64, client_role: &str) -> (ApiKey, B256) {
+pub(crate) fn mint_key(file: &DevnetFile, max: U256, expiry: u64, client_role: &str) -> (ApiKey, B256) {
     let client = EnclaveKey::from_secret_bytes(
         &hex::decode(key_of(file, client_role).trim_start_matches("0x")).unwrap(),
     )
@@ -153,7 +153,7 @@ fn rand_bytes() -> [u8; 32] {
     cloister_crypto::keccak256(&k.public_key_uncompressed())
 }
 
-fn far_future() -> u64 {
+pub(crate) fn far_future() -> u64 {
     4_000_000_000
 }
 
@@ -167,7 +167,7 @@ async fn chat(url: &str, model: &str, bearer: Option<&str>, stream: bool) -> req
     req.send().await.unwrap()
 }
 
-async fn deposit(file: &DevnetFile, role: &str, amount: U256) {
+pub(crate) async fn deposit(file: &DevnetFile, role: &str, amount: U256) {
     let chain = Chain::connect(
         file.chain_config(),
         Some(parse_private_key(&key_of(file, role)).unwrap()),
@@ -275,7 +275,7 @@ async fn restart_between_metering_and_settlement_loses_nothing_and_pays_once() {
     for _ in 0..2 {
         assert_eq!(chat(&node.url, &model, Some(&bearer), false).await.status(), 200);
     }
-    let metered = node.onchain.billing.ledger().cumulative(id).unwrap();
+    let metered = node.onchain.billing.ledger().cumulative(id).await.unwrap();
     drop(node.stop().await); // tasks dropped, no settlement
 
     // Second life: a new enclave key, reattested; the old voucher is re-signed with it.
@@ -284,7 +284,7 @@ async fn restart_between_metering_and_settlement_loses_nothing_and_pays_once() {
     assert_eq!(node.onchain.registration.resigned, 1);
     assert_ne!(Address::from(node.key.address()), old_signer);
     let ledger = Arc::clone(node.onchain.billing.ledger());
-    assert_eq!(ledger.cumulative(id).unwrap(), metered, "nothing lost");
+    assert_eq!(ledger.cumulative(id).await.unwrap(), metered, "nothing lost");
 
     // Keeps metering on top of the old total, then settles once.
     let resp = chat(&node.url, &model, Some(&bearer), false).await;
@@ -465,7 +465,7 @@ async fn a_pending_withdrawal_triggers_settlement_before_its_delay_ends() {
         chat(&node.url, &model, Some(&key.encode()), false).await.status(),
         200
     );
-    let metered = node.onchain.billing.ledger().cumulative(id).unwrap();
+    let metered = node.onchain.billing.ledger().cumulative(id).await.unwrap();
 
     let client = Chain::connect(
         file.chain_config(),

@@ -191,6 +191,7 @@ impl Billing {
         let used = self
             .ledger
             .cumulative(authorization)
+            .await
             .map_err(|e| BillingRefusal::Ledger(e.to_string()))?;
         if used >= key.auth.maxAmount {
             return Err(BillingRefusal::SpendLimit);
@@ -220,14 +221,14 @@ impl Billing {
         Ok(balance)
     }
 
-    /// Prices `usage` of `model` and charges it to `payer`, durably, signing the new voucher with
-    /// `key`.
-    pub fn charge(
+    /// Prices `usage` of `model` and charges it to `payer`, durably (the ledger's writer thread
+    /// has committed it when this returns), signing the new voucher with `key`.
+    pub async fn charge(
         &self,
         payer: &Payer,
         model: &str,
         usage: &Usage,
-        key: &EnclaveKey,
+        key: &Arc<EnclaveKey>,
     ) -> Result<Receipt, BillingRefusal> {
         let price = self
             .prices
@@ -241,6 +242,7 @@ impl Billing {
                 key,
                 &self.escrow,
             )
+            .await
             .map_err(|e| match e {
                 LedgerError::OverMax { .. } => BillingRefusal::SpendLimit,
                 other => BillingRefusal::Ledger(other.to_string()),

@@ -1,6 +1,8 @@
 //! `EvilNode`: a test double of a Cloister node built from the real pieces (a real `EnclaveKey`,
 //! a real E2EE key pair, the real envelope, a simulated quote binding the real signer), which can
 //! be told to misbehave in one specific way. Honest, it speaks the node's wire protocol.
+// A test double: a panic here is a failed test, the right outcome for a broken fixture.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -18,8 +20,9 @@ use cloister_crypto::e2ee::{
     E2eeKeyPair, ReplayGuard, SealedRequest, encode_base64, open_request, seal_request,
 };
 use cloister_types::e2ee::{BoundModel, KeyBinding, key_binding_text, request_aad};
-use cloister_types::{AttestationReport, Nonce, ReportData, TeeKind, signature_text};
+use cloister_types::{AttestationReport, Nonce, ReportData, TeeKind, signature_text, unix_now, wire};
 
+/// The one model the node serves (and binds in its key binding).
 pub const MODEL: &str = "evil-model";
 /// The metering receipt the node attaches (as a billing node does).
 pub const RECEIPT: &str = r#"{"cumulative_amount":"42"}"#;
@@ -71,13 +74,16 @@ struct Inner {
     authorization: Mutex<Option<String>>,
 }
 
+/// A running node double, serving on a loopback port until the test's runtime ends.
 #[derive(Clone)]
 pub struct EvilNode {
+    /// Its base URL (`http://127.0.0.1:port`).
     pub url: String,
     inner: Arc<Inner>,
 }
 
 impl EvilNode {
+    /// Starts a node misbehaving as `evil` on a loopback port (on the current runtime).
     pub async fn start(evil: Misbehaviour) -> Self {
         let inner = Arc::new(Inner {
             keys: std::sync::RwLock::new(Arc::new(Keys {
@@ -93,9 +99,9 @@ impl EvilNode {
             authorization: Mutex::new(None),
         });
         let app = Router::new()
-            .route("/v1/attestation/report", get(report))
-            .route("/v1/models", get(models))
-            .route("/v1/chat/completions", post(chat))
+            .route(wire::ATTESTATION_REPORT_PATH, get(report))
+            .route(wire::MODELS_PATH, get(models))
+            .route(wire::CHAT_COMPLETIONS_PATH, post(chat))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -108,6 +114,7 @@ impl EvilNode {
         }
     }
 
+    /// The attested signer (lowercase hex) of the current keys.
     pub fn signer_hex(&self) -> String {
         self.inner
             .keys
@@ -155,6 +162,7 @@ pub fn simulated_measurement() -> String {
 
 #[derive(serde::Deserialize)]
 struct ReportQuery {
+    // The wire name is `wire::QUERY_NONCE`.
     nonce: String,
 }
 
@@ -172,7 +180,7 @@ async fn report(State(s): State<Arc<Inner>>, Query(q): Query<ReportQuery>) -> Re
     } else {
         3600
     };
-    let expires_at = cloister_client::unix_now() + validity;
+    let expires_at = unix_now() + validity;
     let binder = if s.evil == Misbehaviour::BindingByOtherKey {
         &s.other_key
     } else {
@@ -242,32 +250,32 @@ fn stream_events() -> Vec<Vec<u8>> {
             .into_bytes()
         })
         .collect();
-    out.push(b"data: [DONE]\n\n".to_vec());
+    out.push(wire::SSE_DONE_EVENT.as_bytes().to_vec());
     out
 }
 
 async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Response {
     let k = Arc::clone(&s.keys.read().unwrap());
     *s.authorization.lock().unwrap() = headers
-        .get("authorization")
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     if s.evil == Misbehaviour::Overloaded {
         return (StatusCode::SERVICE_UNAVAILABLE, "overloaded").into_response();
     }
-    let sealed_req = headers.contains_key("x-cloister-e2ee");
+    let sealed_req = headers.contains_key(wire::E2EE_HEADER);
     let (request, keys) = if sealed_req {
         s.seen.lock().unwrap().push((headers.clone(), raw.clone()));
-        let ts: u64 = headers["x-cloister-e2ee-timestamp"]
+        let ts: u64 = headers[wire::E2EE_TIMESTAMP_HEADER]
             .to_str()
             .unwrap()
             .parse()
             .unwrap();
-        let model = headers["x-cloister-model"].to_str().unwrap();
+        let model = headers[wire::MODEL_HEADER].to_str().unwrap();
         let Ok(sealed) = SealedRequest::from_base64(std::str::from_utf8(&raw).unwrap()) else {
             return refuse("e2ee_malformed");
         };
-        let aad = request_aad("POST", "/v1/chat/completions", ts, model);
+        let aad = request_aad("POST", wire::CHAT_COMPLETIONS_PATH, ts, model);
         let Ok((body, keys)) = open_request(&k.e2ee, &k.key.address(), &sealed, &aad) else {
             return refuse("e2ee_open_failed");
         };
@@ -298,19 +306,19 @@ async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Re
         let record_sig = signer.sign_personal_hex(signature_text(&request, &body).as_bytes());
         let mut resp = Response::builder()
             .status(200)
-            .header("x-cloister-signature", record_sig)
-            .header("x-cloister-signing-address", k.key.address_hex())
-            .header("x-cloister-signature-id", "chatcmpl-evil")
-            .header("x-cloister-receipt", RECEIPT);
+            .header(wire::SIGNATURE_HEADER, record_sig)
+            .header(wire::SIGNING_ADDRESS_HEADER, k.key.address_hex())
+            .header(wire::SIGNATURE_ID_HEADER, "chatcmpl-evil")
+            .header(wire::RECEIPT_HEADER, RECEIPT);
         let Some(keys) = keys else {
             return resp
-                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_TYPE, wire::JSON_CONTENT_TYPE)
                 .body(Body::from(body))
                 .unwrap();
         };
         if s.evil == Misbehaviour::DowngradeToPlaintext {
             return resp
-                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_TYPE, wire::JSON_CONTENT_TYPE)
                 .body(Body::from(body))
                 .unwrap();
         }
@@ -332,8 +340,8 @@ async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Re
             }
         }
         resp = resp
-            .header("x-cloister-e2ee", "v1")
-            .header(header::CONTENT_TYPE, "application/cloister-e2ee");
+            .header(wire::E2EE_HEADER, wire::E2EE_VERSION)
+            .header(header::CONTENT_TYPE, wire::SEALED_CONTENT_TYPE);
         return resp.body(Body::from(text)).unwrap();
     }
     // Streamed: the plaintext SSE the node would send, then its signature event.
@@ -347,7 +355,7 @@ async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Re
         "receipt": serde_json::from_str::<serde_json::Value>(RECEIPT).unwrap(),
     });
     let mut plain_events = events;
-    plain_events.push(format!("event: cloister.signature\ndata: {record}\n\n").into_bytes());
+    plain_events.push(format!("event: {}\ndata: {record}\n\n", wire::SIGNATURE_EVENT).into_bytes());
     let wire: Vec<Bytes> = match keys {
         None => plain_events.into_iter().map(Bytes::from).collect(),
         Some(keys) => {
@@ -380,10 +388,10 @@ async fn chat(State(s): State<Arc<Inner>>, headers: HeaderMap, raw: Bytes) -> Re
     let body = futures::stream::iter(wire.into_iter().map(Ok::<_, std::convert::Infallible>));
     let mut resp = Response::builder()
         .status(200)
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header("x-cloister-signing-address", k.key.address_hex());
+        .header(header::CONTENT_TYPE, wire::EVENT_STREAM_CONTENT_TYPE)
+        .header(wire::SIGNING_ADDRESS_HEADER, k.key.address_hex());
     if sealed_req && s.evil != Misbehaviour::DowngradeToPlaintext {
-        resp = resp.header("x-cloister-e2ee", "v1");
+        resp = resp.header(wire::E2EE_HEADER, wire::E2EE_VERSION);
     }
     resp.body(Body::from_stream(body)).unwrap()
 }

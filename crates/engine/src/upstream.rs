@@ -17,7 +17,7 @@
 //! # Ok(()) }
 //! ```
 
-mod sse;
+pub(crate) mod sse;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -449,6 +449,14 @@ impl Passthrough {
             }
         }
     }
+}
+
+/// Runs `reads` (an upstream's streamed body, split as its reads arrived) through the stream
+/// pass-through, and returns every item handed on. For the fuzz targets (`crate::fuzzing`).
+pub(crate) fn pass_through_reads(reads: Vec<Vec<u8>>, model: &str) -> Vec<Result<ChatCompletionChunk>> {
+    let body = futures::stream::iter(reads.into_iter().map(|read| Ok(Bytes::from(read))));
+    let state = Passthrough::new(Box::pin(body), model.to_owned());
+    futures::executor::block_on(futures::stream::unfold(state, Passthrough::next_item).collect())
 }
 
 #[async_trait]

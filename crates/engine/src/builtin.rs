@@ -27,7 +27,7 @@
 //! # Ok(()) }
 //! ```
 
-mod params;
+pub(crate) mod params;
 mod template;
 mod text;
 mod worker;
@@ -36,7 +36,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cloister_types::openai::{
@@ -166,11 +166,7 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use cloister_types::unix_now;
 
 fn completion_id() -> String {
     format!("chatcmpl-{}", hex::encode(rand::random::<[u8; 12]>()))
