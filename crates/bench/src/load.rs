@@ -6,7 +6,7 @@
 //!
 //! let http = reqwest::Client::new();
 //! let body = cloister_bench::upstream::reference_request(false)?;
-//! let url = "http://127.0.0.1:8080/v1/chat/completions".to_owned();
+//! let url = format!("http://127.0.0.1:8080{}", cloister_types::wire::CHAT_COMPLETIONS_PATH);
 //! let stats = load_round(1000, 8, || post_json(http.clone(), url.clone(), body.clone())).await?;
 //! println!("{:.0} req/s, p99 {:.3} ms", stats.rps, stats.p99_ms);
 //! # Ok(()) }

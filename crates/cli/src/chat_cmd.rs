@@ -10,10 +10,10 @@ use bytes::Bytes;
 use clap::Args;
 use cloister_attest::check::{CheckId, PolicyCheck, Scoped};
 use cloister_client::{E2eeMode, NodeClient, RequestOptions, StreamEvent, VerifiedNode};
-use cloister_types::SignatureRecord;
 use cloister_types::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, ModelList, Usage,
 };
+use cloister_types::{SignatureRecord, wire};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -67,7 +67,7 @@ pub(crate) async fn pick_model(
     if let Some(m) = model {
         return Ok(m);
     }
-    let endpoint = format!("{}/v1/models", node_base(url));
+    let endpoint = format!("{}{}", node_base(url), wire::MODELS_PATH);
     let list: ModelList = client
         .get(&endpoint)
         .send()

@@ -73,6 +73,8 @@ pub fn sse_split_agrees(bytes: &[u8], cut: usize, max_event: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use cloister_types::wire::SSE_DONE_EVENT;
+
     use super::*;
     use crate::Error;
 
@@ -144,12 +146,12 @@ mod tests {
             "{items:?}"
         );
         // Only `[DONE]`: a role chunk and an estimated usage chunk are added.
-        let items = upstream_stream(vec![b"data: [DONE]\n\n".to_vec()]);
+        let items = upstream_stream(vec![SSE_DONE_EVENT.as_bytes().to_vec()]);
         assert_eq!(items.len(), 2, "{items:?}");
         assert_eq!(check_stream_contract(&items), Ok(()));
         // A usage chunk first, content after it, no role: the usage still goes last, a role is set.
         let body = format!(
-            "{}\n\n{}\n\n{}\n\ndata: [DONE]\n\n",
+            "{}\n\n{}\n\n{}\n\n{SSE_DONE_EVENT}",
             chunk(r#"[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}"#),
             chunk(r#"[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]"#),
             chunk(r#"[{"index":0,"delta":{},"finish_reason":"stop"}]"#),
@@ -162,7 +164,7 @@ mod tests {
 
     #[test]
     fn the_contract_check_can_fail() {
-        let items = upstream_stream(vec![b"data: [DONE]\n\n".to_vec()]);
+        let items = upstream_stream(vec![SSE_DONE_EVENT.as_bytes().to_vec()]);
         let mut reversed: Vec<_> = items.into_iter().collect();
         reversed.reverse();
         assert!(check_stream_contract(&reversed).is_err());

@@ -29,6 +29,7 @@ use cloister_types::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta, ModelList, StreamOptions,
     Usage,
 };
+use cloister_types::wire;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use tracing::debug;
@@ -121,7 +122,7 @@ impl UpstreamEngine {
     async fn discover_models(&self) -> Result<Vec<ModelCard>> {
         let mut req = self
             .client
-            .get(format!("{}/models", self.base))
+            .get(wire::api_url(&self.base, wire::MODELS_PATH))
             .timeout(self.timeout);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
@@ -162,7 +163,7 @@ impl UpstreamEngine {
     fn post(&self, body: &ChatCompletionRequest) -> reqwest::RequestBuilder {
         let mut req = self
             .client
-            .post(format!("{}/chat/completions", self.base))
+            .post(wire::api_url(&self.base, wire::CHAT_COMPLETIONS_PATH))
             .json(body);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
@@ -345,7 +346,7 @@ impl Passthrough {
         if self.saw_done || self.ended {
             return;
         }
-        if data.trim() == "[DONE]" {
+        if data.trim() == wire::SSE_DONE {
             self.saw_done = true;
             return;
         }
@@ -490,7 +491,7 @@ impl Engine for UpstreamEngine {
         body.stream_options = Some(StreamOptions { include_usage: true });
         let resp = self
             .post(&body)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .header(reqwest::header::ACCEPT, wire::EVENT_STREAM_CONTENT_TYPE)
             .send()
             .await
             .map_err(transport_error)?;

@@ -3,8 +3,10 @@
 //!
 //! - `POST /v1/chat/completions`: OpenAI chat completions, plain or streamed (SSE). Every answer
 //!   is signed (EIP-191 `personal_sign`) over `sha256(request bytes) ":" sha256(response bytes)`,
-//!   the exact bytes on the wire; plain answers carry the signature in [`SIGNATURE_HEADER`],
-//!   streams end with a [`SIGNATURE_EVENT`] event.
+//!   the exact bytes on the wire; plain answers carry the signature in the
+//!   [`SIGNATURE_HEADER`](cloister_types::wire::SIGNATURE_HEADER) header, streams end with a
+//!   [`SIGNATURE_EVENT`](cloister_types::wire::SIGNATURE_EVENT) event. Every path, header and
+//!   event name is in [`cloister_types::wire`].
 //! - `GET /v1/attestation/report?nonce=<64 hex>`: a TEE quote whose report_data binds the signing
 //!   address and the nonce, in the Phala/NEAR private-ml-sdk shape.
 //! - `GET /v1/signature/{id}`: the signature of a recent answer (kept for
@@ -73,18 +75,6 @@ pub use error::{ApiError, E2eeRefusal, Result};
 pub use settings::{InvalidPrice, ModelPriceSpec, NodeSettings, PriceSpec, Secret};
 pub use start::{Node, NodeError, RunningNode};
 pub use state::AppState;
-
-/// Response header with the signature (`0x` r‖s‖v) of a plain (non-stream) completion.
-pub const SIGNATURE_HEADER: &str = "x-cloister-signature";
-/// Response header with the `0x` EIP-55 address of the signing key.
-pub const SIGNING_ADDRESS_HEADER: &str = "x-cloister-signing-address";
-/// Response header with the completion id, the key of `GET /v1/signature/{id}`.
-pub const SIGNATURE_ID_HEADER: &str = "x-cloister-signature-id";
-/// Response header with the metering receipt (JSON [`billing::Receipt`]) of a paid plain answer;
-/// streams carry it as `receipt` in the signature event.
-pub const RECEIPT_HEADER: &str = "x-cloister-receipt";
-/// SSE event name of the final signature event of a stream.
-pub const SIGNATURE_EVENT: &str = "cloister.signature";
 
 /// The node's router over `state` (for tests with `tower::ServiceExt::oneshot`, or to nest).
 pub fn router(state: AppState) -> axum::Router {

@@ -231,13 +231,15 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use cloister_types::wire::MODELS_PATH;
+
     use super::*;
 
     #[test]
     fn renders_counters_histogram_and_escapes_labels() {
         let m = Metrics::default();
-        m.http_request("/v1/models", 200);
-        m.http_request("/v1/models", 200);
+        m.http_request(MODELS_PATH, 200);
+        m.http_request(MODELS_PATH, 200);
         m.chat_request("we\"ird\nmodel", true);
         m.usage("m", &Usage::new(7, 3));
         m.engine_error("timeout");
@@ -246,7 +248,9 @@ mod tests {
         m.request_started();
         let text = m.render(5);
         assert!(
-            text.contains("cloister_http_requests_total{route=\"/v1/models\",status=\"200\"} 2"),
+            text.contains(&format!(
+                "cloister_http_requests_total{{route=\"{MODELS_PATH}\",status=\"200\"}} 2"
+            )),
             "{text}"
         );
         assert!(

@@ -19,6 +19,10 @@ use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use cloister_types::wire::{
+    ATTESTATION_REPORT_PATH, CHAT_COMPLETIONS_PATH, HEALTH_PATH, METRICS_PATH, METRICS_V1_PATH, MODELS_PATH,
+    SIGNATURE_ROUTE,
+};
 use http_body::{Frame, SizeHint};
 use tower_http::trace::TraceLayer;
 
@@ -33,15 +37,15 @@ pub(crate) fn router(state: AppState) -> Router {
     // API routes count against `max_concurrent_requests`; health and metrics never do, so an
     // operator can still see a saturated node.
     let api = Router::new()
-        .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/models", get(models::list_models))
-        .route("/v1/attestation/report", get(attestation::report))
-        .route("/v1/signature/{id}", get(signature::get_signature))
+        .route(CHAT_COMPLETIONS_PATH, post(chat::chat_completions))
+        .route(MODELS_PATH, get(models::list_models))
+        .route(ATTESTATION_REPORT_PATH, get(attestation::report))
+        .route(SIGNATURE_ROUTE, get(signature::get_signature))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit));
     let ops = Router::new()
-        .route("/health", get(health::health))
-        .route("/metrics", get(metrics::metrics))
-        .route("/v1/metrics", get(metrics::metrics));
+        .route(HEALTH_PATH, get(health::health))
+        .route(METRICS_PATH, get(metrics::metrics))
+        .route(METRICS_V1_PATH, get(metrics::metrics));
     api.merge(ops)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -11,6 +11,9 @@
 
 // ---- paths (§5) -------------------------------------------------------------------------------
 
+/// The prefix of every OpenAI API path below; an OpenAI-compatible base URL ends with it
+/// (`http://host:8000/v1`), so a path under such a base is the path without it (see [`api_url`]).
+pub const API_PREFIX: &str = "/v1";
 /// OpenAI chat completions (plain or streamed, signed, optionally sealed).
 pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
 /// OpenAI legacy completions (served by some upstreams; not by the node).
@@ -27,10 +30,23 @@ pub const SIGNATURE_ROUTE: &str = "/v1/signature/{id}";
 pub const HEALTH_PATH: &str = "/health";
 /// Prometheus metrics.
 pub const METRICS_PATH: &str = "/metrics";
+/// Prometheus metrics under the API prefix (the node serves both; same text as [`METRICS_PATH`]).
+pub const METRICS_V1_PATH: &str = "/v1/metrics";
 
 /// `GET` path of the stored signature of response `id`.
 pub fn signature_path(id: &str) -> String {
     format!("{SIGNATURE_PATH_PREFIX}{id}")
+}
+
+/// The URL of API `path` (one of the `/v1/...` paths above) under an OpenAI-compatible `base`
+/// URL that already ends with [`API_PREFIX`] and no trailing slash.
+///
+/// ```
+/// use cloister_types::wire;
+/// assert_eq!(wire::api_url("http://h:8000/v1", wire::MODELS_PATH), "http://h:8000/v1/models");
+/// ```
+pub fn api_url(base: &str, path: &str) -> String {
+    format!("{base}{}", path.strip_prefix(API_PREFIX).unwrap_or(path))
 }
 
 // ---- query parameters (§3) --------------------------------------------------------------------

@@ -15,6 +15,9 @@ use axum::routing::{get, post};
 use cloister_engine::upstream::{UpstreamConfig, UpstreamEngine};
 use cloister_engine::{Engine, Error};
 use cloister_types::openai::{ChatCompletionChunk, ChatCompletionRequest, ChatMessage};
+use cloister_types::wire::{
+    API_PREFIX, CHAT_COMPLETIONS_PATH, EVENT_STREAM_CONTENT_TYPE, MODELS_PATH, SSE_DONE, SSE_DONE_EVENT,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -97,7 +100,7 @@ async fn chat(State(fake): State<FakeOpenAi>, Json(body): Json<Value>) -> Respon
             let usage = json!({"id": "cmpl-up", "object": "chat.completion.chunk", "created": 7, "model": "m",
                                "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}});
             let text = format!(
-                "{}: keep-alive\r\n\r\n{}data: [DONE]\r\n\r\n",
+                "{}: keep-alive\r\n\r\n{}data: {SSE_DONE}\r\n\r\n",
                 sse(&[chunk(Some(""), true, None)]),
                 sse(&[
                     chunk(Some("Hello"), false, None),
@@ -123,7 +126,7 @@ async fn chat(State(fake): State<FakeOpenAi>, Json(body): Json<Value>) -> Respon
                 chunk(Some("b"), false, None),
                 chunk(Some("c"), false, Some("stop")),
             ]),
-            "data: [DONE]\n\n".into(),
+            SSE_DONE_EVENT.into(),
         ],
         "broken" => vec![
             sse(&[chunk(Some(""), true, None)]),
@@ -133,7 +136,7 @@ async fn chat(State(fake): State<FakeOpenAi>, Json(body): Json<Value>) -> Respon
     };
     let release = (model == "split").then(|| fake.release.clone());
     Response::builder()
-        .header("content-type", "text/event-stream")
+        .header(axum::http::header::CONTENT_TYPE, EVENT_STREAM_CONTENT_TYPE)
         .body(body_of(pieces, release))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
@@ -141,8 +144,8 @@ async fn chat(State(fake): State<FakeOpenAi>, Json(body): Json<Value>) -> Respon
 async fn start_fake() -> (SocketAddr, FakeOpenAi) {
     let fake = FakeOpenAi::default();
     let app = Router::new()
-        .route("/v1/models", get(models))
-        .route("/v1/chat/completions", post(chat))
+        .route(MODELS_PATH, get(models))
+        .route(CHAT_COMPLETIONS_PATH, post(chat))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -151,7 +154,7 @@ async fn start_fake() -> (SocketAddr, FakeOpenAi) {
 }
 
 async fn connect(addr: SocketAddr) -> UpstreamEngine {
-    let mut config = UpstreamConfig::new(format!("http://{addr}/v1/"));
+    let mut config = UpstreamConfig::new(format!("http://{addr}{API_PREFIX}/"));
     config.api_key = Some("sk-test".into());
     config.timeout = Duration::from_secs(10);
     UpstreamEngine::connect(config).await.expect("connect")

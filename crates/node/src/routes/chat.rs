@@ -14,6 +14,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use cloister_types::openai::{ChatCompletionRequest, Usage};
+use cloister_types::wire::{
+    EVENT_STREAM_CONTENT_TYPE, JSON_CONTENT_TYPE, RECEIPT_HEADER, SIGNATURE_HEADER, SIGNATURE_ID_HEADER,
+    SIGNING_ADDRESS_HEADER,
+};
 use cloister_types::{sha256_hex, signature_text};
 use futures::StreamExt as _;
 
@@ -22,7 +26,6 @@ use super::sse::SseStream;
 use crate::billing::{Payer, Receipt};
 use crate::error::{ApiError, engine_error_kind};
 use crate::state::AppState;
-use crate::{RECEIPT_HEADER, SIGNATURE_HEADER, SIGNATURE_ID_HEADER, SIGNING_ADDRESS_HEADER};
 
 /// What a chat handler knows about the exchange it is serving.
 pub(super) struct Exchange {
@@ -173,7 +176,7 @@ async fn complete(
     let mut response = Response::new(Body::from(body));
     response
         .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
     set_header(&mut response, SIGNATURE_HEADER, &record.signature)?;
     set_header(&mut response, SIGNING_ADDRESS_HEADER, &record.signing_address)?;
     set_header(&mut response, SIGNATURE_ID_HEADER, &exchange.id)?;
@@ -220,7 +223,7 @@ async fn stream(
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
+        HeaderValue::from_static(EVENT_STREAM_CONTENT_TYPE),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Reverse proxies (nginx) must not hold chunks back.

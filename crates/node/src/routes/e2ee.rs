@@ -18,14 +18,12 @@ use cloister_types::e2ee::{
     E2EE_VERSION, HEADER_E2EE, HEADER_E2EE_TIMESTAMP, HEADER_MODEL, MAX_CLOCK_SKEW_SECS, SEALED_CONTENT_TYPE,
     request_aad,
 };
+use cloister_types::wire::{CHAT_COMPLETIONS_PATH, EVENT_STREAM_CONTENT_TYPE};
 use futures::StreamExt as _;
 use serde::Deserialize;
 
 use crate::error::{ApiError, E2eeRefusal};
 use crate::state::AppState;
-
-/// The path sealed chat requests are bound to.
-const CHAT_PATH: &str = "/v1/chat/completions";
 
 /// Whether the request asks for E2EE.
 pub(super) fn is_sealed(headers: &HeaderMap) -> bool {
@@ -55,7 +53,7 @@ pub(super) fn open(
     let text = std::str::from_utf8(raw).map_err(|_| E2eeRefusal::Malformed("body is not base64 text"))?;
     let sealed =
         SealedRequest::from_base64(text).map_err(|_| E2eeRefusal::Malformed("body is not an envelope"))?;
-    let aad = request_aad("POST", CHAT_PATH, timestamp, model);
+    let aad = request_aad("POST", CHAT_COMPLETIONS_PATH, timestamp, model);
     let address = state.key.address();
     let (plaintext, keys) = open_request(&state.e2ee, &address, &sealed, &aad).map_err(|e| match e {
         cloister_crypto::Error::MalformedEnvelope(what) => E2eeRefusal::Malformed(what),
@@ -96,7 +94,7 @@ pub(super) async fn seal(response: Response, keys: NodeResponseKeys) -> Response
     let is_sse = parts
         .headers
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        .is_some_and(|v| v.as_bytes().starts_with(EVENT_STREAM_CONTENT_TYPE.as_bytes()));
     parts.headers.insert(
         HeaderName::from_static(HEADER_E2EE),
         HeaderValue::from_static(E2EE_VERSION),

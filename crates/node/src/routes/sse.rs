@@ -19,16 +19,16 @@ use std::time::Duration;
 use axum::body::Bytes;
 use cloister_engine::ChunkStream;
 use cloister_types::openai::{ChatCompletionChunk, Usage};
+use cloister_types::wire::{SIGNATURE_EVENT, SSE_DONE_EVENT};
 use futures::{Stream, StreamExt as _};
 use sha2::{Digest, Sha256};
 
 use super::SignatureEvent;
 use super::chat::{Exchange, engine_failed, timed_out};
-use crate::SIGNATURE_EVENT;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-const DONE: &[u8] = b"data: [DONE]\n\n";
+const DONE: &[u8] = SSE_DONE_EVENT.as_bytes();
 
 enum Phase {
     Chunks,

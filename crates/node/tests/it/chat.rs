@@ -8,6 +8,7 @@ use cloister_attest::quote::parse_quote;
 use cloister_attest::report::verify_report;
 use cloister_attest::verify::Policy;
 use cloister_node::NodeConfig;
+use cloister_types::wire;
 use cloister_types::{AttestationReport, ReportData};
 use serde_json::{Value, json};
 
@@ -24,19 +25,19 @@ async fn plain_answer_is_signed_by_the_attested_key() {
     let mut request = chat_body(&model, "What is the capital of France?", false, json!({}));
     request.splice(1..1, b"  ".iter().copied());
     let resp = http
-        .post(node.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
+        .post(node.url(wire::CHAT_COMPLETIONS_PATH))
+        .header("content-type", wire::JSON_CONTENT_TYPE)
         .body(request.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.headers()["content-type"], wire::JSON_CONTENT_TYPE);
     let header = |name: &str| resp.headers()[name].to_str().unwrap().to_owned();
     let (signature, header_address, id) = (
-        header("x-cloister-signature"),
-        header("x-cloister-signing-address"),
-        header("x-cloister-signature-id"),
+        header(wire::SIGNATURE_HEADER),
+        header(wire::SIGNING_ADDRESS_HEADER),
+        header(wire::SIGNATURE_ID_HEADER),
     );
     let body = resp.bytes().await.unwrap().to_vec();
 
@@ -61,7 +62,12 @@ async fn plain_answer_is_signed_by_the_attested_key() {
     let n = nonce();
     let report: AttestationReport = get_json(
         &http,
-        node.url(&format!("/v1/attestation/report?nonce={}", n.to_hex())),
+        node.url(&format!(
+            "{}?{}={}",
+            wire::ATTESTATION_REPORT_PATH,
+            wire::QUERY_NONCE,
+            n.to_hex()
+        )),
     )
     .await;
     assert_eq!(report.request_nonce, n.to_hex());
@@ -99,7 +105,7 @@ async fn plain_answer_is_signed_by_the_attested_key() {
     assert!(!verify_report(&report, &nonce(), None, now, &Policy::dev_allow_simulated()).passed());
 
     // 4. /v1/signature/{id} serves the same record.
-    let record: Value = get_json(&http, node.url(&format!("/v1/signature/{id}"))).await;
+    let record: Value = get_json(&http, node.url(&wire::signature_path(&id))).await;
     assert_eq!(record["id"], id.as_str());
     assert_eq!(record["signature"], signature.as_str());
     assert_eq!(record["signing_address"], header_address.as_str());
@@ -117,7 +123,7 @@ async fn report_query_variants() {
     let http = reqwest::Client::new();
     let get = |q: String| {
         let http = http.clone();
-        let url = node.url(&format!("/v1/attestation/report{q}"));
+        let url = node.url(&format!("{}{q}", wire::ATTESTATION_REPORT_PATH));
         async move { http.get(url).send().await.unwrap() }
     };
 
@@ -137,8 +143,11 @@ async fn report_query_variants() {
     let n = nonce();
     let own = node.state.signing_address().to_lowercase();
     let resp = get(format!(
-        "?nonce=0x{}&signing_address={own}&signing_algo=ecdsa",
-        n.to_hex()
+        "?{}=0x{}&{}={own}&{}=ecdsa",
+        wire::QUERY_NONCE,
+        n.to_hex(),
+        wire::QUERY_SIGNING_ADDRESS,
+        wire::QUERY_SIGNING_ALGO
     ))
     .await;
     assert_eq!(resp.status(), 200);
@@ -147,12 +156,24 @@ async fn report_query_variants() {
 
     // Another node's address: 404 (multi-server convention).
     let other = format!("0x{}", "11".repeat(20));
-    let resp = get(format!("?nonce={}&signing_address={other}", n.to_hex())).await;
+    let resp = get(format!(
+        "?{}={}&{}={other}",
+        wire::QUERY_NONCE,
+        n.to_hex(),
+        wire::QUERY_SIGNING_ADDRESS
+    ))
+    .await;
     assert_eq!(resp.status(), 404);
     let body = resp.bytes().await.unwrap();
     crate::common::assert_openai_error(&body, "signing_address_not_found");
 
-    let resp = get(format!("?nonce={}&signing_algo=ed25519", n.to_hex())).await;
+    let resp = get(format!(
+        "?{}={}&{}=ed25519",
+        wire::QUERY_NONCE,
+        n.to_hex(),
+        wire::QUERY_SIGNING_ALGO
+    ))
+    .await;
     assert_eq!(resp.status(), 400);
     crate::common::assert_openai_error(&resp.bytes().await.unwrap(), "unsupported_signing_algo");
 }

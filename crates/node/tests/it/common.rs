@@ -12,6 +12,7 @@ use cloister_crypto::{EnclaveKey, parse_signature, recover_personal};
 use cloister_engine::Engine;
 use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine};
 use cloister_node::{AppState, NodeConfig, router, serve};
+use cloister_types::wire;
 use cloister_types::{parse_address, signature_text};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
@@ -163,7 +164,8 @@ pub struct SseAnswer {
 }
 
 pub fn split_sse(body: &[u8]) -> SseAnswer {
-    let marker = b"event: cloister.signature\n";
+    let marker = format!("event: {}\n", wire::SIGNATURE_EVENT);
+    let marker = marker.as_bytes();
     let pos = body.windows(marker.len()).position(|w| w == marker);
     let (signed, tail) = match pos {
         Some(p) => (&body[..p], Some(&body[p + marker.len()..])),
@@ -196,7 +198,7 @@ impl SseAnswer {
     pub fn chunks(&self) -> Vec<Value> {
         self.data
             .iter()
-            .filter(|d| *d != "[DONE]")
+            .filter(|d| *d != wire::SSE_DONE)
             .map(|d| serde_json::from_str(d).unwrap())
             .collect()
     }
@@ -229,7 +231,7 @@ pub fn get(path: &str) -> Request<Body> {
 
 pub fn post_json(path: &str, body: Vec<u8>) -> Request<Body> {
     Request::post(path)
-        .header("content-type", "application/json")
+        .header("content-type", wire::JSON_CONTENT_TYPE)
         .body(Body::from(body))
         .unwrap()
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use cloister_node::NodeConfig;
+use cloister_types::wire;
 use serde_json::{Value, json};
 
 use crate::common::{TestNode, address, chat_body, engine, signer, split_sse};
@@ -27,19 +28,19 @@ async fn six_concurrent_chats_all_succeed() {
         let stream = i % 2 == 1;
         let request = chat_body(&model, prompt, stream, json!({}));
         let send = http
-            .post(node.url("/v1/chat/completions"))
+            .post(node.url(wire::CHAT_COMPLETIONS_PATH))
             .body(request.clone())
             .send();
         async move {
             let resp = send.await.unwrap();
             assert_eq!(resp.status(), 200);
-            let id = resp.headers()["x-cloister-signature-id"]
+            let id = resp.headers()[wire::SIGNATURE_ID_HEADER]
                 .to_str()
                 .unwrap()
                 .to_owned();
             let header_sig = resp
                 .headers()
-                .get("x-cloister-signature")
+                .get(wire::SIGNATURE_HEADER)
                 .map(|v| v.to_str().unwrap().to_owned());
             let body = resp.bytes().await.unwrap().to_vec();
             let recovered = if stream {

@@ -12,12 +12,11 @@ use cloister_attest::verify::Policy;
 use cloister_crypto::e2ee::{ClientResponseKeys, E2eeKeyPair, decode_base64, seal_request};
 use cloister_node::NodeConfig;
 use cloister_types::e2ee::{HEADER_E2EE, HEADER_E2EE_TIMESTAMP, HEADER_MODEL, request_aad};
+use cloister_types::wire;
 use cloister_types::{AttestationReport, Nonce};
 use serde_json::{Value, json};
 
 use crate::common::{TestNode, address, chat_body, engine, signer, split_sse};
-
-const PATH: &str = "/v1/chat/completions";
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
@@ -36,18 +35,18 @@ async fn node() -> Option<(TestNode, String)> {
 /// Seals `body` to the node's key and signer for `model` at `ts`; returns the base64 envelope.
 fn seal(node: &TestNode, body: &[u8], model: &str, ts: u64) -> (String, ClientResponseKeys) {
     let signer = address(node.state.signing_address());
-    let aad = request_aad("POST", PATH, ts, model);
+    let aad = request_aad("POST", wire::CHAT_COMPLETIONS_PATH, ts, model);
     let (sealed, keys) = seal_request(&node.state.e2ee_public_key(), &signer, body, &aad).unwrap();
     (sealed.to_base64(), keys)
 }
 
 async fn post(node: &TestNode, envelope: String, model: &str, ts: u64) -> reqwest::Response {
     reqwest::Client::new()
-        .post(node.url(PATH))
+        .post(node.url(wire::CHAT_COMPLETIONS_PATH))
         .header(HEADER_E2EE, "v1")
         .header(HEADER_E2EE_TIMESTAMP, ts.to_string())
         .header(HEADER_MODEL, model)
-        .header("content-type", "application/cloister-e2ee")
+        .header("content-type", wire::SEALED_CONTENT_TYPE)
         .body(envelope)
         .send()
         .await
@@ -68,13 +67,17 @@ async fn refusal(resp: reqwest::Response) -> String {
 async fn report_binds_the_hpke_key_to_the_attested_signer() {
     let Some((node, m)) = node().await else { return };
     let nonce = Nonce([7; 32]);
-    let report: AttestationReport =
-        reqwest::get(node.url(&format!("/v1/attestation/report?nonce={}", nonce.to_hex())))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let report: AttestationReport = reqwest::get(node.url(&format!(
+        "{}?{}={}",
+        wire::ATTESTATION_REPORT_PATH,
+        wire::QUERY_NONCE,
+        nonce.to_hex()
+    )))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     let policy = Policy {
         allow_simulated: true,
         ..Policy::default()
@@ -109,8 +112,8 @@ async fn sealed_chat_opens_and_the_signature_covers_the_plaintext() {
     let resp = post(&node, envelope, &m, ts).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()[HEADER_E2EE], "v1");
-    assert_eq!(resp.headers()["content-type"], "application/cloister-e2ee");
-    let signature = resp.headers()["x-cloister-signature"]
+    assert_eq!(resp.headers()["content-type"], wire::SEALED_CONTENT_TYPE);
+    let signature = resp.headers()[wire::SIGNATURE_HEADER]
         .to_str()
         .unwrap()
         .to_owned();
@@ -147,7 +150,7 @@ async fn sealed_stream_opens_to_the_unencrypted_sse_bytes() {
 
     let plain = keys.open_stream(&chunks).unwrap();
     let answer = split_sse(&plain);
-    assert_eq!(answer.data.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(answer.data.last().map(String::as_str), Some(wire::SSE_DONE));
     let event = answer.signature.expect("the signature event is sealed too");
     assert_eq!(event["signing_address"], node.state.signing_address());
     assert_eq!(
@@ -184,7 +187,7 @@ async fn bad_envelopes_are_refused_by_name() {
     // Wrong key: sealed to another node's HPKE key.
     let other = E2eeKeyPair::generate();
     let signer_addr = address(node.state.signing_address());
-    let aad = request_aad("POST", PATH, ts, &m);
+    let aad = request_aad("POST", wire::CHAT_COMPLETIONS_PATH, ts, &m);
     let (sealed, _) = seal_request(&other.public_key_bytes(), &signer_addr, &body, &aad).unwrap();
     assert_eq!(
         refusal(post(&node, sealed.to_base64(), &m, ts).await).await,
@@ -223,7 +226,7 @@ async fn bad_envelopes_are_refused_by_name() {
         "e2ee_malformed"
     );
     let resp = reqwest::Client::new()
-        .post(node.url(PATH))
+        .post(node.url(wire::CHAT_COMPLETIONS_PATH))
         .header(HEADER_E2EE, "v1")
         .body("AAAA")
         .send()

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::Request;
 use cloister_engine::upstream::{UpstreamConfig, UpstreamEngine};
 use cloister_node::NodeConfig;
+use cloister_types::wire;
 use http_body_util::BodyExt as _;
 use serde_json::json;
 use tower::ServiceExt as _;
@@ -32,8 +33,8 @@ async fn bad_input_gets_openai_errors_and_the_node_keeps_serving() {
     let http = reqwest::Client::new();
     let post = |body: Vec<u8>| {
         let req = http
-            .post(node.url("/v1/chat/completions"))
-            .header("content-type", "application/json")
+            .post(node.url(wire::CHAT_COMPLETIONS_PATH))
+            .header("content-type", wire::JSON_CONTENT_TYPE)
             .body(body);
         async move {
             let resp = req.send().await.unwrap();
@@ -57,7 +58,7 @@ async fn bad_input_gets_openai_errors_and_the_node_keeps_serving() {
 
     // Not JSON at all, labelled as text: still parsed as JSON (documented), so 400 not 415.
     let resp = http
-        .post(node.url("/v1/chat/completions"))
+        .post(node.url(wire::CHAT_COMPLETIONS_PATH))
         .header("content-type", "text/plain")
         .body("hi")
         .send();
@@ -82,7 +83,11 @@ async fn bad_input_gets_openai_errors_and_the_node_keeps_serving() {
     // Bad nonces.
     for bad in ["abc", &"zz".repeat(32), &"00".repeat(33), ""] {
         let resp = http
-            .get(node.url(&format!("/v1/attestation/report?nonce={bad}")))
+            .get(node.url(&format!(
+                "{}?{}={bad}",
+                wire::ATTESTATION_REPORT_PATH,
+                wire::QUERY_NONCE
+            )))
             .send()
             .await
             .unwrap();
@@ -92,7 +97,7 @@ async fn bad_input_gets_openai_errors_and_the_node_keeps_serving() {
 
     // Unknown signature id.
     let resp = http
-        .get(node.url("/v1/signature/chatcmpl-00000000000000000000000000000000"))
+        .get(node.url(&wire::signature_path("chatcmpl-00000000000000000000000000000000")))
         .send()
         .await
         .unwrap();
@@ -102,13 +107,16 @@ async fn bad_input_gets_openai_errors_and_the_node_keeps_serving() {
     // After all that, a good request is served.
     let (status, body) = post(chat_body(&model, "Say hi.", false, json!({}))).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let metrics = get_text(&http, node.url("/metrics")).await;
+    let metrics = get_text(&http, node.url(wire::METRICS_PATH)).await;
     assert!(
         metrics.contains("cloister_engine_errors_total{kind=\"unknown_model\"} 2"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("route=\"/v1/chat/completions\",status=\"413\"} 1"),
+        metrics.contains(&format!(
+            "route=\"{}\",status=\"413\"}} 1",
+            wire::CHAT_COMPLETIONS_PATH
+        )),
         "{metrics}"
     );
 }
@@ -126,13 +134,13 @@ async fn oversize_body_without_a_socket_is_413_too() {
     // Declared length over the limit, and a chunked body (no length) over the limit.
     let (resp, body) = oneshot(
         &state,
-        post_json("/v1/chat/completions", vec![b' '; BODY_LIMIT + 1]),
+        post_json(wire::CHAT_COMPLETIONS_PATH, vec![b' '; BODY_LIMIT + 1]),
     )
     .await;
     assert_eq!(resp.status(), 413);
     assert_openai_error(&body, "payload_too_large");
     let chunks = futures::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b' '; BODY_LIMIT / 2])));
-    let req = Request::post("/v1/chat/completions")
+    let req = Request::post(wire::CHAT_COMPLETIONS_PATH)
         .body(Body::from_stream(chunks))
         .unwrap();
     let resp = cloister_node::router(state.clone()).oneshot(req).await.unwrap();
@@ -162,7 +170,7 @@ async fn upstream_down_is_502_and_the_node_keeps_serving() {
 
     for stream in [false, true] {
         let resp = http
-            .post(node.url("/v1/chat/completions"))
+            .post(node.url(wire::CHAT_COMPLETIONS_PATH))
             .body(chat_body("ghost", "hi", stream, json!({})))
             .send()
             .await
@@ -175,13 +183,17 @@ async fn upstream_down_is_502_and_the_node_keeps_serving() {
         );
     }
 
-    let health = http.get(node.url("/health")).send().await.unwrap();
+    let health = http.get(node.url(wire::HEALTH_PATH)).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let models: serde_json::Value = get_json(&http, node.url("/v1/models")).await;
+    let models: serde_json::Value = get_json(&http, node.url(wire::MODELS_PATH)).await;
     assert_eq!(models["data"][0]["id"], "ghost");
-    let report = http.get(node.url("/v1/attestation/report")).send().await.unwrap();
+    let report = http
+        .get(node.url(wire::ATTESTATION_REPORT_PATH))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(report.status(), 200);
-    let metrics = get_text(&http, node.url("/metrics")).await;
+    let metrics = get_text(&http, node.url(wire::METRICS_PATH)).await;
     assert!(
         metrics.contains("cloister_engine_errors_total{kind=\"upstream_unavailable\"} 2"),
         "{metrics}"
@@ -203,25 +215,25 @@ async fn past_max_concurrent_requests_is_429_but_health_answers() {
     // A stream whose body is not read yet holds the only slot.
     let held = cloister_node::router(state.clone())
         .oneshot(post_json(
-            "/v1/chat/completions",
+            wire::CHAT_COMPLETIONS_PATH,
             chat_body(&model, "Hi.", true, json!({})),
         ))
         .await
         .unwrap();
     assert_eq!(held.status(), 200);
 
-    let (resp, body) = oneshot(&state, get("/v1/models")).await;
+    let (resp, body) = oneshot(&state, get(wire::MODELS_PATH)).await;
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");
     assert_openai_error(&body, "overloaded");
-    let (resp, _) = oneshot(&state, get("/health")).await;
+    let (resp, _) = oneshot(&state, get(wire::HEALTH_PATH)).await;
     assert_eq!(resp.status(), 200);
-    let (_, metrics) = oneshot(&state, get("/metrics")).await;
+    let (_, metrics) = oneshot(&state, get(wire::METRICS_PATH)).await;
     assert!(String::from_utf8_lossy(&metrics).contains("cloister_requests_in_flight 1"));
 
     // Finishing the stream frees the slot.
     let body = held.into_body().collect().await.unwrap().to_bytes();
     assert!(crate::common::split_sse(&body).signature.is_some());
-    let (resp, _) = oneshot(&state, get("/v1/models")).await;
+    let (resp, _) = oneshot(&state, get(wire::MODELS_PATH)).await;
     assert_eq!(resp.status(), 200);
 }

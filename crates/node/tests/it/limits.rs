@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::http::Response;
 use cloister_node::{AppState, NodeConfig};
+use cloister_types::wire;
 use serde_json::{Value, json};
 
 use crate::common::{assert_openai_error, chat_body, engine, get, oneshot, post_json, split_sse, state};
@@ -12,7 +13,10 @@ use crate::common::{assert_openai_error, chat_body, engine, get, oneshot, post_j
 async fn chat(state: &AppState, model: &str, stream: bool) -> (Response<()>, Vec<u8>) {
     oneshot(
         state,
-        post_json("/v1/chat/completions", chat_body(model, "Hi.", stream, json!({}))),
+        post_json(
+            wire::CHAT_COMPLETIONS_PATH,
+            chat_body(model, "Hi.", stream, json!({})),
+        ),
     )
     .await
 }
@@ -47,15 +51,15 @@ async fn timeouts_answer_504_or_end_the_stream_with_an_error_event() {
     // a fast CPU.
     let long_prompt = "Tell me about the sea. ".repeat(60);
     let request = chat_body(&model, &long_prompt, true, json!({}));
-    let (resp, body) = oneshot(&idle, post_json("/v1/chat/completions", request)).await;
+    let (resp, body) = oneshot(&idle, post_json(wire::CHAT_COMPLETIONS_PATH, request)).await;
     assert_eq!(resp.status(), 200);
     let answer = split_sse(&body);
     assert!(answer.signature.is_none(), "a cut stream is never signed");
-    assert!(!answer.data.iter().any(|d| d == "[DONE]"));
+    assert!(!answer.data.iter().any(|d| d == wire::SSE_DONE));
     let last: Value = serde_json::from_str(answer.data.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "timeout", "{last}");
 
-    let (_, metrics) = oneshot(&idle, get("/metrics")).await;
+    let (_, metrics) = oneshot(&idle, get(wire::METRICS_PATH)).await;
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(
         metrics.contains("cloister_engine_errors_total{kind=\"timeout\"} 1"),
@@ -73,7 +77,7 @@ async fn signature_cache_honours_count_and_age_bounds() {
     let Some(engine) = engine().await else { return };
     let model = engine.model_id().to_owned();
     let id_of = |resp: &Response<()>| {
-        resp.headers()["x-cloister-signature-id"]
+        resp.headers()[wire::SIGNATURE_ID_HEADER]
             .to_str()
             .unwrap()
             .to_owned()
@@ -89,10 +93,10 @@ async fn signature_cache_honours_count_and_age_bounds() {
     let (first, _) = chat(&one, &model, false).await;
     let (second, _) = chat(&one, &model, true).await;
     let (first, second) = (id_of(&first), id_of(&second));
-    let (resp, body) = oneshot(&one, get(&format!("/v1/signature/{first}"))).await;
+    let (resp, body) = oneshot(&one, get(&wire::signature_path(&first))).await;
     assert_eq!(resp.status(), 404, "the oldest signature was evicted");
     assert_openai_error(&body, "signature_not_found");
-    let (resp, _) = oneshot(&one, get(&format!("/v1/signature/{second}"))).await;
+    let (resp, _) = oneshot(&one, get(&wire::signature_path(&second))).await;
     assert_eq!(resp.status(), 200);
 
     let expired = state(
@@ -108,7 +112,7 @@ async fn signature_cache_honours_count_and_age_bounds() {
         200,
         "the answer itself still carries its signature"
     );
-    assert!(resp.headers().contains_key("x-cloister-signature"));
-    let (resp, _) = oneshot(&expired, get(&format!("/v1/signature/{}", id_of(&resp)))).await;
+    assert!(resp.headers().contains_key(wire::SIGNATURE_HEADER));
+    let (resp, _) = oneshot(&expired, get(&wire::signature_path(&id_of(&resp)))).await;
     assert_eq!(resp.status(), 404);
 }

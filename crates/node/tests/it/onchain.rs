@@ -18,6 +18,7 @@ use cloister_node::billing::Price;
 use cloister_node::onchain::{OnChainConfig, OnChainNode, settle_now};
 use cloister_node::{AppState, NodeConfig, serve};
 use cloister_types::eip712::{ApiKey, SpendAuthorization, authorization_id};
+use cloister_types::wire;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -159,7 +160,7 @@ pub(crate) fn far_future() -> u64 {
 
 async fn chat(url: &str, model: &str, bearer: Option<&str>, stream: bool) -> reqwest::Response {
     let mut req = reqwest::Client::new()
-        .post(format!("{url}/v1/chat/completions"))
+        .post(format!("{url}{}", wire::CHAT_COMPLETIONS_PATH))
         .body(chat_body(model, "Say hello.", stream, json!({})));
     if let Some(b) = bearer {
         req = req.bearer_auth(b);
@@ -213,7 +214,7 @@ async fn register_pay_chat_settle_and_the_operator_is_paid() {
     let resp = chat(&node.url, &model, Some(&bearer), false).await;
     assert_eq!(resp.status(), 200);
     let receipt: Value =
-        serde_json::from_str(resp.headers()["x-cloister-receipt"].to_str().unwrap()).unwrap();
+        serde_json::from_str(resp.headers()[wire::RECEIPT_HEADER].to_str().unwrap()).unwrap();
     let first: U256 = receipt["cumulative_amount"].as_str().unwrap().parse().unwrap();
     assert!(first > U256::ZERO);
     assert_eq!(receipt["authorization"], format!("{id:#x}"));
@@ -221,7 +222,10 @@ async fn register_pay_chat_settle_and_the_operator_is_paid() {
     // Streamed: the receipt rides in the signature event; the total grows.
     let resp = chat(&node.url, &model, Some(&bearer), true).await;
     let text = resp.text().await.unwrap();
-    let sig_event = text.split("event: cloister.signature\ndata: ").nth(1).unwrap();
+    let sig_event = text
+        .split(&format!("event: {}\ndata: ", wire::SIGNATURE_EVENT))
+        .nth(1)
+        .unwrap();
     let sig: Value = serde_json::from_str(sig_event.trim()).unwrap();
     let total: U256 = sig["receipt"]["cumulative_amount"]
         .as_str()
@@ -289,7 +293,7 @@ async fn restart_between_metering_and_settlement_loses_nothing_and_pays_once() {
     // Keeps metering on top of the old total, then settles once.
     let resp = chat(&node.url, &model, Some(&bearer), false).await;
     let receipt: Value =
-        serde_json::from_str(resp.headers()["x-cloister-receipt"].to_str().unwrap()).unwrap();
+        serde_json::from_str(resp.headers()[wire::RECEIPT_HEADER].to_str().unwrap()).unwrap();
     let total: U256 = receipt["cumulative_amount"].as_str().unwrap().parse().unwrap();
     assert!(total > metered);
     let chain = node.onchain.chain().clone();

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use cloister_node::NodeConfig;
+use cloister_types::wire;
 use serde_json::{Value, json};
 
 use crate::common::{assert_openai_error, chat_body, engine, get, oneshot, post_json, state};
@@ -14,7 +15,7 @@ async fn models_health_and_metrics_move_after_a_chat() {
     let sha = engine.sha256().to_owned();
     let state = state(Arc::new(engine), NodeConfig::default());
 
-    let (resp, body) = oneshot(&state, get("/v1/models")).await;
+    let (resp, body) = oneshot(&state, get(wire::MODELS_PATH)).await;
     assert_eq!(resp.status(), 200);
     let models: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(models["object"], "list");
@@ -24,7 +25,7 @@ async fn models_health_and_metrics_move_after_a_chat() {
     assert_eq!(models["data"][0]["sha256"], sha.as_str());
     assert_eq!(sha.len(), 64);
 
-    let (resp, body) = oneshot(&state, get("/health")).await;
+    let (resp, body) = oneshot(&state, get(wire::HEALTH_PATH)).await;
     assert_eq!(resp.status(), 200);
     let health: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(health["status"], "ok");
@@ -32,7 +33,7 @@ async fn models_health_and_metrics_move_after_a_chat() {
     assert_eq!(health["signing_address"], state.signing_address());
     assert_eq!(health["models"], json!([model]));
 
-    let (_, before) = oneshot(&state, get("/metrics")).await;
+    let (_, before) = oneshot(&state, get(wire::METRICS_PATH)).await;
     let before = String::from_utf8(before).unwrap();
     assert!(
         before.contains("# TYPE cloister_chat_request_duration_seconds histogram"),
@@ -43,14 +44,14 @@ async fn models_health_and_metrics_move_after_a_chat() {
     let (resp, _) = oneshot(
         &state,
         post_json(
-            "/v1/chat/completions",
+            wire::CHAT_COMPLETIONS_PATH,
             chat_body(&model, "Say hi.", false, json!({})),
         ),
     )
     .await;
     assert_eq!(resp.status(), 200);
 
-    let (resp, text) = oneshot(&state, get("/metrics")).await;
+    let (resp, text) = oneshot(&state, get(wire::METRICS_PATH)).await;
     assert_eq!(resp.status(), 200);
     assert!(
         resp.headers()["content-type"]
@@ -63,8 +64,11 @@ async fn models_health_and_metrics_move_after_a_chat() {
     has(&format!(
         "cloister_chat_requests_total{{model=\"{model}\",stream=\"false\"}} 1"
     ));
-    has("cloister_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 1");
-    has("cloister_http_requests_total{route=\"/v1/models\",status=\"200\"} 1");
+    for route in [wire::CHAT_COMPLETIONS_PATH, wire::MODELS_PATH] {
+        has(&format!(
+            "cloister_http_requests_total{{route=\"{route}\",status=\"200\"}} 1"
+        ));
+    }
     has("cloister_chat_request_duration_seconds_count 1");
     has("cloister_chat_request_duration_seconds_bucket{le=\"+Inf\"} 1");
     has("cloister_signature_cache_entries 1");
@@ -89,15 +93,15 @@ async fn unknown_routes_and_methods_are_openai_errors() {
     assert_eq!(resp.status(), 404);
     assert_openai_error(&body, "not_found");
 
-    let (resp, body) = oneshot(&state, get("/v1/chat/completions")).await;
+    let (resp, body) = oneshot(&state, get(wire::CHAT_COMPLETIONS_PATH)).await;
     assert_eq!(resp.status(), 405);
     assert_openai_error(&body, "method_not_allowed");
 
-    let (resp, body) = oneshot(&state, post_json("/v1/models", b"{}".to_vec())).await;
+    let (resp, body) = oneshot(&state, post_json(wire::MODELS_PATH, b"{}".to_vec())).await;
     assert_eq!(resp.status(), 405);
     assert_openai_error(&body, "method_not_allowed");
 
-    let (_, text) = oneshot(&state, get("/metrics")).await;
+    let (_, text) = oneshot(&state, get(wire::METRICS_PATH)).await;
     let text = String::from_utf8(text).unwrap();
     // Raw paths never become label values.
     assert!(!text.contains("/v1/nope"), "{text}");

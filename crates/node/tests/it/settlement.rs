@@ -18,6 +18,7 @@ use cloister_chain::Chain;
 use cloister_chain::devnet::TOKEN;
 use cloister_crypto::EnclaveKey;
 use cloister_node::onchain::{OnChainNode, settle_now};
+use cloister_types::wire;
 use serde_json::{Value, json};
 
 use crate::metering::{FixedUsageEngine, MODEL};
@@ -49,7 +50,7 @@ async fn relay(State(double): State<RpcDouble>, body: Bytes) -> Json<Value> {
     let mut response: Value = double
         .http
         .post(&double.upstream)
-        .header("content-type", "application/json")
+        .header("content-type", wire::JSON_CONTENT_TYPE)
         .body(body)
         .send()
         .await

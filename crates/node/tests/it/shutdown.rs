@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloister_node::NodeConfig;
+use cloister_types::wire;
 use futures::StreamExt as _;
 use serde_json::json;
 
@@ -17,7 +18,7 @@ async fn stream_in_flight_finishes_after_shutdown_signal() {
     let request = chat_body(&model, "Tell me about the sea.", true, json!({}));
 
     let resp = reqwest::Client::new()
-        .post(node.url("/v1/chat/completions"))
+        .post(node.url(wire::CHAT_COMPLETIONS_PATH))
         .body(request.clone())
         .send()
         .await
@@ -32,7 +33,7 @@ async fn stream_in_flight_finishes_after_shutdown_signal() {
         body.extend_from_slice(&frame.unwrap());
     }
     let answer = split_sse(&body);
-    assert_eq!(answer.data.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(answer.data.last().map(String::as_str), Some(wire::SSE_DONE));
     let event = answer.signature.expect("the stream completed with its signature");
     let recovered = signer(&request, &answer.signed, event["signature"].as_str().unwrap());
     assert_eq!(recovered, address(node.state.signing_address()));
@@ -44,5 +45,5 @@ async fn stream_in_flight_finishes_after_shutdown_signal() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(reqwest::get(node.url("/health")).await.is_err());
+    assert!(reqwest::get(node.url(wire::HEALTH_PATH)).await.is_err());
 }

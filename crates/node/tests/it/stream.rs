@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use cloister_node::NodeConfig;
+use cloister_types::wire;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
@@ -12,8 +13,8 @@ use crate::common::{SseAnswer, TestNode, address, chat_body, engine, get_text, s
 /// Sends a stream request; returns the answer, the number of body frames read, and the headers.
 pub async fn stream_chat(node: &TestNode, request: &[u8]) -> (SseAnswer, usize, reqwest::header::HeaderMap) {
     let resp = reqwest::Client::new()
-        .post(node.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
+        .post(node.url(wire::CHAT_COMPLETIONS_PATH))
+        .header("content-type", wire::JSON_CONTENT_TYPE)
         .body(request.to_vec())
         .send()
         .await
@@ -32,7 +33,7 @@ pub async fn stream_chat(node: &TestNode, request: &[u8]) -> (SseAnswer, usize, 
 
 /// Checks the stream shape and signature; returns the signature event.
 pub fn check_signed_stream(answer: &SseAnswer, request: &[u8], id: &str, expected_signer: &str) -> Value {
-    assert_eq!(answer.data.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(answer.data.last().map(String::as_str), Some(wire::SSE_DONE));
     let chunks = answer.chunks();
     assert!(chunks.len() >= 2, "{:?}", answer.data);
     for chunk in &chunks {
@@ -72,10 +73,10 @@ async fn stream_is_forwarded_and_signed() {
     let request = chat_body(&model, "Name three colours.", true, json!({}));
 
     let (answer, frames, headers) = stream_chat(&node, &request).await;
-    assert_eq!(headers["content-type"], "text/event-stream");
-    let id = headers["x-cloister-signature-id"].to_str().unwrap().to_owned();
+    assert_eq!(headers["content-type"], wire::EVENT_STREAM_CONTENT_TYPE);
+    let id = headers[wire::SIGNATURE_ID_HEADER].to_str().unwrap().to_owned();
     assert_eq!(
-        headers["x-cloister-signing-address"],
+        headers[wire::SIGNING_ADDRESS_HEADER],
         node.state.signing_address()
     );
     assert!(
@@ -91,7 +92,7 @@ async fn stream_is_forwarded_and_signed() {
     }
 
     // The same record is served by id.
-    let record: Value = reqwest::get(node.url(&format!("/v1/signature/{id}")))
+    let record: Value = reqwest::get(node.url(&wire::signature_path(&id)))
         .await
         .unwrap()
         .json()
@@ -100,7 +101,7 @@ async fn stream_is_forwarded_and_signed() {
     assert_eq!(record, event);
 
     // Usage was metered even though the client did not ask to see it.
-    let metrics = reqwest::get(node.url("/metrics"))
+    let metrics = reqwest::get(node.url(wire::METRICS_PATH))
         .await
         .unwrap()
         .text()
@@ -132,7 +133,7 @@ async fn include_usage_forwards_the_usage_chunk() {
     );
 
     let (answer, _, headers) = stream_chat(&node, &request).await;
-    let id = headers["x-cloister-signature-id"].to_str().unwrap().to_owned();
+    let id = headers[wire::SIGNATURE_ID_HEADER].to_str().unwrap().to_owned();
     check_signed_stream(&answer, &request, &id, node.state.signing_address());
     let chunks = answer.chunks();
     let last = chunks.last().unwrap();
@@ -158,7 +159,7 @@ async fn client_going_away_frees_its_slot() {
     let http = reqwest::Client::new();
     let request = chat_body(&model, "Write a long story.", true, json!({"max_tokens": 200}));
     let resp = http
-        .post(node.url("/v1/chat/completions"))
+        .post(node.url(wire::CHAT_COMPLETIONS_PATH))
         .body(request)
         .send()
         .await
@@ -172,7 +173,7 @@ async fn client_going_away_frees_its_slot() {
     let mut status = 0;
     for _ in 0..100 {
         status = http
-            .get(node.url("/v1/models"))
+            .get(node.url(wire::MODELS_PATH))
             .send()
             .await
             .unwrap()
@@ -184,7 +185,7 @@ async fn client_going_away_frees_its_slot() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200, "slot released after the client left");
-    let metrics = get_text(&http, node.url("/metrics")).await;
+    let metrics = get_text(&http, node.url(wire::METRICS_PATH)).await;
     assert!(metrics.contains("cloister_requests_in_flight 0"), "{metrics}");
     // The stream was cut, not finished: no signature, no completed-request duration.
     assert!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cloister_engine::upstream::{UpstreamConfig, UpstreamEngine};
 use cloister_node::NodeConfig;
+use cloister_types::wire;
 use serde_json::{Value, json};
 
 use crate::common::{TestNode, address, chat_body, engine, get_json, signer};
@@ -30,23 +31,23 @@ async fn front_node_signs_what_it_sends() {
     assert_ne!(a_addr, b_addr);
     let http = reqwest::Client::new();
 
-    let models: Value = get_json(&http, node_b.url("/v1/models")).await;
+    let models: Value = get_json(&http, node_b.url(wire::MODELS_PATH)).await;
     assert_eq!(models["data"][0]["id"], model.as_str());
 
     // Plain.
     let request = chat_body(&model, "What is two plus two?", false, json!({}));
     let resp = http
-        .post(node_b.url("/v1/chat/completions"))
+        .post(node_b.url(wire::CHAT_COMPLETIONS_PATH))
         .body(request.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let signature = resp.headers()["x-cloister-signature"]
+    let signature = resp.headers()[wire::SIGNATURE_HEADER]
         .to_str()
         .unwrap()
         .to_owned();
-    let id = resp.headers()["x-cloister-signature-id"]
+    let id = resp.headers()[wire::SIGNATURE_ID_HEADER]
         .to_str()
         .unwrap()
         .to_owned();
@@ -62,7 +63,7 @@ async fn front_node_signs_what_it_sends() {
     assert_eq!(signer(&request, &body, &signature), address(b_addr));
     // A signed its own exchange with B under another id; B's id is unknown to A.
     let on_a = http
-        .get(node_a.url(&format!("/v1/signature/{id}")))
+        .get(node_a.url(&wire::signature_path(&id)))
         .send()
         .await
         .unwrap();
@@ -76,7 +77,7 @@ async fn front_node_signs_what_it_sends() {
         json!({"stream_options": {"include_usage": true}}),
     );
     let (answer, _, headers) = stream_chat(&node_b, &request).await;
-    let id = headers["x-cloister-signature-id"].to_str().unwrap().to_owned();
+    let id = headers[wire::SIGNATURE_ID_HEADER].to_str().unwrap().to_owned();
     check_signed_stream(&answer, &request, &id, b_addr);
     let last = answer.chunks().last().cloned().unwrap();
     assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{last}");
