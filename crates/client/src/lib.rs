@@ -50,6 +50,7 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
 pub mod discover;
 mod error;
 #[doc(hidden)]

@@ -113,7 +113,7 @@ pub(crate) async fn fetch_report_body(
         .await
         .map_err(unreachable)?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(unreachable)?;
+    let body = crate::body::read_body(resp, &endpoint).await?;
     if !status.is_success() {
         return Err(Error::NodeStatus {
             status: status.as_u16(),

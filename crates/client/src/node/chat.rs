@@ -45,7 +45,7 @@ impl NodeClient {
             .await
             .map_err(|e| self.unreachable(e))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| self.unreachable(e))?;
+        let body = crate::body::read_body(resp, &self.inner.base).await?;
         if !status.is_success() {
             return Err(Error::NodeStatus {
                 status: status.as_u16(),
@@ -76,7 +76,7 @@ impl NodeClient {
         let Sent { node, resp, keys } = sent;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let raw = resp.bytes().await.map_err(|e| self.unreachable(e))?;
+        let raw = crate::body::read_body(resp, &self.inner.base).await?;
         let sealed = keys.is_some();
         let plaintext = match keys {
             Some(keys) if is_sealed(&headers) => open_sealed_body(keys, &raw)?,

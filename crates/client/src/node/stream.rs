@@ -99,7 +99,7 @@ impl NodeClient {
             .is_some_and(|v| v.starts_with(wire::EVENT_STREAM_CONTENT_TYPE));
         let sealed = keys.is_some();
         if !status.is_success() || !is_sse {
-            let raw = resp.bytes().await.map_err(|e| self.unreachable(e))?;
+            let raw = crate::body::read_body(resp, &self.inner.base).await?;
             let err = match keys {
                 Some(keys) if is_sealed(&headers) => Error::NodeStatus {
                     status: status.as_u16(),

@@ -316,3 +316,25 @@ async fn an_expired_key_binding_is_fetched_again_before_sealing() {
         "the binding expired within the verdict TTL"
     );
 }
+
+/// A hostile server that answers the attestation request with an endless body: the client stops
+/// reading at its bound and names the refusal, instead of buffering without limit.
+#[tokio::test]
+async fn an_oversized_report_is_refused_at_the_bound() {
+    use axum::routing::get;
+    let endless = || async {
+        let chunk = Bytes::from(vec![b' '; 1 << 20]);
+        let chunks = futures::stream::repeat(chunk).map(Ok::<_, std::io::Error>);
+        axum::body::Body::from_stream(chunks)
+    };
+    let addr = cloister_testkit::serve_in_thread(
+        axum::Router::new().route(wire::ATTESTATION_REPORT_PATH, get(endless)),
+    );
+    let client = NodeClient::new(&format!("http://{addr}"), dev_policy()).unwrap();
+    let err = client
+        .chat(body(false), &RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "malformed_response", "{err}");
+    assert!(err.to_string().contains("larger than"), "{err}");
+}
