@@ -181,3 +181,54 @@ fn quote_bench_times_both_verifiers_on_the_corpus_quote() {
 fn tempfile_dir() -> PathBuf {
     std::env::temp_dir().join(format!("cloister-bench-no-corpus-{}", std::process::id()))
 }
+
+/// The client's honest path against the real node (not a test double): a sealed plain chat and a
+/// sealed stream verify end to end (report, key binding, envelope, signature by the attested
+/// signer), and the production policy refuses the same node because its TEE is simulated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_verifies_a_real_node_end_to_end() {
+    use cloister_client::{NodeClient, Policy, RequestOptions, StreamEvent};
+    use futures::StreamExt as _;
+
+    let bench = cloister_bench::node::BenchNode::start(4).await.unwrap();
+    let url = format!("http://{}", bench.node);
+    let node = NodeClient::new(&url, Arc::new(Policy::dev_allow_simulated())).unwrap();
+
+    let answer = node
+        .chat(reference_request(false).unwrap(), &RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(answer.sealed, "the client seals by default");
+    let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(json["model"], REFERENCE_MODEL);
+    assert!(answer.signature_id.is_some());
+    assert_eq!(
+        answer.signature.signing_address.to_ascii_lowercase(),
+        answer.node.signer_hex
+    );
+
+    let mut stream = node
+        .chat_stream(reference_request(true).unwrap(), &RequestOptions::default())
+        .await
+        .unwrap();
+    assert!(stream.sealed);
+    let (mut events, mut proof) = (0, None);
+    while let Some(item) = stream.next().await {
+        match item.unwrap() {
+            StreamEvent::Data(_) => events += 1,
+            StreamEvent::Done(p) => proof = Some(p),
+        }
+    }
+    let proof = proof.expect("a verified stream ends with its proof");
+    assert!(events > 0 && proof.done_seen);
+    assert_eq!(proof.node.signer_hex, answer.node.signer_hex);
+
+    let production = NodeClient::new(&url, Arc::new(Policy::default())).unwrap();
+    let err = production
+        .chat(reference_request(false).unwrap(), &RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "simulated_tee_refused", "{err}");
+    bench.stop().await;
+}
