@@ -35,16 +35,7 @@ mod tests {
     use super::*;
 
     fn hostile(seed: u64, len: usize) -> Vec<u8> {
-        const ALPHABET: &[u8] = b"data:event: \r\n\n{}[]\"x\xff\xc3";
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                ALPHABET[(x % ALPHABET.len() as u64) as usize]
-            })
-            .collect()
+        cloister_testkit::hostile_bytes(seed, len, b"data:event: \r\n\n{}[]\"x\xff\xc3")
     }
 
     #[test]

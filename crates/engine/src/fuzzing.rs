@@ -78,18 +78,8 @@ mod tests {
     use super::*;
     use crate::Error;
 
-    /// Deterministic hostile bytes (xorshift), biased towards the characters SSE cares about.
     fn hostile(seed: u64, len: usize) -> Vec<u8> {
-        const ALPHABET: &[u8] = b"data:event: \r\n\n{}[]\",:DONE0\xff\xfe\xc3";
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                ALPHABET[(x % ALPHABET.len() as u64) as usize]
-            })
-            .collect()
+        cloister_testkit::hostile_bytes(seed, len, b"data:event: \r\n\n{}[]\",:DONE0\xff\xfe\xc3")
     }
 
     fn chunk(body: &str) -> String {
