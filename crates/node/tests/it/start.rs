@@ -11,7 +11,7 @@ use cloister_types::wire::{
 };
 use serde_json::{Value, json};
 
-use crate::common::{address, chat_body, model_path, signer};
+use crate::common::{address, chat_body, get_json, model_path, signer};
 
 /// Settings for a node on a free loopback port with the simulated TEE and the test model.
 fn settings(model: &std::path::Path) -> NodeSettings {
@@ -42,14 +42,7 @@ async fn a_node_starts_from_settings_answers_signed_and_shuts_down() {
             .status(),
         200
     );
-    let models: Value = http
-        .get(format!("{url}{MODELS_PATH}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&http, format!("{url}{MODELS_PATH}")).await;
     let id = models["data"][0]["id"].as_str().unwrap().to_owned();
 
     let request = chat_body(&id, "Say hello.", false, json!({}));
@@ -121,14 +114,7 @@ async fn a_node_on_a_devnet_registers_from_its_chain_setting() {
 
     // Paid access is on: a chat without an API key is refused.
     let http = reqwest::Client::new();
-    let models: Value = http
-        .get(format!("{}{MODELS_PATH}", node.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&http, format!("{}{MODELS_PATH}", node.url())).await;
     let id = models["data"][0]["id"].as_str().unwrap();
     let resp = http
         .post(format!("{}{CHAT_COMPLETIONS_PATH}", node.url()))

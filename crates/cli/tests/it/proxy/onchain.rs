@@ -2,7 +2,7 @@
 
 use cloister_types::wire;
 
-use super::stack::{MODEL, Proc, chat_body, free_port, start_echo_upstream, wait_ready};
+use super::stack::{MODEL, Proc, chat_body, free_port, start_echo_upstream, start_proxy, wait_ready};
 
 /// The whole client path on chain: a paid node registered on a devnet, a proxy that finds it in the
 /// `NodeRegistry` and takes its measurement allowlist from there, and an OpenAI-style client whose
@@ -79,20 +79,7 @@ async fn the_proxy_discovers_paid_nodes_on_chain_and_follows_the_registry_allowl
     let api_key = ApiKey::new(auth, signer.sign_prehash(&id.0)).encode();
 
     // The proxy is given the chain only.
-    let proxy_listen = format!("127.0.0.1:{}", free_port());
-    let proxy_url = format!("http://{proxy_listen}");
-    let mut proxy = Proc::spawn(
-        &[
-            "proxy",
-            "--listen",
-            &proxy_listen,
-            "--chain",
-            devnet_arg,
-            "--allow-simulated",
-        ],
-        dir.path().join("proxy.log"),
-    );
-    wait_ready(&proxy_url, &mut proxy).await;
+    let (proxy, proxy_url) = start_proxy(&dir, &["--chain", devnet_arg, "--allow-simulated"], "proxy").await;
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{proxy_url}{}", wire::CHAT_COMPLETIONS_PATH))
@@ -134,20 +121,8 @@ async fn the_proxy_discovers_paid_nodes_on_chain_and_follows_the_registry_allowl
         .set_measurement(devnet::simulated_measurement().unwrap(), false)
         .await
         .unwrap();
-    let strict_listen = format!("127.0.0.1:{}", free_port());
-    let strict_url = format!("http://{strict_listen}");
-    let mut strict = Proc::spawn(
-        &[
-            "proxy",
-            "--listen",
-            &strict_listen,
-            "--chain",
-            devnet_arg,
-            "--allow-simulated",
-        ],
-        dir.path().join("strict.log"),
-    );
-    wait_ready(&strict_url, &mut strict).await;
+    let (_strict, strict_url) =
+        start_proxy(&dir, &["--chain", devnet_arg, "--allow-simulated"], "strict").await;
     let resp = http
         .post(format!("{strict_url}{}", wire::CHAT_COMPLETIONS_PATH))
         .bearer_auth(&api_key)

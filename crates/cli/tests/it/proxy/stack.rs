@@ -211,15 +211,12 @@ pub(super) async fn start_node(dir: &tempfile::TempDir) -> (Proc, String) {
     (node, url)
 }
 
-pub(super) async fn start_proxy(
-    dir: &tempfile::TempDir,
-    node_url: &str,
-    flags: &[&str],
-    name: &str,
-) -> (Proc, String) {
+/// Starts `cloister proxy --listen <free port> FLAGS..` (logging to `dir/NAME.log`) and waits
+/// until it answers.
+pub(super) async fn start_proxy(dir: &tempfile::TempDir, flags: &[&str], name: &str) -> (Proc, String) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut args = vec!["proxy", "--listen", &listen, "--node", node_url];
+    let mut args = vec!["proxy", "--listen", &listen];
     args.extend_from_slice(flags);
     let mut proxy = Proc::spawn(&args, dir.path().join(format!("{name}.log")));
     let url = format!("http://{listen}");
@@ -232,7 +229,7 @@ pub(super) async fn start_stack() -> Stack {
     let (node, node_url) = start_node(&dir).await;
     let relay = start_relay(node_url.trim_start_matches("http://").parse().unwrap());
     let relay_url = format!("http://{}", relay.addr);
-    let (proxy, proxy_url) = start_proxy(&dir, &relay_url, &["--allow-simulated"], "proxy").await;
+    let (proxy, proxy_url) = start_proxy(&dir, &["--node", &relay_url, "--allow-simulated"], "proxy").await;
     Stack {
         dir,
         node,
