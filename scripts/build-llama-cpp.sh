@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's own `llama-bench` (the peer for `cloister bench engine`) from the llama.cpp source
-# vendored in the PyPI sdist of llama-cpp-python (the llama-cpp-sys-2 crate ships llama.cpp without
-# its tools/). Built the way llama.cpp builds by default (GGML_NATIVE=ON); PORTABLE=1 builds for
-# x86-64-v3 (AVX2), the ISA level of our own build. Output: tools/llama.cpp/bin/llama-bench.
+# Builds llama.cpp's own `llama-bench` and `llama-server` (the peers for `cloister bench engine`) from
+# the llama.cpp source vendored in the PyPI sdist of llama-cpp-python (the llama-cpp-sys-2 crate ships
+# llama.cpp without the server's sources). Built the way llama.cpp builds by default (GGML_NATIVE=ON);
+# PORTABLE=1 builds for x86-64-v3 (AVX2), the ISA level of our own build. TARGETS picks the tools
+# (default: both). Output: tools/llama.cpp/bin/llama-bench, tools/llama.cpp/bin/llama-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
@@ -24,8 +25,11 @@ export PATH="$PWD/$root/venv/bin:$PATH"
 echo "llama.cpp: configuring (llama-cpp-python $VERSION's vendored llama.cpp, GGML_NATIVE=$native)"
 cmake -S "$root/src" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DGGML_NATIVE=$native -DBUILD_SHARED_LIBS=OFF "${extra[@]}" >/dev/null
-echo "llama.cpp: building llama-bench (a few minutes on 2 cores)"
-cmake --build "$root/build" --target llama-bench -j "$(nproc)" >/dev/null
+targets=(${TARGETS:-llama-bench llama-server})
+echo "llama.cpp: building ${targets[*]} (several minutes on 2 cores)"
+cmake --build "$root/build" --target "${targets[@]}" -j "$(nproc)" >/dev/null
 mkdir -p "$root/bin"
-cp "$root/build/bin/llama-bench" "$root/bin/llama-bench"
-echo "llama.cpp: $root/bin/llama-bench ready"
+for target in "${targets[@]}"; do
+  cp "$root/build/bin/$target" "$root/bin/$target"
+  echo "llama.cpp: $root/bin/$target ready"
+done

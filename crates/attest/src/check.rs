@@ -53,7 +53,8 @@ impl fmt::Display for Outcome {
 mod id;
 
 pub use id::{
-    CheckId, EventLogCheck, GpuCheck, NrasCheck, PolicyCheck, QuoteCheck, ReportCheck, Scoped, UnknownCheck,
+    AciCheck, CheckId, EventLogCheck, GpuCheck, NrasCheck, PolicyCheck, QuoteCheck, ReportCheck, Scoped,
+    UnknownCheck,
 };
 
 /// One check and what it found. Serialises as `{"name", "outcome", "detail"}`.

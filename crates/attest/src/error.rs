@@ -64,6 +64,9 @@ pub enum Error {
     /// Collateral JSON did not parse as dcap-qvl's `QuoteCollateralV3`.
     #[error("collateral is not valid QuoteCollateralV3 JSON: {0}")]
     CollateralJson(#[source] serde_json::Error),
+    /// A certificate (e.g. the TLS certificate a report binds) did not parse.
+    #[error("bad certificate: {0}")]
+    BadCertificate(String),
     /// The quote's PCK certificate data could not be used to find FMSPC and CA (dcap-qvl's text).
     #[error("cannot read the PCK certificate in the quote: {0}")]
     PckCertificate(String),

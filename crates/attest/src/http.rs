@@ -1,11 +1,13 @@
-//! The one size-limited HTTP read (feature `fetch`): [`read_limited`] reads any response body up
-//! to a bound. It serves collateral downloads ([`crate::collateral`]), NRAS ([`crate::nras`]) and
-//! `cloister-client`'s reads of node answers, so a hostile server cannot make a verifier buffer an
-//! unbounded body.
+//! Size-limited HTTP GETs (feature `fetch`) for collateral downloads ([`crate::collateral`]) and
+//! NRAS ([`crate::nras`]), built on the one size-limited body read, [`read_limited`]
+//! (`cloister_types::http`, re-exported here), so a hostile server cannot make a verifier buffer
+//! an unbounded body.
 
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
+
+pub use cloister_types::http::{ReadError, read_limited};
 
 use crate::{Error, Result};
 
@@ -61,43 +63,9 @@ pub async fn send_limited(
     match read_limited(&mut resp, max).await {
         Ok(body) => Ok((headers, body)),
         Err(ReadError::Transport(e)) => Err(http(e)),
-        Err(e @ ReadError::TooLarge { .. }) => Err(Error::BadCollateralResponse {
+        Err(e) => Err(Error::BadCollateralResponse {
             url: url.to_owned(),
             reason: e.to_string(),
         }),
     }
-}
-
-/// Why [`read_limited`] stopped.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReadError {
-    /// The connection failed while reading.
-    #[error(transparent)]
-    Transport(#[from] reqwest::Error),
-    /// The body is longer than the bound.
-    #[error("body larger than {max} bytes")]
-    TooLarge {
-        /// The bound.
-        max: usize,
-    },
-}
-
-/// Reads the rest of `resp`'s body, refusing more than `max` bytes (checked before each chunk is
-/// buffered, so at most `max` bytes are ever held).
-pub async fn read_limited(
-    resp: &mut reqwest::Response,
-    max: usize,
-) -> std::result::Result<Vec<u8>, ReadError> {
-    if resp.content_length().is_some_and(|n| n > max as u64) {
-        return Err(ReadError::TooLarge { max });
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > max {
-            return Err(ReadError::TooLarge { max });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }

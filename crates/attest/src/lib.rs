@@ -30,7 +30,7 @@
 //! use cloister_types::{Nonce, ReportData};
 //!
 //! let nonce = Nonce([7; 32]);
-//! let quote = simulated_quote(&ReportData::new([0xab; 20], nonce));
+//! let quote = simulated_quote(&ReportData::new(cloister_types::Address::repeat_byte(0xab), nonce));
 //!
 //! // The production policy refuses simulated evidence, and names the check that failed.
 //! let verdict = verify_quote(&quote, None, 1_700_000_000, &Policy::default());
@@ -45,6 +45,7 @@
 //! assert_eq!(verdict.quote.unwrap().report_data()[32..], nonce.0);
 //! ```
 
+pub mod aci;
 pub mod check;
 pub mod collateral;
 #[cfg(feature = "fetch")]
@@ -61,6 +62,7 @@ pub mod nras;
 pub mod quote;
 pub mod report;
 pub mod simulated;
+pub mod tls;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -14,7 +14,7 @@
 //! use cloister_attest::simulated::simulated_quote;
 //! use cloister_types::{Nonce, ReportData};
 //!
-//! let quote = parse_quote(&simulated_quote(&ReportData::new([1; 20], Nonce([2; 32])))).unwrap();
+//! let quote = parse_quote(&simulated_quote(&ReportData::new(cloister_types::Address::repeat_byte(1), Nonce([2; 32])))).unwrap();
 //! let m = Measurements::from_quote(&quote).unwrap();
 //! assert_eq!(m.digest().len(), 32);
 //! ```
@@ -147,7 +147,10 @@ mod tests {
     use cloister_types::{Nonce, ReportData};
 
     fn sample() -> Measurements {
-        let raw = simulated_quote(&ReportData::new([1; 20], Nonce([2; 32])));
+        let raw = simulated_quote(&ReportData::new(
+            cloister_types::Address::repeat_byte(1),
+            Nonce([2; 32]),
+        ));
         Measurements::from_quote(&parse_quote(&raw).unwrap()).unwrap()
     }
 

@@ -5,7 +5,7 @@
 //! [`Checks::passed`] over every check, the quote's and the event log's (listed under their
 //! [`crate::check::Scoped`] ids, e.g. `quote: not simulated`) included.
 
-use cloister_types::{AttestationReport, Nonce, ReportData, TeeKind, parse_address};
+use cloister_types::{Address, AttestationReport, Nonce, ReportData, Signer, TeeKind};
 use dcap_qvl::QuoteCollateralV3;
 use serde::Serialize;
 
@@ -13,7 +13,24 @@ use crate::check::{Check, Checks, GpuCheck, QuoteCheck, ReportCheck, Scoped};
 use crate::gpu;
 use crate::verify::{Policy, QuoteVerdict, verify_quote};
 
+mod binding;
 mod key_binding;
+
+pub use binding::ed25519_report_data_prefix;
+
+/// How a report reached the verifier: what the checks that depend on the connection can see.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Not over TLS, or not known (a file, plain HTTP): connection checks are skipped.
+    #[default]
+    Unverified,
+    /// Over TLS: the SHA-256 of the DER SubjectPublicKeyInfo of the certificate the server
+    /// presented ([`crate::tls::spki_sha256`]).
+    Tls {
+        /// SHA-256 of the presented certificate's SubjectPublicKeyInfo.
+        spki_sha256: [u8; 32],
+    },
+}
 
 /// The E2EE key a verified report binds (see docs/protocol.md §8).
 #[derive(Clone, Debug, Serialize)]
@@ -39,10 +56,10 @@ pub struct ReportVerdict {
     pub checks: Checks,
     /// The verdict on the report's `intel_quote`.
     pub quote: QuoteVerdict,
-    /// The signing address, when it parsed and the quote's report_data binds it. Trust it only
-    /// when [`ReportVerdict::passed`] is true.
-    #[serde(serialize_with = "opt_address_ser")]
-    pub signing_address: Option<[u8; 20]>,
+    /// The signing key, when it parsed and the quote's report_data binds it. Trust it only when
+    /// [`ReportVerdict::passed`] is true.
+    #[serde(serialize_with = "opt_signer_ser")]
+    pub signer: Option<Signer>,
     /// The evidence source the report claims (`tee` field), if any.
     pub tee: Option<TeeKind>,
     /// The dstack app identity read from a verified event log, when the report carries one.
@@ -64,16 +81,41 @@ impl ReportVerdict {
     pub fn first_failure(&self) -> Option<&Check> {
         self.checks.first_failure()
     }
+
+    /// The bound signer's Ethereum address, for an `ecdsa` report.
+    pub fn signing_address(&self) -> Option<Address> {
+        self.signer.as_ref().and_then(Signer::address)
+    }
 }
 
 /// Verifies `report` for a request that sent `expected_nonce`, with `collateral` for its quote,
-/// at `now_unix`, under `policy`.
+/// at `now_unix`, under `policy`, not knowing how it was fetched ([`Transport::Unverified`]).
 pub fn verify_report(
     report: &AttestationReport,
     expected_nonce: &Nonce,
     collateral: Option<&QuoteCollateralV3>,
     now_unix: u64,
     policy: &Policy,
+) -> ReportVerdict {
+    verify_report_over(
+        report,
+        expected_nonce,
+        collateral,
+        now_unix,
+        policy,
+        &Transport::Unverified,
+    )
+}
+
+/// [`verify_report`] for a report that came over `transport`: a report that binds a TLS key is
+/// also checked against the certificate the connection presented.
+pub fn verify_report_over(
+    report: &AttestationReport,
+    expected_nonce: &Nonce,
+    collateral: Option<&QuoteCollateralV3>,
+    now_unix: u64,
+    policy: &Policy,
+    transport: &Transport,
 ) -> ReportVerdict {
     let mut checks = Checks::default();
 
@@ -92,17 +134,7 @@ pub fn verify_report(
         ),
     });
 
-    checks.push(if report.signing_algo.eq_ignore_ascii_case("ecdsa") {
-        Check::pass(ReportCheck::SigningAlgo, "secp256k1, EIP-191")
-    } else {
-        Check::fail(
-            ReportCheck::SigningAlgo,
-            format!(
-                "signing_algo is {:?}; only ecdsa reports bind this way",
-                truncate(&report.signing_algo)
-            ),
-        )
-    });
+    let algo = binding::algo_check(report, &mut checks);
 
     match report.tee {
         Some(TeeKind::Simulated) if policy.allow_simulated => checks.push(Check::warn(
@@ -125,61 +157,8 @@ pub fn verify_report(
         "the quote did not verify",
     );
 
-    let address = parse_address(&report.signing_address).ok();
-    let mut bound_address = None;
-    match quote.quote.as_ref().map(|q| ReportData(q.report_data())) {
-        None => {
-            checks.push(Check::fail(
-                ReportCheck::BindsAddress,
-                "no report_data: the quote did not parse",
-            ));
-            checks.push(Check::fail(
-                ReportCheck::BindsNonce,
-                "no report_data: the quote did not parse",
-            ));
-        }
-        Some(rd) => {
-            checks.push(match address {
-                None => Check::fail(
-                    ReportCheck::BindsAddress,
-                    format!(
-                        "signing_address {:?} is not a 20-byte hex address",
-                        truncate(&report.signing_address)
-                    ),
-                ),
-                Some(addr) if rd.signing_address() != addr => Check::fail(
-                    ReportCheck::BindsAddress,
-                    format!(
-                        "report_data[0..20] is 0x{}, the report's signing_address is 0x{}",
-                        hex::encode(rd.signing_address()),
-                        hex::encode(addr)
-                    ),
-                ),
-                Some(_) if !rd.padding_is_zero() => Check::fail(
-                    ReportCheck::BindsAddress,
-                    format!(
-                        "report_data[20..32] must be zero, is {}",
-                        hex::encode(&rd.0[20..32])
-                    ),
-                ),
-                Some(addr) => {
-                    bound_address = Some(addr);
-                    Check::pass(
-                        ReportCheck::BindsAddress,
-                        format!("0x{} zero-padded to 32 bytes", hex::encode(addr)),
-                    )
-                }
-            });
-            checks.push(if rd.nonce() == *expected_nonce {
-                Check::pass(ReportCheck::BindsNonce, "report_data[32..64] is our nonce")
-            } else {
-                Check::fail(
-                    ReportCheck::BindsNonce,
-                    format!("report_data[32..64] is {}, we sent {expected_nonce}", rd.nonce()),
-                )
-            });
-        }
-    }
+    let rd = quote.quote.as_ref().map(|q| ReportData(q.report_data()));
+    let signer = binding::binding_checks(report, algo, rd, expected_nonce, transport, &mut checks);
 
     gpu_checks(
         report.nvidia_payload.as_deref(),
@@ -188,6 +167,7 @@ pub fn verify_report(
         &mut checks,
     );
 
+    let bound_address = signer.as_ref().and_then(Signer::address);
     let e2ee = key_binding::key_binding_checks(report, bound_address, now_unix, &mut checks);
     let app = event_log_checks(report, quote.quote.as_ref(), &mut checks);
     let measurement_digest = quote
@@ -199,7 +179,7 @@ pub fn verify_report(
     ReportVerdict {
         checks,
         quote,
-        signing_address: bound_address,
+        signer,
         tee: report.tee,
         app,
         measurement_digest,
@@ -276,28 +256,13 @@ fn gpu_checks(payload: Option<&str>, expected_nonce: &Nonce, now_unix: u64, chec
     );
 }
 
-/// The first half of `report_data` for an ed25519 report bound to its TLS certificate (NEAR AI's
-/// model servers, private-ml-sdk): `SHA-256(signing_address_bytes ‖ tls_cert_fingerprint_bytes)`,
-/// both given as hex (an optional `0x` prefix is allowed). The second half is the request nonce.
-pub fn ed25519_tls_binding(
-    signing_address: &str,
-    tls_cert_fingerprint: &str,
-) -> Result<[u8; 32], hex::FromHexError> {
-    use sha2::{Digest, Sha256};
-    let unhex = |s: &str| hex::decode(s.trim().trim_start_matches("0x"));
-    let mut h = Sha256::new();
-    h.update(unhex(signing_address)?);
-    h.update(unhex(tls_cert_fingerprint)?);
-    Ok(h.finalize().into())
-}
-
-fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
-fn opt_address_ser<S: serde::Serializer>(a: &Option<[u8; 20]>, s: S) -> Result<S::Ok, S::Error> {
+fn opt_signer_ser<S: serde::Serializer>(a: &Option<Signer>, s: S) -> Result<S::Ok, S::Error> {
     match a {
-        Some(a) => s.serialize_some(&format!("0x{}", hex::encode(a))),
+        Some(a) => s.serialize_some(&a.to_string()),
         None => s.serialize_none(),
     }
 }
@@ -310,7 +275,7 @@ mod tests {
     use crate::check::{CheckId, Outcome};
     use crate::simulated::simulated_quote;
 
-    fn report(addr: [u8; 20], nonce: Nonce, rd: ReportData, tee: Option<TeeKind>) -> AttestationReport {
+    fn report(addr: Address, nonce: Nonce, rd: ReportData, tee: Option<TeeKind>) -> AttestationReport {
         AttestationReport {
             signing_address: format!("0x{}", hex::encode(addr)),
             signing_algo: "ecdsa".to_owned(),
@@ -322,6 +287,8 @@ mod tests {
             tee,
             hpke_public_key: None,
             key_binding: None,
+            signing_public_key: None,
+            tls_cert_fingerprint: None,
         }
     }
 
@@ -331,7 +298,7 @@ mod tests {
 
     #[test]
     fn simulated_report_passes_only_with_the_dev_policy() {
-        let (addr, nonce) = ([9; 20], Nonce([7; 32]));
+        let (addr, nonce) = (Address::repeat_byte(9), Nonce([7; 32]));
         let r = report(
             addr,
             nonce,
@@ -340,7 +307,8 @@ mod tests {
         );
         let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
         assert!(v.passed(), "{:#?}", v.checks);
-        assert_eq!(v.signing_address, Some(addr));
+        assert_eq!(v.signing_address(), Some(addr));
+        assert_eq!(v.signer, Some(Signer::Ecdsa(addr)));
         assert_eq!(outcome(&v, ReportCheck::TeeNotSimulated), Some(Outcome::Warn));
         assert_eq!(outcome(&v, GpuCheck::PayloadNonce), Some(Outcome::Skip));
         let v = verify_report(&r, &nonce, None, 0, &Policy::default());
@@ -354,7 +322,7 @@ mod tests {
 
     #[test]
     fn gpu_payload_nonce() {
-        let (addr, nonce) = ([9; 20], Nonce([7; 32]));
+        let (addr, nonce) = (Address::repeat_byte(9), Nonce([7; 32]));
         let mut r = report(addr, nonce, ReportData::new(addr, nonce), None);
         r.nvidia_payload = Some(format!(
             r#"{{"nonce":"{nonce}","evidence_list":[{{}}],"arch":"HOPPER"}}"#
@@ -382,19 +350,81 @@ mod tests {
         assert!(verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated()).passed());
     }
 
+    /// An ed25519 report in NEAR AI's layout, over a simulated quote binding `rd_key`/`rd_fp`.
+    fn ed25519_report(key: [u8; 32], fp: [u8; 32], rd_fp: [u8; 32], nonce: Nonce) -> AttestationReport {
+        let mut rd = [0u8; 64];
+        rd[..32].copy_from_slice(&ed25519_report_data_prefix(&key, &rd_fp));
+        rd[32..].copy_from_slice(&nonce.0);
+        let mut r = report(Address::ZERO, nonce, ReportData(rd), None);
+        r.signing_algo = "ed25519".to_owned();
+        r.signing_address = hex::encode(key);
+        r.signing_public_key = Some(hex::encode(key));
+        r.tls_cert_fingerprint = Some(hex::encode(fp));
+        r
+    }
+
     #[test]
-    fn ed25519_tls_binding_hashes_both_byte_strings() {
+    fn ed25519_reports_bind_key_and_tls_fingerprint() {
         use sha2::{Digest, Sha256};
-        let want: [u8; 32] = Sha256::digest([1u8, 2, 3, 4]).into();
-        assert_eq!(ed25519_tls_binding("0x0102", "0304").unwrap(), want);
-        assert!(ed25519_tls_binding("zz", "00").is_err());
+        let (key, fp, nonce) = ([5u8; 32], [6u8; 32], Nonce([7; 32]));
+        let want: [u8; 32] = Sha256::digest([[5u8; 32], [6u8; 32]].concat()).into();
+        assert_eq!(ed25519_report_data_prefix(&key, &fp), want);
+        let dev = Policy::dev_allow_simulated();
+
+        let r = ed25519_report(key, fp, fp, nonce);
+        let v = verify_report(&r, &nonce, None, 0, &dev);
+        assert!(v.passed(), "{:#?}", v.checks);
+        assert_eq!(v.signer, Some(Signer::Ed25519(key)));
+        assert_eq!(v.signing_address(), None);
+        assert_eq!(outcome(&v, ReportCheck::SigningAlgo), Some(Outcome::Pass));
+        assert_eq!(outcome(&v, ReportCheck::TlsFingerprint), Some(Outcome::Skip));
+
+        // Fetched over TLS: the presented certificate must be the bound one.
+        let tls = |spki_sha256| Transport::Tls { spki_sha256 };
+        let v = verify_report_over(&r, &nonce, None, 0, &dev, &tls(fp));
+        assert!(v.passed(), "{:#?}", v.checks);
+        assert_eq!(outcome(&v, ReportCheck::TlsFingerprint), Some(Outcome::Pass));
+        let v = verify_report_over(&r, &nonce, None, 0, &dev, &tls([9; 32]));
+        assert!(!v.passed());
+        assert_eq!(
+            v.first_failure().map(|c| c.id),
+            Some(ReportCheck::TlsFingerprint.into())
+        );
+
+        // A report claiming another fingerprint than report_data binds, or none, or another
+        // public key than its address: the binding fails by name.
+        let forged = ed25519_report(key, [9; 32], fp, nonce);
+        let v = verify_report(&forged, &nonce, None, 0, &dev);
+        assert_eq!(
+            v.first_failure().map(|c| c.id),
+            Some(ReportCheck::BindsAddress.into())
+        );
+        assert_eq!(v.signer, None);
+        let mut no_fp = r.clone();
+        no_fp.tls_cert_fingerprint = None;
+        let v = verify_report(&no_fp, &nonce, None, 0, &dev);
+        assert_eq!(
+            v.first_failure().map(|c| c.id),
+            Some(ReportCheck::BindsAddress.into())
+        );
+        let mut other_pk = r.clone();
+        other_pk.signing_public_key = Some(hex::encode([1u8; 32]));
+        assert!(!verify_report(&other_pk, &nonce, None, 0, &dev).passed());
+        // The same report_data read as ecdsa binds nothing.
+        let mut as_ecdsa = r;
+        as_ecdsa.signing_algo = "ecdsa".to_owned();
+        let v = verify_report(&as_ecdsa, &nonce, None, 0, &dev);
+        assert_eq!(
+            v.first_failure().map(|c| c.id),
+            Some(ReportCheck::BindsAddress.into())
+        );
     }
 
     #[test]
     fn bad_fields_fail_by_name() {
-        let (addr, nonce) = ([9; 20], Nonce([7; 32]));
+        let (addr, nonce) = (Address::repeat_byte(9), Nonce([7; 32]));
         let mut r = report(addr, nonce, ReportData::new(addr, nonce), None);
-        r.signing_algo = "ed25519".to_owned();
+        r.signing_algo = "ed448".to_owned();
         r.request_nonce = "zz".to_owned();
         r.signing_address = "nope".to_owned();
         let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());
@@ -402,7 +432,7 @@ mod tests {
         assert_eq!(outcome(&v, ReportCheck::SigningAlgo), Some(Outcome::Fail));
         assert_eq!(outcome(&v, ReportCheck::NonceEcho), Some(Outcome::Fail));
         assert_eq!(outcome(&v, ReportCheck::BindsAddress), Some(Outcome::Fail));
-        assert_eq!(v.signing_address, None);
+        assert_eq!(v.signer, None);
 
         r.intel_quote = "00".to_owned();
         let v = verify_report(&r, &nonce, None, 0, &Policy::dev_allow_simulated());

@@ -338,7 +338,10 @@ mod tests {
 
     #[test]
     fn production_policy_refuses_simulated_quotes() {
-        let q = simulated_quote(&ReportData::new([1; 20], Nonce([2; 32])));
+        let q = simulated_quote(&ReportData::new(
+            cloister_types::Address::repeat_byte(1),
+            Nonce([2; 32]),
+        ));
         let v = verify_quote(&q, None, 0, &Policy::default());
         assert!(!v.passed());
         assert!(v.simulated);
@@ -350,7 +353,10 @@ mod tests {
 
     #[test]
     fn dev_policy_accepts_simulated_quotes_loudly() {
-        let q = simulated_quote(&ReportData::new([1; 20], Nonce([2; 32])));
+        let q = simulated_quote(&ReportData::new(
+            cloister_types::Address::repeat_byte(1),
+            Nonce([2; 32]),
+        ));
         let v = verify_quote(&q, None, 0, &Policy::dev_allow_simulated());
         assert!(v.passed(), "{:#?}", v.checks);
         assert_eq!(outcome(&v, QuoteCheck::NotSimulated), Some(Outcome::Warn));

@@ -1,4 +1,8 @@
-//! Built-in engine throughput against llama.cpp's `llama-bench` on the same GGUF and threads.
+//! The built-in engine against llama.cpp on the same GGUF and threads:
+//! - single-stream decode against `llama-bench` (this module);
+//! - served, under 1, 4, 8.. concurrent streamed chats, against `llama-server` ([`serve`]).
+//!
+//! Both peers are built by `scripts/build-llama-cpp.sh` into `tools/llama.cpp/bin/`.
 //!
 //! ```no_run
 //! # async fn demo() -> cloister_bench::Result<()> {
@@ -17,6 +21,24 @@ use std::sync::Arc;
 use cloister_engine::builtin::{BenchFigures, BuiltinConfig, BuiltinEngine};
 
 use crate::{Error, Result};
+
+pub mod serve;
+
+/// `given`, else `tools/llama.cpp/bin/<name>`, else `<name>` on `PATH`.
+fn find_tool(given: Option<PathBuf>, name: &str) -> Option<PathBuf> {
+    if let Some(p) = given {
+        return Some(p);
+    }
+    let local = PathBuf::from("tools/llama.cpp/bin").join(name);
+    if local.is_file() {
+        return Some(local);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
 
 /// Loads the built-in engine on `model` with `threads` threads and one slot.
 pub async fn load_builtin(model: PathBuf, threads: usize) -> Result<Arc<BuiltinEngine>> {
@@ -48,20 +70,7 @@ pub struct LlamaBench(pub PathBuf);
 impl LlamaBench {
     /// `given`, else `tools/llama.cpp/bin/llama-bench`, else `llama-bench` on `PATH`.
     pub fn find(given: Option<PathBuf>) -> Option<Self> {
-        if let Some(p) = given {
-            return Some(Self(p));
-        }
-        let local = PathBuf::from("tools/llama.cpp/bin/llama-bench");
-        if local.is_file() {
-            return Some(Self(local));
-        }
-        std::env::var_os("PATH")
-            .and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join("llama-bench"))
-                    .find(|p| p.is_file())
-            })
-            .map(Self)
+        find_tool(given, "llama-bench").map(Self)
     }
 
     /// One run: (prompt tokens/s for `n_prompt` tokens, generation tokens/s for `n_gen` tokens).

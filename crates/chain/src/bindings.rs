@@ -61,3 +61,15 @@ sol!(
     ExampleConsumer,
     "../../contracts/out/ExampleConsumer.sol/ExampleConsumer.json"
 );
+
+/// The production quote verifier (its own module: its artifact repeats `IQuoteVerifier`'s types).
+pub mod automata {
+    use alloy::sol;
+
+    sol!(
+        #[sol(rpc, abi)]
+        #[derive(Debug)]
+        AutomataDcapAdapter,
+        "../../contracts/out/AutomataDcapAdapter.sol/AutomataDcapAdapter.json"
+    );
+}

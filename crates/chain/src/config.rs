@@ -1,5 +1,6 @@
 //! Where the chain is: [`ChainConfig`], read from a file (`devnet.json` or a flat config) and/or
-//! resolved from flags with [`ChainConfig::resolve`].
+//! resolved from flags with [`ChainConfig::resolve`] (or [`ChainConfig::resolve_on`] with a named
+//! [`Network`]'s settings).
 
 use std::path::Path;
 
@@ -7,7 +8,10 @@ use alloy::primitives::Address;
 use alloy::providers::Provider as _;
 use serde::{Deserialize, Serialize};
 
+use cloister_types::logscan::{DEFAULT_MAX_LOG_RANGE, LogScanLimits};
+
 use crate::error::{ChainError, Result};
+use crate::network::Network;
 
 /// Where the chain is and where the contracts live.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +31,16 @@ pub struct ChainConfig {
     /// `ExampleConsumer`, where deployed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<Address>,
+    /// The block the contracts were deployed in: log scans start there [default: 0].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deploy_block: u64,
+    /// The named network's settings (confirmations, log range, fee caps), when one was named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The contracts of a deployment, as `devnet.json` lists them.
@@ -86,6 +100,8 @@ impl DevnetFile {
             escrow: self.contracts.escrow,
             oracle: self.contracts.oracle,
             consumer: self.contracts.consumer,
+            deploy_block: 0,
+            network: None,
         }
     }
 
@@ -126,6 +142,19 @@ fn read(path: &Path) -> Result<String> {
 }
 
 impl ChainConfig {
+    /// Writes it as pretty JSON (the chain file `--chain` reads).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let text = serde_json::to_string_pretty(self).map_err(|source| ChainError::ConfigJson {
+            path: path.display().to_string(),
+            source,
+        })?;
+        std::fs::write(path, text + "\n").map_err(|source| ChainError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
     /// Reads a chain configuration: either a `devnet.json` ([`DevnetFile`]) or a flat
     /// [`ChainConfig`] JSON object.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
@@ -193,6 +222,8 @@ impl ChainConfig {
                     escrow: Address::ZERO,
                     oracle: Address::ZERO,
                     consumer: None,
+                    deploy_block: 0,
+                    network: None,
                 }
             }
             (None, None) => return Ok(None),
@@ -218,6 +249,57 @@ impl ChainConfig {
             }
         }
         Ok(Some(config))
+    }
+
+    /// [`ChainConfig::resolve`], then `network`'s settings on top: the chain must be the
+    /// network's (the file's chain id, or the endpoint's when only an RPC URL was given), else
+    /// [`ChainError::WrongChain`]. `network: None` is exactly [`ChainConfig::resolve`].
+    ///
+    /// ```no_run
+    /// # async fn f() -> cloister_chain::Result<()> {
+    /// use cloister_chain::{ChainConfig, ChainOverrides, Network};
+    /// let over = ChainOverrides { rpc_url: Some("https://mainnet.base.org".into()), ..Default::default() };
+    /// let base = Network::resolve("base")?;
+    /// let chain = ChainConfig::resolve_on(Some(&base), Some("deployment.json".as_ref()), &over).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn resolve_on(
+        network: Option<&Network>,
+        file: Option<&Path>,
+        overrides: &ChainOverrides,
+    ) -> Result<Option<Self>> {
+        let Some(mut config) = Self::resolve(file, overrides).await? else {
+            return Ok(None);
+        };
+        if let Some(network) = network {
+            if config.chain_id != network.chain_id {
+                return Err(ChainError::WrongChain {
+                    expected: network.chain_id,
+                    actual: config.chain_id,
+                });
+            }
+            config.network = Some(network.clone());
+        }
+        Ok(Some(config))
+    }
+
+    /// Where this chain's log scans start and how wide their windows may be: from
+    /// [`ChainConfig::deploy_block`], in windows of the network's `max_log_range` (or
+    /// [`DEFAULT_MAX_LOG_RANGE`] when no network was named).
+    pub fn log_scan_limits(&self) -> LogScanLimits {
+        LogScanLimits {
+            from_block: self.deploy_block,
+            max_range: self
+                .network
+                .as_ref()
+                .map_or(DEFAULT_MAX_LOG_RANGE, |n| n.max_log_range),
+        }
+    }
+
+    /// Blocks an event must be buried under before it counts as final: the network's
+    /// `confirmations`, 0 when no network was named (a local devnet).
+    pub fn confirmations(&self) -> u64 {
+        self.network.as_ref().map_or(0, |n| n.confirmations)
     }
 
     /// Refuses a configuration that lacks (has a zero address for) one of the contracts a node
@@ -253,6 +335,8 @@ mod tests {
             escrow: Address::repeat_byte(3),
             oracle: Address::repeat_byte(4),
             consumer: None,
+            deploy_block: 0,
+            network: None,
         };
         std::fs::write(&path, serde_json::to_string(&file).unwrap_or_default())
             .unwrap_or_else(|e| panic!("{e}"));
@@ -275,6 +359,56 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[tokio::test]
+    async fn a_network_must_match_the_files_chain_and_sets_the_scan_limits() {
+        let dir = std::env::temp_dir().join(format!("cloister-chain-network-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("chain.json");
+        let text = r#"{"rpc_url": "http://127.0.0.1:1", "chain_id": 8453, "deploy_block": 1234,
+            "token": "0x0101010101010101010101010101010101010101",
+            "registry": "0x0202020202020202020202020202020202020202",
+            "escrow": "0x0303030303030303030303030303030303030303",
+            "oracle": "0x0404040404040404040404040404040404040404"}"#;
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        let none = ChainOverrides::default();
+        let plain = ChainConfig::resolve(Some(&path), &none)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("a file was given"));
+        assert_eq!(
+            plain.log_scan_limits(),
+            LogScanLimits {
+                from_block: 1234,
+                max_range: DEFAULT_MAX_LOG_RANGE
+            }
+        );
+        let base = Network::named("base").unwrap_or_else(|e| panic!("{e}"));
+        let on_base = ChainConfig::resolve_on(Some(&base), Some(&path), &none)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("a file was given"));
+        assert_eq!(on_base.log_scan_limits().max_range, base.max_log_range);
+        assert_eq!(on_base.log_scan_limits().from_block, 1234);
+        assert_eq!(on_base.confirmations(), base.confirmations);
+        let op = Network::named("op-mainnet").unwrap_or_else(|e| panic!("{e}"));
+        let wrong = ChainConfig::resolve_on(Some(&op), Some(&path), &none).await;
+        assert!(
+            matches!(
+                wrong,
+                Err(ChainError::WrongChain {
+                    expected: 10,
+                    actual: 8453
+                })
+            ),
+            "{wrong:?}"
+        );
+        // The resolved configuration round-trips through its own JSON, network included.
+        let json = serde_json::to_string(&on_base).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ChainConfig::load(&path).ok(), Some(on_base));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_node_needs_its_contracts() {
         let config = ChainConfig {
@@ -285,6 +419,8 @@ mod tests {
             escrow: Address::repeat_byte(3),
             oracle: Address::ZERO,
             consumer: None,
+            deploy_block: 0,
+            network: None,
         };
         assert!(config.require_node_contracts(false).is_ok());
         assert!(matches!(

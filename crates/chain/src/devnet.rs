@@ -63,7 +63,10 @@ pub fn dev_signer(role: &str) -> Option<PrivateKeySigner> {
 
 /// The measurement digest of every simulated quote (the one a devnet registry allows).
 pub fn simulated_measurement() -> Result<B256> {
-    let q = simulated::simulated_quote(&ReportData::new([1; 20], Nonce([0; 32])));
+    let q = simulated::simulated_quote(&ReportData::new(
+        cloister_types::Address::repeat_byte(1),
+        Nonce([0; 32]),
+    ));
     let parsed = quote::parse_quote(&q)
         .map_err(|e| ChainError::Anvil(format!("simulated quote does not parse: {e}")))?;
     measurements::measurement_digest(&parsed)

@@ -106,6 +106,36 @@ pub enum ChainError {
         /// The token's decimals.
         decimals: u8,
     },
+    /// A production deployment needs a quote verifier and the network file names no Automata DCAP
+    /// contract for it.
+    #[error(
+        "network {0} names no automata_dcap_verifier: give one (--automata) to deploy the production quote verifier"
+    )]
+    NoQuoteVerifier(String),
+    /// `--network` names no shipped network (and no network file).
+    #[error("no network named {name:?} (shipped: {known}; or give the path of a network file)")]
+    UnknownNetwork {
+        /// The name given.
+        name: String,
+        /// The shipped networks, comma-separated.
+        known: String,
+    },
+    /// A network file does not parse, or a field is out of range.
+    #[error("network file {path}: {reason}")]
+    NetworkFile {
+        /// The file (or `networks/<name>.toml` for a shipped one).
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The provider refuses `eth_getLogs` even for one block: the scan cannot proceed.
+    #[error("eth_getLogs refused for the single block {block}: {message}")]
+    LogRangeRefused {
+        /// The block.
+        block: u64,
+        /// The provider's error.
+        message: String,
+    },
     /// The token declares more decimals than an amount can carry.
     #[error("the token declares {0} decimals (at most 77 are supported)")]
     BadDecimals(u8),

@@ -21,10 +21,13 @@
 mod backoff;
 pub mod bindings;
 mod config;
+mod deploy;
 #[cfg(feature = "devnet")]
 pub mod devnet;
 mod error;
 mod escrow;
+mod logscan;
+mod network;
 mod oracle;
 mod registry;
 mod revert;
@@ -40,10 +43,13 @@ use alloy::signers::local::PrivateKeySigner;
 pub use alloy;
 pub use backoff::Backoff;
 pub use config::{ChainConfig, ChainOverrides, ContractAddresses, DevAccount, DevnetFile};
+pub use deploy::{DeploySpec, Deployment, deploy_network};
 pub use error::{ChainError, Result};
 pub use escrow::{Escrow, PendingWithdrawal, SettleItem, SettleOutcome, SettledVoucher};
+pub use logscan::LogScanner;
+pub use network::{Network, SHIPPED_NETWORKS};
 pub use oracle::{Consumer, FulfillOutcome, InferenceRequest, Oracle, OracleRequest, RequestWatcher};
-pub use registry::{ModelPrice, NodeInfo, Registry};
+pub use registry::{ModelPrice, NodeInfo, Registry, SignerHistory};
 pub use revert::decode_revert;
 pub use token::{Token, format_amount, parse_amount};
 
@@ -179,6 +185,7 @@ impl Chain {
             registry,
             self.config.token,
             self.from,
+            self.config.log_scan_limits(),
         ))
     }
 
@@ -203,6 +210,7 @@ impl Chain {
             self.config.token,
             self.config.chain_id,
             self.from,
+            self.config.log_scan_limits(),
         ))
     }
 

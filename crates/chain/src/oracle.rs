@@ -1,14 +1,14 @@
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider};
+use alloy::sol_types::SolEvent as _;
 use cloister_types::eip712::{self, Domain};
+use cloister_types::logscan::{LogCursor, LogScanLimits};
 
 use crate::bindings::{ExampleConsumer, InferenceOracle};
 use crate::error::{ChainError, Result};
+use crate::logscan::LogScanner;
 use crate::revert::from_contract;
 use crate::{TxOutcome, ensure_allowance, send};
-
-/// Most blocks one log query spans (public RPCs cap `eth_getLogs` ranges).
-const MAX_LOG_RANGE: u64 = 5_000;
 
 /// An `InferenceRequested` event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +70,7 @@ pub struct Oracle {
     token: Address,
     chain_id: u64,
     from: Option<Address>,
+    scan: LogScanLimits,
 }
 
 impl Oracle {
@@ -79,12 +80,14 @@ impl Oracle {
         token: Address,
         chain_id: u64,
         from: Option<Address>,
+        scan: LogScanLimits,
     ) -> Self {
         Self {
             inner: InferenceOracle::new(oracle, provider),
             token,
             chain_id,
             from,
+            scan,
         }
     }
 
@@ -189,21 +192,17 @@ impl Oracle {
         })
     }
 
-    /// `InferenceRequested` events in blocks `from..=to`.
+    /// `InferenceRequested` events in blocks `from..=to`, read in windows no wider than the
+    /// network's log range (halved when the provider refuses one).
     pub async fn requests_between(&self, from: u64, to: u64) -> Result<Vec<InferenceRequest>> {
+        let filter = self.inner.InferenceRequested_filter().filter;
+        let limits = self.scan.resume(LogCursor::at(from));
+        let mut scan = LogScanner::new(self.inner.provider(), filter, limits);
         let mut out = Vec::new();
-        let mut start = from;
-        while start <= to {
-            let end = to.min(start.saturating_add(MAX_LOG_RANGE - 1));
-            let logs = self
-                .inner
-                .InferenceRequested_filter()
-                .from_block(start)
-                .to_block(end)
-                .query()
-                .await
-                .map_err(from_contract)?;
-            out.extend(logs.into_iter().map(|(ev, log)| InferenceRequest {
+        for log in scan.scan_to(to).await? {
+            let block_number = log.block_number;
+            let ev = InferenceOracle::InferenceRequested::decode_log(&log.inner)?.data;
+            out.push(InferenceRequest {
                 id: ev.id,
                 requester: ev.requester,
                 model: ev.model,
@@ -212,9 +211,8 @@ impl Oracle {
                 callback: ev.callback,
                 callback_gas_limit: ev.callbackGasLimit,
                 deadline: ev.deadline,
-                block_number: log.block_number,
-            }));
-            start = end + 1;
+                block_number,
+            });
         }
         Ok(out)
     }

@@ -1,9 +1,13 @@
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::providers::DynProvider;
+use alloy::providers::{DynProvider, Provider as _};
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
+use cloister_types::logscan::{LogCursor, LogScanLimits};
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::NodeRegistry;
 use crate::error::{ChainError, Result};
+use crate::logscan::LogScanner;
 use crate::revert::from_contract;
 use crate::{TxOutcome, ensure_allowance, send};
 
@@ -83,12 +87,23 @@ impl From<&ModelPrice> for NodeRegistry::ModelPrice {
     }
 }
 
+/// The enclave signers one operator has registered or reattested with, as far as a log scan has
+/// read: a resumable record (store it; [`Registry::signer_history`] continues from its cursor).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerHistory {
+    /// The first block not yet read.
+    pub cursor: LogCursor,
+    /// Every signer found so far, oldest first, each once.
+    pub signers: Vec<Address>,
+}
+
 /// Client for `NodeRegistry`.
 #[derive(Clone, Debug)]
 pub struct Registry {
     inner: NodeRegistry::NodeRegistryInstance<DynProvider>,
     token: Address,
     from: Option<Address>,
+    scan: LogScanLimits,
 }
 
 impl Registry {
@@ -97,12 +112,19 @@ impl Registry {
         registry: Address,
         token: Address,
         from: Option<Address>,
+        scan: LogScanLimits,
     ) -> Self {
         Self {
             inner: NodeRegistry::new(registry, provider),
             token,
             from,
+            scan,
         }
+    }
+
+    /// Where this registry's log scans start (the deployment block) and how wide they read.
+    pub fn log_scan_limits(&self) -> LogScanLimits {
+        self.scan
     }
 
     /// The contract address.
@@ -137,7 +159,7 @@ impl Registry {
     ) -> Result<cloister_types::ReportData> {
         let nonce = self.attestation_nonce(operator).await?;
         Ok(cloister_types::ReportData::new(
-            signer.into_array(),
+            signer,
             cloister_types::Nonce(nonce.0),
         ))
     }
@@ -201,18 +223,17 @@ impl Registry {
     }
 
     /// The measurement digests governance currently allows: the `MeasurementSet` events replayed
-    /// in order (the mapping itself cannot be listed), each then confirmed with
-    /// `measurementAllowed`.
+    /// in order (the mapping itself cannot be listed) from the deployment block, in bounded
+    /// windows, each then confirmed with `measurementAllowed`.
     pub async fn allowed_measurements(&self) -> Result<Vec<B256>> {
-        let events = self
-            .inner
-            .MeasurementSet_filter()
-            .from_block(0)
-            .query()
-            .await
-            .map_err(ChainError::Contract)?;
+        let latest = self.inner.provider().get_block_number().await?;
+        let filter = self.inner.MeasurementSet_filter().filter;
+        let logs = LogScanner::new(self.inner.provider(), filter, self.scan)
+            .scan_to(latest)
+            .await?;
         let mut allowed: Vec<B256> = Vec::new();
-        for (e, _) in events {
+        for log in logs {
+            let e = NodeRegistry::MeasurementSet::decode_log(&log.inner)?.data;
             allowed.retain(|m| *m != e.measurement);
             if e.allowed {
                 allowed.push(e.measurement);
@@ -231,6 +252,43 @@ impl Registry {
             }
         }
         Ok(confirmed)
+    }
+
+    /// `history` carried forward through block `to_block`: every signer `operator` registered
+    /// (`NodeRegistered`) or reattested (`NodeReattested`) with, read from `history.cursor` (for a
+    /// first scan, `SignerHistory::default()`, which starts at the deployment block) in bounded
+    /// windows. One `eth_getLogs` per window covers both events. A failed read returns the error;
+    /// the caller's stored history is unchanged and the next call reads the same windows again.
+    pub async fn signer_history(
+        &self,
+        operator: Address,
+        history: SignerHistory,
+        to_block: u64,
+    ) -> Result<SignerHistory> {
+        let filter = Filter::new()
+            .address(self.address())
+            .event_signature(vec![
+                NodeRegistry::NodeRegistered::SIGNATURE_HASH,
+                NodeRegistry::NodeReattested::SIGNATURE_HASH,
+            ])
+            .topic1(operator.into_word());
+        let mut scan = LogScanner::new(self.inner.provider(), filter, self.scan.resume(history.cursor));
+        let mut signers = history.signers;
+        for log in scan.scan_to(to_block).await? {
+            let signer = match log.topic0() {
+                Some(&NodeRegistry::NodeRegistered::SIGNATURE_HASH) => {
+                    NodeRegistry::NodeRegistered::decode_log(&log.inner)?.data.signer
+                }
+                _ => NodeRegistry::NodeReattested::decode_log(&log.inner)?.data.signer,
+            };
+            if !signers.contains(&signer) {
+                signers.push(signer);
+            }
+        }
+        Ok(SignerHistory {
+            cursor: scan.cursor(),
+            signers,
+        })
     }
 
     /// Whether `operator` is registered, not unbonding, and attested within the max age.

@@ -33,6 +33,11 @@ pub(crate) struct AttestVerifyArgs {
     /// Print JSON instead of a table (a list for an answer with several reports).
     #[arg(long)]
     pub json: bool,
+    /// Verify the service as an ACI service (`GET /v1/aci/attestation`, aci/1 §9.1) instead of its
+    /// Cloister/NEAR report. Fails closed: pass --allowed-measurements (or, for a local simulated
+    /// node, --allow-simulated).
+    #[arg(long)]
+    pub aci: bool,
 }
 
 /// `cloister verify-quote`.
@@ -65,6 +70,9 @@ pub(crate) async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
 
 async fn attest_verify(args: AttestVerifyArgs) -> anyhow::Result<ExitCode> {
     let client = http_client()?;
+    if args.aci {
+        return aci_verify(&client, &args).await;
+    }
     let proofs = verify_endpoint(&client, &args.url, &args.verify, args.model.as_deref()).await?;
     let passed = proofs.iter().all(|p| p.verdict.passed());
     // A NEAR AI cloud answer holds several reports: one labelled table each, and a list in JSON.
@@ -100,6 +108,53 @@ async fn attest_verify(args: AttestVerifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `attest verify --aci`.
+async fn aci_verify(client: &reqwest::Client, args: &AttestVerifyArgs) -> anyhow::Result<ExitCode> {
+    let policy = args.verify.client_policy(cloister_client::E2eeMode::Off)?;
+    let nonce = args.verify.nonce()?;
+    let proof = cloister_client::aci::verify_service(client, &args.url, &policy, nonce).await?;
+    let v = &proof.verdict;
+    if args.json {
+        let out = json!({
+            "url": proof.url,
+            "nonce": proof.nonce,
+            "passed": v.passed(),
+            "workload_keyset_digest": v.keyset_digest,
+            "workload_keyset": v.keyset,
+            "collateral": proof.collateral,
+            "tcb_status": v.quote.tcb_status,
+            "measurement_digest": v.measurement_digest,
+            "source_provenance": proof.report["attestation"]["source_provenance"],
+            "checks": v.checks,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("service          {}", proof.url);
+        println!("nonce            {}", proof.nonce);
+        println!("keyset digest    {}", v.keyset_digest.as_deref().unwrap_or("-"));
+        println!("collateral       {}", proof.collateral);
+        if let Some(d) = &v.measurement_digest {
+            println!("measurement      {d}");
+        }
+        println!();
+        print!("{}", render_checks(&v.checks));
+        println!();
+        println!(
+            "verdict: {}",
+            if v.passed() {
+                "VERIFIED (aci/1)"
+            } else {
+                "NOT VERIFIED (aci/1)"
+            }
+        );
+    }
+    Ok(if v.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -3,14 +3,17 @@
 //!
 //! - `overhead`: a node in front of a fast loopback OpenAI-compatible upstream, against calling that
 //!   upstream directly, interleaved in rounds. Requests/s and p50/p99 latency, and what the node adds.
-//! - `engine`: built-in engine tokens/s against llama.cpp's `llama-bench` on the same GGUF and threads.
+//! - `engine`: the built-in engine served by a node against llama.cpp's `llama-server` under 1, 4 and 8
+//!   concurrent streamed chats (aggregate tokens/s, TTFT), or (`--against llama-bench`) single-stream
+//!   decode against `llama-bench`; same GGUF and threads.
 //! - `quote`: quote verification through Cloister's layer against dcap-qvl directly (`bench_quote`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
+use cloister_bench::engine::serve::{Cell, LlamaServer, LoadFigures, ServeBenchOptions, ServerShape};
 use cloister_bench::engine::{LlamaBench, decode, load_builtin};
 use cloister_bench::overhead::{OverheadOptions, run as run_overhead};
 use cloister_bench::stats::{RoundStats, median};
@@ -20,7 +23,8 @@ use cloister_bench::stats::{RoundStats, median};
 pub(crate) enum BenchCommand {
     /// Node overhead in front of an upstream, against the upstream called directly.
     Overhead(OverheadArgs),
-    /// Built-in engine tokens/s against llama.cpp (llama-bench) on the same model and threads.
+    /// Built-in engine against llama.cpp (llama-server under load, or llama-bench) on the same model
+    /// and threads.
     Engine(EngineArgs),
     /// Quote verification through Cloister's layer against dcap-qvl called directly.
     Quote(crate::bench_quote::QuoteArgs),
@@ -59,21 +63,51 @@ pub(crate) struct EngineArgs {
     /// Threads for both engines.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Tokens to generate.
-    #[arg(long = "gen", default_value_t = 128)]
-    pub tokens: u32,
-    /// Rounds (ours and llama.cpp interleaved).
-    #[arg(long, default_value_t = 3)]
-    pub rounds: usize,
+    /// The peer: llama-server under concurrent streamed chats, or llama-bench's single-stream decode.
+    #[arg(long, value_enum, default_value_t = Peer::LlamaServer)]
+    pub against: Peer,
+    /// Tokens to generate per request [default: 64 against llama-server, 128 against llama-bench].
+    #[arg(long = "gen")]
+    pub tokens: Option<u32>,
+    /// Rounds (ours and llama.cpp interleaved) [default: 2 against llama-server, 3 against llama-bench].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Concurrent closed-loop clients, one cell each (llama-server only).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+    pub streams: Vec<usize>,
+    /// Requests each client sends per cell (llama-server only).
+    #[arg(long, default_value_t = 6)]
+    pub per_stream: usize,
+    /// Slots of both servers (llama-server's `-np`; llama-server only).
+    #[arg(long, default_value_t = 8)]
+    pub slots: usize,
+    /// Context per slot, in tokens (llama-server gets `-c slots * ctx-per-slot`; llama-server only).
+    #[arg(long, default_value_t = 2048)]
+    pub ctx_per_slot: u32,
     /// llama-bench binary [default: tools/llama.cpp/bin/llama-bench, then PATH].
     #[arg(long, env = "LLAMA_BENCH")]
     pub llama_bench: Option<PathBuf>,
+    /// llama-server binary [default: tools/llama.cpp/bin/llama-server, then PATH].
+    #[arg(long, env = "LLAMA_SERVER")]
+    pub llama_server: Option<PathBuf>,
+}
+
+/// The llama.cpp tool `cloister bench engine` measures against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Peer {
+    /// `llama-server`, served, under concurrent closed-loop streamed chats.
+    LlamaServer,
+    /// `llama-bench`, single-stream prompt processing and decode.
+    LlamaBench,
 }
 
 pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Overhead(args) => overhead(args).await,
-        BenchCommand::Engine(args) => engine(args).await,
+        BenchCommand::Engine(args) => match args.against {
+            Peer::LlamaServer => engine_served(args).await,
+            Peer::LlamaBench => engine(args).await,
+        },
         BenchCommand::Quote(args) => crate::bench_quote::quote(args),
         BenchCommand::E2ee(args) => crate::bench_e2ee::e2ee(args).await,
     }
@@ -125,7 +159,83 @@ async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn engine_served(args: EngineArgs) -> anyhow::Result<ExitCode> {
+    let opts = ServeBenchOptions {
+        shape: ServerShape {
+            model: args.model.clone(),
+            threads: args.threads,
+            slots: args.slots,
+            ctx_per_slot: args.ctx_per_slot,
+        },
+        streams: args.streams.clone(),
+        per_stream: args.per_stream,
+        max_tokens: args.tokens.unwrap_or(64),
+        rounds: args.rounds.unwrap_or(2),
+    };
+    let peer = LlamaServer::find(args.llama_server.clone());
+    if peer.is_none() {
+        eprintln!(
+            "llama-server not found (run scripts/build-llama-cpp.sh, or pass --llama-server): measuring ours only"
+        );
+    }
+    let cells = cloister_bench::engine::serve::run(&opts, peer.as_deref(), |round, streams, name, f| {
+        eprintln!(
+            "round {round}: {streams} streams, {name}: {:.1} tok/s ({} requests, {} tokens), TTFT p50 {:.1} ms p99 {:.1} ms",
+            f.tok_per_s, f.requests, f.tokens, f.ttft_p50_ms, f.ttft_p99_ms
+        );
+    })
+    .await
+    .with_context(|| format!("serving {}", args.model.display()))?;
+    println!(
+        "engine under load ({}, {} threads, {} slots / -np {}, closed-loop streamed chats of {} tokens, {} per stream; medians of {} rounds)",
+        args.model.display(),
+        args.threads,
+        args.slots,
+        args.slots,
+        opts.max_tokens,
+        opts.per_stream,
+        opts.rounds
+    );
+    println!(
+        "| streams | cloister tok/s | llama-server tok/s | ratio | TTFT p50 cloister | TTFT p50 llama-server | TTFT p50 ratio | TTFT p99 cloister | TTFT p99 llama-server |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for cell in &cells {
+        print_cell(cell);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One table row: medians over rounds, ratios cloister / llama-server.
+fn print_cell(cell: &Cell) {
+    let med = |v: &[LoadFigures], f: fn(&LoadFigures) -> f64| median(v.iter().map(f));
+    let (tps, p50, p99) = (
+        med(&cell.ours, |f| f.tok_per_s),
+        med(&cell.ours, |f| f.ttft_p50_ms),
+        med(&cell.ours, |f| f.ttft_p99_ms),
+    );
+    if cell.theirs.is_empty() {
+        println!(
+            "| {} | {tps:.1} | - | - | {p50:.1} ms | - | - | {p99:.1} ms | - |",
+            cell.streams
+        );
+        return;
+    }
+    let (peer_tps, peer_p50, peer_p99) = (
+        med(&cell.theirs, |f| f.tok_per_s),
+        med(&cell.theirs, |f| f.ttft_p50_ms),
+        med(&cell.theirs, |f| f.ttft_p99_ms),
+    );
+    println!(
+        "| {} | {tps:.1} | {peer_tps:.1} | {:.2}x | {p50:.1} ms | {peer_p50:.1} ms | {:.2}x | {p99:.1} ms | {peer_p99:.1} ms |",
+        cell.streams,
+        tps / peer_tps.max(f64::MIN_POSITIVE),
+        p50 / peer_p50.max(f64::MIN_POSITIVE),
+    );
+}
+
 async fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
+    let (tokens, rounds) = (args.tokens.unwrap_or(128), args.rounds.unwrap_or(3));
     let engine = load_builtin(args.model.clone(), args.threads)
         .await
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -138,22 +248,17 @@ async fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
     let prompt = "Explain in a few sentences why the sky is blue.";
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
-    for round in 1..=args.rounds {
-        let figures = decode(&engine, prompt, args.tokens).await?;
+    for round in 1..=rounds {
+        let figures = decode(&engine, prompt, tokens).await?;
         eprintln!(
             "round {round}: cloister pp{} {:.1} tok/s, tg{} {:.1} tok/s",
             figures.prompt_tokens, figures.prompt_tok_per_s, figures.gen_tokens, figures.gen_tok_per_s
         );
         if let Some(bin) = &peer {
-            let (pp, tg) = bin.run(
-                &args.model,
-                args.threads,
-                figures.prompt_tokens as u32,
-                args.tokens,
-            )?;
+            let (pp, tg) = bin.run(&args.model, args.threads, figures.prompt_tokens as u32, tokens)?;
             eprintln!(
                 "round {round}: llama.cpp pp{} {pp:.1} tok/s, tg{} {tg:.1} tok/s",
-                figures.prompt_tokens, args.tokens
+                figures.prompt_tokens, tokens
             );
             theirs.push((pp, tg));
         }
@@ -167,8 +272,8 @@ async fn engine(args: EngineArgs) -> anyhow::Result<ExitCode> {
         args.model.display(),
         args.threads,
         n_prompt,
-        args.tokens,
-        args.rounds
+        tokens,
+        rounds
     );
     println!("| engine | prompt tok/s | generation tok/s |");
     println!("|---|---:|---:|");

@@ -9,6 +9,7 @@ mod chain_cmd;
 mod chat_cmd;
 mod demo;
 mod demo_chain;
+mod deploy_cmd;
 mod node_cmd;
 mod proof;
 mod proxy_cmd;
@@ -53,6 +54,8 @@ enum Command {
     /// verification against dcap-qvl.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Deploy the production contracts to a named network and write its chain file.
+    Deploy(deploy_cmd::DeployArgs),
     /// Local development chain: anvil with every Cloister contract deployed.
     #[command(subcommand)]
     Devnet(chain_cmd::DevnetCommand),
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Proxy(args) => proxy_cmd::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Deploy(args) => deploy_cmd::run(args).await,
             Command::Devnet(cmd) => chain_cmd::devnet(cmd).await,
             Command::Nodes(cmd) => chain_cmd::nodes(cmd).await,
             Command::Escrow(cmd) => chain_cmd::escrow(cmd).await,

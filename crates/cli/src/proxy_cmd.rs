@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use cloister_client::discover::{Discovery, RegistryConfig, discover};
+use cloister_client::discover::{Discovery, RegistryConfig, discover_with_limits};
 use cloister_client::{E2eeMode, NodePool, proxy};
 use serde::Deserialize;
 
@@ -57,13 +57,17 @@ pub(crate) struct ProxyArgs {
 async fn discover_from(path: &Path) -> anyhow::Result<Discovery> {
     let config =
         cloister_chain::ChainConfig::load(path).with_context(|| format!("reading {}", path.display()))?;
-    let found = discover(&RegistryConfig {
+    // From the deployment block, in windows the network's RPC accepts (networks/*.toml).
+    let limits = config.log_scan_limits();
+    let http = cloister_client::default_http_client()?;
+    let registry = RegistryConfig {
         rpc_url: config.rpc_url,
         chain_id: config.chain_id,
         registry: config.registry,
-    })
-    .await
-    .context("reading the NodeRegistry")?;
+    };
+    let found = discover_with_limits(&http, &registry, limits)
+        .await
+        .context("reading the NodeRegistry")?;
     eprintln!(
         "registry {:#x}: {} active node(s) of {}",
         found.registry,

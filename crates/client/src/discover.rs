@@ -1,6 +1,11 @@
 //! Registry discovery: the nodes a `NodeRegistry` lists and the measurements its governance allows,
-//! read with plain JSON-RPC (`eth_chainId`, `eth_call`, `eth_getLogs`) and ABI coding only, so a
-//! client needs no Ethereum provider stack.
+//! read with plain JSON-RPC (`eth_chainId`, `eth_call`, `eth_blockNumber`, `eth_getLogs`) and ABI
+//! coding only, so a client needs no Ethereum provider stack.
+//!
+//! The `MeasurementSet` log scan is bounded the way every Cloister log scan is
+//! ([`cloister_types::logscan`]): from the registry's deployment block, in windows no wider than
+//! the network's limit, halved when the endpoint refuses a range ([`discover_with_limits`]; a
+//! chain configuration gives the limits with `ChainConfig::log_scan_limits`).
 //!
 //! The RPC endpoint is not trusted to be well-behaved: every answer is size-limited, every count
 //! capped, and anything malformed is a [`DiscoverError`] naming the call. What it cannot do is
@@ -28,6 +33,7 @@ mod rpc;
 
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::{SolEvent, sol};
+use cloister_types::logscan::{LogScanLimits, is_range_refusal};
 
 use crate::MeasurementAllowlist;
 use rpc::Rpc;
@@ -70,6 +76,9 @@ const PAGE: u64 = 50;
 pub const MAX_NODES: u64 = 10_000;
 /// Most `MeasurementSet` events discovery replays.
 pub const MAX_MEASUREMENT_EVENTS: usize = 10_000;
+/// Most `eth_getLogs` calls one scan makes (an endpoint claiming an absurd latest block, or
+/// refusing every window but the narrowest, is refused rather than followed forever).
+pub const MAX_LOG_CALLS: u64 = 100_000;
 
 /// Where the registry is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,7 +156,8 @@ impl Discovery {
     }
 }
 
-/// Reads the registry at `config`: its nodes and its allowed measurements.
+/// Reads the registry at `config`: its nodes and its allowed measurements (logs scanned from
+/// block 0 in windows of the default width; see [`discover_with_limits`]).
 pub async fn discover(config: &RegistryConfig) -> Result<Discovery, DiscoverError> {
     discover_with(
         &crate::default_http_client().map_err(|e| DiscoverError::Transport(e.to_string()))?,
@@ -160,6 +170,16 @@ pub async fn discover(config: &RegistryConfig) -> Result<Discovery, DiscoverErro
 pub async fn discover_with(
     http: &reqwest::Client,
     config: &RegistryConfig,
+) -> Result<Discovery, DiscoverError> {
+    discover_with_limits(http, config, LogScanLimits::default()).await
+}
+
+/// [`discover`] with a given HTTP client, its log scan starting at `limits.from_block` (the
+/// registry's deployment block) in windows of at most `limits.max_range` blocks.
+pub async fn discover_with_limits(
+    http: &reqwest::Client,
+    config: &RegistryConfig,
+    limits: LogScanLimits,
 ) -> Result<Discovery, DiscoverError> {
     if config.registry.is_zero() {
         return Err(DiscoverError::NoRegistry);
@@ -174,7 +194,7 @@ pub async fn discover_with(
     }
     let registry = config.registry;
     let nodes = list_nodes(&rpc, registry).await?;
-    let allowed_measurements = allowed_measurements(&rpc, registry).await?;
+    let allowed_measurements = allowed_measurements(&rpc, registry, limits).await?;
     tracing::info!(
         %registry,
         active = nodes.iter().filter(|n| n.active).count(),
@@ -224,16 +244,18 @@ async fn list_nodes(rpc: &Rpc<'_>, registry: Address) -> Result<Vec<RegisteredNo
 
 /// The measurement digests governance allows: the `MeasurementSet` events replayed in order (the
 /// mapping itself cannot be listed), each then confirmed with `measurementAllowed`.
-async fn allowed_measurements(rpc: &Rpc<'_>, registry: Address) -> Result<Vec<B256>, DiscoverError> {
-    let logs = rpc
-        .logs(registry, NodeRegistry::MeasurementSet::SIGNATURE_HASH)
-        .await?;
-    if logs.len() > MAX_MEASUREMENT_EVENTS {
-        return Err(DiscoverError::TooMany {
-            what: "MeasurementSet events",
-            limit: MAX_MEASUREMENT_EVENTS as u64,
-        });
-    }
+async fn allowed_measurements(
+    rpc: &Rpc<'_>,
+    registry: Address,
+    limits: LogScanLimits,
+) -> Result<Vec<B256>, DiscoverError> {
+    let logs = scan_logs(
+        rpc,
+        registry,
+        NodeRegistry::MeasurementSet::SIGNATURE_HASH,
+        limits,
+    )
+    .await?;
     let mut allowed: Vec<B256> = Vec::new();
     for (topics, data) in logs {
         let event = NodeRegistry::MeasurementSet::decode_raw_log(topics, &data).map_err(|e| {
@@ -256,6 +278,60 @@ async fn allowed_measurements(rpc: &Rpc<'_>, registry: Address) -> Result<Vec<B2
     }
     Ok(confirmed)
 }
+
+/// Every `topic0` log of `address` from `limits.from_block` to the latest block, in bounded
+/// windows: a window the endpoint refuses as too wide is halved and asked again.
+async fn scan_logs(
+    rpc: &Rpc<'_>,
+    address: Address,
+    topic0: B256,
+    limits: LogScanLimits,
+) -> Result<Vec<rpc::RawLog>, DiscoverError> {
+    let latest = rpc.block_number().await?;
+    let mut plan = limits.plan();
+    let mut out = Vec::new();
+    let mut calls = 0u64;
+    while let Some(range) = plan.next_range(latest) {
+        calls += 1;
+        if calls > MAX_LOG_CALLS {
+            return Err(DiscoverError::TooMany {
+                what: "eth_getLogs calls",
+                limit: MAX_LOG_CALLS,
+            });
+        }
+        match rpc.logs(address, topic0, range).await {
+            Ok(logs) => {
+                plan.answered(range);
+                out.extend(logs);
+                if out.len() > MAX_MEASUREMENT_EVENTS {
+                    return Err(DiscoverError::TooMany {
+                        what: "MeasurementSet events",
+                        limit: MAX_MEASUREMENT_EVENTS as u64,
+                    });
+                }
+            }
+            Err(DiscoverError::Rpc {
+                method,
+                code,
+                message,
+            }) if is_range_refusal(code, &message) => {
+                tracing::debug!(from = range.from, to = range.to, %message, "eth_getLogs range refused; halving the window");
+                if plan.refused(range).is_err() {
+                    return Err(DiscoverError::Rpc {
+                        method,
+                        code,
+                        message,
+                    });
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod scan_tests;
 
 #[cfg(test)]
 mod tests {

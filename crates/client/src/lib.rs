@@ -50,6 +50,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aci;
 mod body;
 pub mod discover;
 mod error;

@@ -85,6 +85,11 @@ impl MeasurementAllowlist {
         self.0.is_empty()
     }
 
+    /// The allowed digests (lowercase hex); empty for [`MeasurementAllowlist::any`].
+    pub fn digests(&self) -> Vec<String> {
+        self.0.iter().cloned().collect()
+    }
+
     /// Whether `digest` is allowed.
     pub fn allows(&self, digest: Option<&str>) -> bool {
         self.is_any() || digest.is_some_and(|d| self.0.contains(&normalise_digest(d)))

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cloister_attest::check::{CheckId, Outcome, PolicyCheck, QuoteCheck, ReportCheck};
-use cloister_attest::report::{BoundE2eeKey, ReportVerdict, verify_report};
+use cloister_attest::report::{BoundE2eeKey, ReportVerdict, Transport, verify_report_over};
 use cloister_types::wire::{ATTESTATION_REPORT_PATH, QUERY_MODEL, QUERY_NONCE};
 use cloister_types::{AttestationReport, Nonce, TeeKind};
 use serde::Serialize;
@@ -55,7 +55,7 @@ pub struct VerifiedNode {
     /// The node's base URL.
     pub url: String,
     /// The attested signing address.
-    pub signer: [u8; 20],
+    pub signer: cloister_types::Signer,
     /// The attested signing address, `0x` + lower-case hex.
     pub signer_hex: String,
     /// The TEE the report states.
@@ -96,32 +96,13 @@ pub(crate) async fn fetch_report_body(
     base: &str,
     nonce: &Nonce,
     model: Option<&str>,
-) -> Result<Bytes> {
+) -> Result<(Bytes, Transport)> {
     let endpoint = format!("{base}{ATTESTATION_REPORT_PATH}");
     let mut query = vec![(QUERY_NONCE, nonce.to_hex())];
     if let Some(model) = model {
         query.push((QUERY_MODEL, model.to_owned()));
     }
-    let unreachable = |source| Error::Unreachable {
-        url: endpoint.clone(),
-        source,
-    };
-    let resp = http
-        .get(&endpoint)
-        .query(&query)
-        .send()
-        .await
-        .map_err(unreachable)?;
-    let status = resp.status();
-    let body = crate::body::read_body(resp, &endpoint).await?;
-    if !status.is_success() {
-        return Err(Error::NodeStatus {
-            status: status.as_u16(),
-            body,
-            sealed: false,
-        });
-    }
-    Ok(body)
+    crate::body::fetch(http.get(&endpoint).query(&query), &endpoint).await
 }
 
 /// Splits an attestation answer into labelled reports: one report at top level (`report`), or
@@ -172,7 +153,7 @@ pub async fn verify_endpoint(
     model: Option<&str>,
 ) -> Result<Vec<ReportProof>> {
     let base = node_base(url);
-    let body = fetch_report_body(http, &base, &nonce, model).await?;
+    let (body, transport) = fetch_report_body(http, &base, &nonce, model).await?;
     let reports = split_reports(&body).map_err(|detail| Error::BadReport {
         url: base.clone(),
         detail,
@@ -182,7 +163,14 @@ pub async fn verify_endpoint(
     for (label, report) in reports {
         let (collateral, source) =
             collateral_for(report.intel_quote.as_bytes(), &policy.collateral, now).await;
-        let mut verdict = verify_report(&report, &nonce, collateral.as_ref(), now, &policy.quote);
+        let mut verdict = verify_report_over(
+            &report,
+            &nonce,
+            collateral.as_ref(),
+            now,
+            &policy.quote,
+            &transport,
+        );
         if let Some(nras) = &policy.nras {
             policy_checks::nras(&report, &nonce, nras, now, &mut verdict.checks).await;
         }
@@ -232,7 +220,7 @@ pub fn accept(proof: ReportProof, policy: &Policy) -> Result<Arc<VerifiedNode>> 
             digest: verdict.measurement_digest.clone(),
         });
     }
-    let Some(signer) = verdict.signing_address else {
+    let Some(signer) = verdict.signer else {
         return Err(Error::AttestationRefused {
             check: ReportCheck::BindsAddress.into(),
             detail: "no attested signing address".into(),
@@ -244,7 +232,7 @@ pub fn accept(proof: ReportProof, policy: &Policy) -> Result<Arc<VerifiedNode>> 
     Ok(Arc::new(VerifiedNode {
         url: proof.url.clone(),
         signer,
-        signer_hex: cloister_crypto::format_address(&signer).to_ascii_lowercase(),
+        signer_hex: signer.to_string(),
         tee: proof.report.tee,
         measurement: verdict.measurement_digest.clone(),
         e2ee: verdict.e2ee.clone(),

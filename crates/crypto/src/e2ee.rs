@@ -10,7 +10,7 @@
 //! ```
 //! use cloister_crypto::e2ee::{E2eeKeyPair, open_request, seal_request};
 //! let node = E2eeKeyPair::generate();
-//! let signer = [7u8; 20];
+//! let signer = cloister_crypto::Address::repeat_byte(7);
 //! let (sealed, client_keys) =
 //!     seal_request(&node.public_key_bytes(), &signer, b"{\"model\":\"m\"}", b"").unwrap();
 //! let (body, node_keys) = open_request(&node, &signer, &sealed, b"").unwrap();
@@ -66,7 +66,7 @@ pub const TAG_LEN: usize = 16;
 pub(crate) fn info(signing_address: &crate::Address) -> [u8; 36] {
     let mut out = [0u8; 36];
     out[..INFO_PREFIX.len()].copy_from_slice(INFO_PREFIX);
-    out[INFO_PREFIX.len()..].copy_from_slice(signing_address);
+    out[INFO_PREFIX.len()..].copy_from_slice(signing_address.as_slice());
     out
 }
 

@@ -16,6 +16,13 @@ pub enum Error {
     /// No public key recovers from this signature.
     #[error("signature does not recover to a public key")]
     RecoveryFailed,
+    /// An Ed25519 signature was not 64 bytes of hex.
+    #[error("ed25519 signature must be 64 bytes in hex")]
+    MalformedEd25519Signature,
+    /// An Ed25519 signature does not verify under the key for this message (or the key is not a
+    /// valid Ed25519 point).
+    #[error("ed25519 signature does not verify")]
+    Ed25519Invalid,
     /// An address was not 20 bytes of hex.
     #[error("address must be 20 bytes in hex")]
     MalformedAddress,

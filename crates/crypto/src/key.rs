@@ -8,12 +8,7 @@ use cloister_types::RecoverError;
 
 use crate::{Error, Result};
 
-/// A 20-byte Ethereum address, as raw bytes.
-///
-/// The one address type of the workspace is [`cloister_types::Address`] (alloy's); this alias
-/// stays until its call sites move over. The two convert both ways with `From`:
-/// `cloister_types::Address::from(key.address())` and `<[u8; 20]>::from(address)`.
-pub type Address = [u8; 20];
+pub use cloister_types::Address;
 
 /// A 65-byte `r‖s‖v` signature, `v` in {27, 28}.
 pub type Signature = [u8; 65];
@@ -33,21 +28,12 @@ pub fn personal_message_hash(message: &[u8]) -> [u8; 32] {
 }
 
 fn address_of(key: &VerifyingKey) -> Address {
-    cloister_types::Address::from_public_key(key).into()
+    Address::from_public_key(key)
 }
 
 /// EIP-55 mixed-case `0x` address.
 pub fn format_address(addr: &Address) -> String {
-    cloister_types::Address::from(*addr).to_checksum(None)
-}
-
-/// Parses a `0x` address (any case; the checksum is not enforced).
-pub fn address_from_hex(s: &str) -> Result<Address> {
-    let s = s.trim();
-    let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
-    let mut out = [0u8; 20];
-    hex::decode_to_slice(s, &mut out).map_err(|_| Error::MalformedAddress)?;
-    Ok(out)
+    addr.to_checksum(None)
 }
 
 /// Parses `0x` + 130 hex digits into a signature.
@@ -64,13 +50,11 @@ pub fn parse_signature(s: &str) -> Result<Signature> {
 /// [`cloister_types::recover_address`].
 pub fn recover_personal(message: &[u8], sig: &Signature) -> Result<Address> {
     let digest = personal_message_hash(message);
-    cloister_types::recover_address(&digest, sig)
-        .map(Address::from)
-        .map_err(|e| match e {
-            RecoverError::BadRecoveryId(v) => Error::BadRecoveryId(v),
-            RecoverError::ScalarOutOfRange => Error::MalformedSignature,
-            _ => Error::RecoveryFailed,
-        })
+    cloister_types::recover_address(&digest, sig).map_err(|e| match e {
+        RecoverError::BadRecoveryId(v) => Error::BadRecoveryId(v),
+        RecoverError::ScalarOutOfRange => Error::MalformedSignature,
+        _ => Error::RecoveryFailed,
+    })
 }
 
 /// The node's signing key. Lives only in memory; `Debug` shows the address, never the secret.

@@ -13,11 +13,12 @@
 //! ```
 
 pub mod e2ee;
+pub mod ed25519;
 mod error;
 mod key;
 
 pub use error::{Error, Result};
 pub use key::{
-    Address, EnclaveKey, Signature, address_from_hex, format_address, keccak256, parse_signature,
-    personal_message_hash, recover_personal,
+    Address, EnclaveKey, Signature, format_address, keccak256, parse_signature, personal_message_hash,
+    recover_personal,
 };

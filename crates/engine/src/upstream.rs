@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use cloister_types::http::{ReadError, read_limited};
 use cloister_types::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta, ModelList, StreamOptions,
     Usage,
@@ -128,7 +129,7 @@ impl UpstreamEngine {
             req = req.bearer_auth(key);
         }
         let resp = check_status(req.send().await.map_err(transport_error)?).await?;
-        let body = read_limited(resp, MAX_UPSTREAM_BODY).await?;
+        let body = read_body(resp, MAX_UPSTREAM_BODY).await?;
         let list: ModelList = serde_json::from_slice(&body)
             .map_err(|e| Error::UpstreamProtocol(format!("GET /models: not a model list: {e}")))?;
         if list.data.is_empty() {
@@ -191,18 +192,13 @@ fn transport_error(e: reqwest::Error) -> Error {
     }
 }
 
-/// Reads a body, refusing more than `limit` bytes.
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
-    while let Some(piece) = resp.chunk().await.map_err(transport_error)? {
-        if body.len() + piece.len() > limit {
-            return Err(Error::UpstreamProtocol(format!(
-                "upstream body is larger than {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&piece);
-    }
-    Ok(body)
+/// Reads an upstream body through the one size-limited read
+/// ([`cloister_types::http::read_limited`]), refusing more than `limit` bytes.
+async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
+    read_limited(&mut resp, limit).await.map_err(|e| match e {
+        ReadError::Transport(e) => transport_error(e),
+        e => Error::UpstreamProtocol(format!("upstream {e}")),
+    })
 }
 
 /// Non-2xx becomes `Error::Upstream` with the message from the OpenAI error body when there is one.
@@ -211,7 +207,7 @@ async fn check_status(resp: reqwest::Response) -> Result<reqwest::Response> {
     if status.is_success() {
         return Ok(resp);
     }
-    let body = read_limited(resp, 64 << 10).await.unwrap_or_default();
+    let body = read_body(resp, 64 << 10).await.unwrap_or_default();
     let message = error_message(&body).unwrap_or_else(|| {
         let text = String::from_utf8_lossy(&body);
         let text = text.trim();
@@ -478,7 +474,7 @@ impl Engine for UpstreamEngine {
             .await
             .map_err(transport_error)?;
         let resp = check_status(resp).await?;
-        let bytes = read_limited(resp, MAX_UPSTREAM_BODY).await?;
+        let bytes = read_body(resp, MAX_UPSTREAM_BODY).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::UpstreamProtocol(format!("not a chat completion: {e}")))
     }

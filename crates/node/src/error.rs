@@ -46,6 +46,13 @@ pub enum ApiError {
     /// No (unexpired) signature under this id.
     #[error("no signature for id `{0}`")]
     SignatureNotFound(String),
+    /// No (unexpired) ACI receipt under this id, or the receipt belongs to another credential
+    /// (ACI §7.6: both answer the same).
+    #[error("no receipt for id `{0}`")]
+    AciReceiptNotFound(String),
+    /// The ACI receipt is bound to a credential and none was presented (ACI §7.6).
+    #[error("this receipt needs the API key that made the request")]
+    AciUnauthorized,
     /// No route for this path.
     #[error("no route for {0}")]
     RouteNotFound(String),
@@ -175,9 +182,11 @@ impl ApiError {
             | Self::InvalidQuery(_)
             | Self::UnsupportedSigningAlgo(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::SigningAddressNotFound(_) | Self::SignatureNotFound(_) | Self::RouteNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::SigningAddressNotFound(_)
+            | Self::SignatureNotFound(_)
+            | Self::AciReceiptNotFound(_)
+            | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::AciUnauthorized => StatusCode::UNAUTHORIZED,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::NodeBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -256,6 +265,18 @@ impl ApiError {
                     "No signature for id `{}`; it is unknown or has expired.",
                     echo(id)
                 ),
+            ),
+            Self::AciReceiptNotFound(id) => (
+                "not_found",
+                "receipt_not_found",
+                None,
+                format!("No receipt for id `{}`; it is unknown or has expired.", echo(id)),
+            ),
+            Self::AciUnauthorized => (
+                "unauthorized",
+                "receipt_needs_credential",
+                None,
+                "This receipt is bound to the API key that made the request; present it.".into(),
             ),
             Self::RouteNotFound(path) => (
                 "invalid_request_error",

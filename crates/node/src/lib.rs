@@ -53,6 +53,7 @@
 //! # }
 //! ```
 
+mod aci;
 pub mod billing;
 mod config;
 mod error;

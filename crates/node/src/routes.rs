@@ -1,5 +1,6 @@
 //! The router: OpenAI API, attestation and signature endpoints, health and metrics.
 
+mod aci;
 mod attestation;
 mod chat;
 mod e2ee;
@@ -20,8 +21,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cloister_types::wire::{
-    ATTESTATION_REPORT_PATH, CHAT_COMPLETIONS_PATH, HEALTH_PATH, METRICS_PATH, METRICS_V1_PATH, MODELS_PATH,
-    SIGNATURE_ROUTE,
+    ACI_ATTESTATION_PATH, ACI_RECEIPT_ROUTE, ATTESTATION_REPORT_PATH, CHAT_COMPLETIONS_PATH, HEALTH_PATH,
+    METRICS_PATH, METRICS_V1_PATH, MODELS_PATH, SIGNATURE_ROUTE,
 };
 use http_body::{Frame, SizeHint};
 use tower_http::trace::TraceLayer;
@@ -41,6 +42,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(MODELS_PATH, get(models::list_models))
         .route(ATTESTATION_REPORT_PATH, get(attestation::report))
         .route(SIGNATURE_ROUTE, get(signature::get_signature))
+        .route(ACI_ATTESTATION_PATH, get(aci::attestation))
+        .route(ACI_RECEIPT_ROUTE, get(aci::receipt))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit));
     let ops = Router::new()
         .route(HEALTH_PATH, get(health::health))
@@ -50,6 +53,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), aci::headers))
         .layer(middleware::from_fn_with_state(state.clone(), record_http))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -1,4 +1,5 @@
-//! A bounded, expiring store of response signatures, keyed by completion id.
+//! A bounded, expiring store keyed by completion id: response signatures
+//! ([`SignatureCache`]) and ACI receipts.
 //!
 //! Bounded twice: by age (`ttl`) and by count (`max`). Entries are kept in insertion order, which is
 //! also expiry order, so expired entries are dropped from the front on every insert (and lazily on
@@ -9,27 +10,30 @@ use std::time::{Duration, Instant};
 
 use cloister_types::SignatureRecord;
 
+/// Signatures served by `GET /v1/signature/{id}`.
+pub(crate) type SignatureCache = ExpiringCache<SignatureRecord>;
+
 #[derive(Debug)]
-struct Entry {
-    record: SignatureRecord,
+struct Entry<V> {
+    record: V,
     inserted: Instant,
     seq: u64,
 }
 
-/// Signatures served by `GET /v1/signature/{id}`.
+/// Values by id, bounded by age and count.
 ///
 /// Not synchronised: the node keeps it behind a `std::sync::Mutex` held only for one call.
 #[derive(Debug)]
-pub(crate) struct SignatureCache {
+pub(crate) struct ExpiringCache<V> {
     ttl: Duration,
     max: usize,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<String, Entry<V>>,
     /// (id, seq) in insertion order; a stale pair (id re-inserted since) is skipped.
     order: VecDeque<(String, u64)>,
     next_seq: u64,
 }
 
-impl SignatureCache {
+impl<V: Clone> ExpiringCache<V> {
     /// An empty cache.
     pub(crate) fn new(ttl: Duration, max: usize) -> Self {
         Self {
@@ -42,7 +46,7 @@ impl SignatureCache {
     }
 
     /// Stores `record` under `id` at time `now`, evicting expired and, if full, oldest entries.
-    pub(crate) fn insert(&mut self, id: String, record: SignatureRecord, now: Instant) {
+    pub(crate) fn insert(&mut self, id: String, record: V, now: Instant) {
         self.purge_expired(now);
         if self.max == 0 {
             return;
@@ -70,7 +74,7 @@ impl SignatureCache {
     }
 
     /// The record for `id` if present and younger than the TTL at `now`.
-    pub(crate) fn get(&mut self, id: &str, now: Instant) -> Option<SignatureRecord> {
+    pub(crate) fn get(&mut self, id: &str, now: Instant) -> Option<V> {
         let expired = match self.entries.get(id) {
             None => return None,
             Some(e) => self.is_expired(e, now),
@@ -88,7 +92,7 @@ impl SignatureCache {
         self.entries.len()
     }
 
-    fn is_expired(&self, e: &Entry, now: Instant) -> bool {
+    fn is_expired(&self, e: &Entry<V>, now: Instant) -> bool {
         now.saturating_duration_since(e.inserted) >= self.ttl
     }
 

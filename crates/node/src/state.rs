@@ -11,6 +11,7 @@ use cloister_engine::Engine;
 use cloister_types::SignatureRecord;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::aci::{AciService, ReceiptMeta};
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::sigcache::SignatureCache;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub(crate) key: Arc<EnclaveKey>,
     /// The E2EE (HPKE X25519) key; its public half is bound into the report by `key`.
     pub(crate) e2ee: Arc<E2eeKeyPair>,
+    /// The ACI identity (receipt key, keyset) and receipt store.
+    pub(crate) aci: Arc<AciService>,
     pub(crate) config: Arc<NodeConfig>,
     /// Paid access (API keys, metering); `None`: the node serves for free.
     pub(crate) billing: Option<Arc<crate::billing::Billing>>,
@@ -74,11 +77,18 @@ impl AppState {
             started_unix,
             address_hex: key.address_hex(),
         };
+        let e2ee = Arc::new(E2eeKeyPair::generate());
+        let aci = Arc::new(AciService::new(
+            e2ee.public_key_bytes(),
+            config.signature_ttl,
+            config.signature_cache_max,
+        ));
         Self {
             engine,
             attester,
             key,
-            e2ee: Arc::new(E2eeKeyPair::generate()),
+            e2ee,
+            aci,
             config: Arc::new(config),
             billing: None,
             shared: Arc::new(shared),
@@ -122,7 +132,10 @@ impl AppState {
     }
 
     /// Signs `text` with the enclave key and keeps the record under `id` for `/v1/signature/{id}`.
-    pub(crate) fn sign_and_store(&self, id: &str, text: String) -> SignatureRecord {
+    /// Signs `text` for exchange `id`, stores the record for `GET /v1/signature/{id}`, and issues
+    /// the exchange's ACI receipt over the same hashes.
+    pub(crate) fn sign_and_store(&self, id: &str, text: String, receipt: ReceiptMeta<'_>) -> SignatureRecord {
+        self.aci.issue(id, &text, receipt);
         let signature = self.key.sign_personal_hex(text.as_bytes());
         let record = SignatureRecord {
             text,

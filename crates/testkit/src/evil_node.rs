@@ -151,7 +151,10 @@ impl EvilNode {
 
 /// The measurement digest of every simulated quote.
 pub fn simulated_measurement() -> String {
-    let quote = cloister_attest::simulated::simulated_quote(&ReportData::new([0; 20], Nonce([0; 32])));
+    let quote = cloister_attest::simulated::simulated_quote(&ReportData::new(
+        cloister_types::Address::repeat_byte(0),
+        Nonce([0; 32]),
+    ));
     let parsed = cloister_attest::quote::parse_quote(&quote).unwrap();
     hex::encode(
         cloister_attest::measurements::Measurements::from_quote(&parsed)
@@ -209,6 +212,8 @@ async fn report(State(s): State<Arc<Inner>>, Query(q): Query<ReportQuery>) -> Re
         info: serde_json::json!({}),
         tee: Some(TeeKind::Simulated),
         hpke_public_key,
+        signing_public_key: None,
+        tls_cert_fingerprint: None,
         key_binding,
     })
     .into_response()

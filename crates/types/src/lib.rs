@@ -6,7 +6,7 @@
 //! ```
 //! use cloister_types::{ReportData, Nonce, signature_text};
 //! let nonce: Nonce = "11".repeat(32).parse().unwrap();
-//! let rd = ReportData::new([0xab; 20], nonce);
+//! let rd = ReportData::new(cloister_types::Address::repeat_byte(0xab), nonce);
 //! assert_eq!(rd.signing_address(), [0xab; 20]);
 //! assert_eq!(rd.nonce(), nonce);
 //! assert_eq!(signature_text(b"req", b"resp").len(), 64 + 1 + 64);
@@ -15,6 +15,9 @@
 pub mod e2ee;
 pub mod eip712;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod logscan;
 pub mod openai;
 pub mod recover;
 mod report;
@@ -26,7 +29,9 @@ pub mod wire;
 pub use alloy_primitives::Address;
 pub use error::{Error, Result};
 pub use recover::{RecoverError, recover_address};
-pub use report::{AttestationReport, Nonce, ReportData, SigningAlgo, TeeKind, parse_address};
+pub use report::{
+    AttestationReport, Nonce, ReportData, Signer, SigningAlgo, TeeKind, parse_address, parse_ed25519_key,
+};
 pub use signature::{SignatureRecord, sha256_hex, signature_text};
 
 /// Seconds since the Unix epoch by the host clock (0 if the clock is before 1970). The one clock

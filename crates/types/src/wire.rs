@@ -26,6 +26,12 @@ pub const ATTESTATION_REPORT_PATH: &str = "/v1/attestation/report";
 pub const SIGNATURE_PATH_PREFIX: &str = "/v1/signature/";
 /// The axum route of a stored response signature.
 pub const SIGNATURE_ROUTE: &str = "/v1/signature/{id}";
+/// `GET ?nonce=<64 lowercase hex>`: the ACI attestation report (`aci/1` §4; protocol §11).
+pub const ACI_ATTESTATION_PATH: &str = "/v1/aci/attestation";
+/// `GET`: the signed ACI receipt of one inference (`aci/1` §7), route template.
+pub const ACI_RECEIPT_ROUTE: &str = "/v1/aci/receipts/{id}";
+/// Prefix of [`ACI_RECEIPT_ROUTE`]; append the receipt id.
+pub const ACI_RECEIPTS_PREFIX: &str = "/v1/aci/receipts/";
 /// Liveness and identity.
 pub const HEALTH_PATH: &str = "/health";
 /// Prometheus metrics.
@@ -59,6 +65,13 @@ pub const QUERY_MODEL: &str = "model";
 pub const QUERY_SIGNING_ADDRESS: &str = "signing_address";
 /// The signing algorithm asked for (`ecdsa` | `ed25519`; NEAR AI).
 pub const QUERY_SIGNING_ALGO: &str = "signing_algo";
+/// The shape of the report asked for: absent or [`REPORT_FORMAT_FLAT`] for the flat report,
+/// [`REPORT_FORMAT_NEAR`] for NEAR AI cloud's wrapper (§3).
+pub const QUERY_FORMAT: &str = "format";
+/// [`QUERY_FORMAT`] value: the flat report (the default).
+pub const REPORT_FORMAT_FLAT: &str = "flat";
+/// [`QUERY_FORMAT`] value: `{"model_attestations": [report]}`, as NEAR AI cloud serves it.
+pub const REPORT_FORMAT_NEAR: &str = "near";
 
 // ---- response signature headers and events (§4) -----------------------------------------------
 
@@ -68,8 +81,22 @@ pub const SIGNATURE_HEADER: &str = "x-cloister-signature";
 pub const SIGNING_ADDRESS_HEADER: &str = "x-cloister-signing-address";
 /// Plain answers: the id under which the signature is stored.
 pub const SIGNATURE_ID_HEADER: &str = "x-cloister-signature-id";
-/// Streams: the final SSE event carrying the signature record (after `data: [DONE]`).
+/// ACI: the protocol version, on every response (`aci/1` §5.2).
+pub const ACI_VERSION_HEADER: &str = "x-aci-version";
+/// ACI: the serving `workload_keyset_digest`, on every response.
+pub const ACI_KEYSET_DIGEST_HEADER: &str = "x-aci-keyset-digest";
+/// ACI: the receipt id of an inference answer (`GET` [`ACI_RECEIPT_ROUTE`]).
+pub const ACI_RECEIPT_ID_HEADER: &str = "x-receipt-id";
+
+/// Streams: the final SSE event carrying the signature record (after `data: [DONE]`), sent only to
+/// a request that carries [`INLINE_SIGNATURE_HEADER`].
 pub const SIGNATURE_EVENT: &str = "cloister.signature";
+/// Request header asking a stream for the inline [`SIGNATURE_EVENT`] after `data: [DONE]`; its value
+/// is [`INLINE_SIGNATURE_ON`] (`1` or `true`, any case). Without it the stream ends at `data: [DONE]`,
+/// its bytes hash to the signed text whole, and the signature is at [`SIGNATURE_ROUTE`] (§4).
+pub const INLINE_SIGNATURE_HEADER: &str = "x-cloister-inline-signature";
+/// The value of [`INLINE_SIGNATURE_HEADER`] that the Cloister client and proxy send.
+pub const INLINE_SIGNATURE_ON: &str = "1";
 /// SSE event a proxy sends when a stream fails its checks (and then no `[DONE]`).
 pub const ERROR_EVENT: &str = "error";
 /// The `data:` payload that ends an OpenAI stream.

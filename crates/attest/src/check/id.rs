@@ -176,12 +176,18 @@ check_family! {
     ReportCheck => CheckId::Report {
         /// The report's `request_nonce` is the nonce the verifier sent.
         NonceEcho => "request_nonce echoes ours",
-        /// `signing_algo` is `ecdsa` (the only one Cloister binds this way).
-        SigningAlgo => "signing_algo is ecdsa",
+        /// `signing_algo` is one this verifier binds: `ecdsa` (Cloister, Phala, NEAR) or `ed25519`
+        /// (NEAR AI's TLS-bound layout).
+        SigningAlgo => "signing_algo is ecdsa or ed25519",
         /// The report's `tee` field is not `simulated` (or simulation is allowed, with a warning).
         TeeNotSimulated => "tee is not simulated",
-        /// report_data[0..20] is the signing address and report_data[20..32] is zero.
+        /// `ecdsa`: report_data[0..20] is the signing address and report_data[20..32] is zero.
+        /// `ed25519`: report_data[0..32] is `SHA-256(public key ‖ tls_cert_fingerprint)`.
         BindsAddress => "report_data binds signing_address",
+        /// The report's `tls_cert_fingerprint` is the SHA-256 of the public key of the TLS
+        /// certificate the connection that fetched it presented (a skip when it was not fetched
+        /// over TLS, or the report binds no TLS key).
+        TlsFingerprint => "tls_cert_fingerprint is the connection's certificate",
         /// report_data[32..64] is the verifier's nonce.
         BindsNonce => "report_data binds nonce",
         /// The event log (present, or why none is needed).
@@ -190,6 +196,36 @@ check_family! {
         KeyBinding => "key_binding signed by the attested signer",
         /// `key_binding.expires_at` is in the future.
         KeyBindingFresh => "key_binding not expired",
+    }
+}
+
+check_family! {
+    /// Checks of an ACI attestation report (`aci/1`, §9.1: [`crate::aci::verify_aci_report`]); its
+    /// quote's checks are [`Scoped`].
+    AciCheck => CheckId::Aci {
+        /// `api_version` is `aci/1`.
+        ApiVersion => "ACI: api_version is aci/1",
+        /// `tee_type` is one this verifier implements (`tdx`).
+        TeeType => "ACI: tee_type is tdx",
+        /// The keyset parses and `workload_keyset_digest` is the SHA-256 of its JCS form.
+        KeysetDigest => "ACI: keyset digest recomputes",
+        /// `report_data` is the SHA-256 of the statement built from the digest and our nonce.
+        StatementBinding => "ACI: report_data is the statement digest",
+        /// The quote's report_data is that digest, zero-padded to 64 bytes.
+        QuoteBindsReportData => "ACI: quote binds report_data",
+        /// The statement names our fresh nonce (not the unchallenged `null` form).
+        Fresh => "ACI: statement names our nonce",
+        /// `now < not_after`, and `not_after` is not implausibly distant.
+        NotExpired => "ACI: keyset not expired",
+        /// The keyset lists an `ed25519` receipt signing key.
+        ReceiptKey => "ACI: receipt signing key listed",
+        /// Source provenance names public code (`repo_url` + `repo_commit`) or an image digest.
+        Provenance => "ACI: source provenance present",
+        /// The provenance and the listed keys' custody are backed by a measurement the policy
+        /// allows (the keys are generated inside that measured workload).
+        MeasuredCustody => "ACI: measurement allowed (provenance, key custody)",
+        /// The channel used is bound: the TLS SPKI seen is listed, or an E2EE key is listed.
+        Channel => "ACI: channel bound to the keyset",
     }
 }
 
@@ -246,6 +282,8 @@ pub enum CheckId {
     Report(ReportCheck),
     /// A client policy check.
     Policy(PolicyCheck),
+    /// An ACI report check.
+    Aci(AciCheck),
     /// A check of an inner verdict, as the report that contains it lists it.
     Scoped(Scoped),
 }
@@ -281,7 +319,8 @@ impl CheckId {
             .chain(NrasCheck::ALL.iter().map(|c| CheckId::from(*c)))
             .chain(EventLogCheck::ALL.iter().map(|c| CheckId::from(*c)))
             .chain(ReportCheck::ALL.iter().map(|c| CheckId::from(*c)))
-            .chain(PolicyCheck::ALL.iter().map(|c| CheckId::from(*c)));
+            .chain(PolicyCheck::ALL.iter().map(|c| CheckId::from(*c)))
+            .chain(AciCheck::ALL.iter().map(|c| CheckId::from(*c)));
         let scoped = QuoteCheck::ALL
             .iter()
             .map(|c| CheckId::Scoped(Scoped::Quote(*c)))
@@ -304,6 +343,7 @@ impl fmt::Display for CheckId {
             Self::EventLog(c) => c.fmt(f),
             Self::Report(c) => c.fmt(f),
             Self::Policy(c) => c.fmt(f),
+            Self::Aci(c) => c.fmt(f),
             Self::Scoped(c) => c.fmt(f),
         }
     }

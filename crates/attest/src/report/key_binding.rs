@@ -10,7 +10,7 @@ use crate::check::{Check, Checks, ReportCheck};
 /// binds, and must not have expired. A report without an HPKE key offers no E2EE (skipped).
 pub(super) fn key_binding_checks(
     report: &AttestationReport,
-    bound_address: Option<[u8; 20]>,
+    bound_address: Option<cloister_types::Address>,
     now_unix: u64,
     checks: &mut Checks,
 ) -> Option<BoundE2eeKey> {

@@ -110,7 +110,7 @@ async fn quotes_come_from_a_fresh_entry_per_request() {
     let tsm = ConfigfsTsm::new(dir.path());
     assert_eq!(tsm.tee(), TeeKind::Tdx);
 
-    let rd = ReportData::new([0xaa; 20], Nonce([0x01; 32]));
+    let rd = ReportData::new(cloister_types::Address::repeat_byte(0xaa), Nonce([0x01; 32]));
     let ev = tsm.evidence(&rd).await.unwrap();
     let q = parse_quote(&ev.quote).unwrap();
     assert_eq!(q.report_data(), rd.0);

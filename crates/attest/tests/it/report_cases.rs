@@ -8,7 +8,7 @@ use cloister_attest::check::{EventLogCheck, GpuCheck, NrasCheck, Outcome};
 use cloister_attest::eventlog;
 use cloister_attest::gpu::{self, EvidenceItem, GpuEvidenceSummary, GpuVerdict};
 use cloister_attest::nras::verify_nras_response;
-use cloister_attest::report::ed25519_tls_binding;
+use cloister_attest::report::ed25519_report_data_prefix;
 use cloister_attest::verify::{Policy, verify_quote};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -224,7 +224,7 @@ fn binding(
         (rd[32..] == nonce(request_nonce)).into(),
     );
     if let Some(fp) = report["tls_cert_fingerprint"].as_str() {
-        let b = ed25519_tls_binding(address, fp).unwrap();
+        let b = ed25519_report_data_prefix(&nonce(address), &nonce(fp));
         cmp(
             bad,
             what,

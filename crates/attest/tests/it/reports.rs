@@ -42,7 +42,7 @@ fn nearai_model_report_binds_its_signing_address_and_nonce() {
     print("nearai model", &v);
     assert!(v.passed(), "{:?}", v.first_failure());
     let address = parse_address(&report.signing_address).unwrap();
-    assert_eq!(v.signing_address, Some(address));
+    assert_eq!(v.signing_address(), Some(address));
     let rd = ReportData(v.quote.quote.as_ref().unwrap().report_data());
     assert!(rd.binds(address, nonce));
     assert_eq!(outcome(&v, ReportCheck::BindsAddress), Some(Outcome::Pass));
@@ -94,7 +94,7 @@ fn nearai_model_report_with_a_tampered_event_log_fails() {
 
 #[test]
 fn dstack_report_without_event_log_fails() {
-    let rd = ReportData::new([0x33; 20], Nonce([0x44; 32]));
+    let rd = ReportData::new(cloister_types::Address::repeat_byte(0x33), Nonce([0x44; 32]));
     let report = AttestationReport {
         signing_address: format!("0x{}", hex::encode([0x33; 20])),
         signing_algo: "ecdsa".into(),
@@ -106,6 +106,8 @@ fn dstack_report_without_event_log_fails() {
         tee: Some(TeeKind::Dstack),
         hpke_public_key: None,
         key_binding: None,
+        signing_public_key: None,
+        tls_cert_fingerprint: None,
     };
     let v = verify_report(
         &report,
@@ -177,18 +179,27 @@ fn binding_failures_each_fail_a_named_check() {
         v.first_failure().map(|c| c.id),
         Some(ReportCheck::BindsAddress.into())
     );
-    assert_eq!(v.signing_address, None);
+    assert_eq!(v.signing_address(), None);
 
-    // Not ecdsa.
-    let mut algo = report;
-    algo.signing_algo = "ed25519".to_owned();
+    // A scheme no verifier binds.
+    let mut algo = report.clone();
+    algo.signing_algo = "ed448".to_owned();
+    let v = verify(&algo, &nonce);
+    assert_eq!(outcome(&v, ReportCheck::SigningAlgo), Some(Outcome::Fail));
+    assert_eq!(v.signer, None);
+
+    // The same report read as ed25519: the address is no Ed25519 key, and nothing binds.
+    let mut ed = report;
+    ed.signing_algo = "ed25519".to_owned();
+    let v = verify(&ed, &nonce);
+    assert_eq!(outcome(&v, ReportCheck::SigningAlgo), Some(Outcome::Pass));
     assert_eq!(
-        outcome(&verify(&algo, &nonce), ReportCheck::SigningAlgo),
-        Some(Outcome::Fail)
+        v.first_failure().map(|c| c.id),
+        Some(ReportCheck::BindsAddress.into())
     );
 }
 
-fn simulated_report(rd: ReportData, addr: [u8; 20], nonce: Nonce) -> AttestationReport {
+fn simulated_report(rd: ReportData, addr: cloister_types::Address, nonce: Nonce) -> AttestationReport {
     AttestationReport {
         signing_address: format!("0x{}", hex::encode(addr)),
         signing_algo: "ecdsa".to_owned(),
@@ -200,12 +211,14 @@ fn simulated_report(rd: ReportData, addr: [u8; 20], nonce: Nonce) -> Attestation
         tee: Some(TeeKind::Simulated),
         hpke_public_key: None,
         key_binding: None,
+        signing_public_key: None,
+        tls_cert_fingerprint: None,
     }
 }
 
 #[test]
 fn nonzero_padding_fails_the_address_binding() {
-    let (addr, nonce) = ([0x11; 20], Nonce([0x22; 32]));
+    let (addr, nonce) = (cloister_types::Address::repeat_byte(0x11), Nonce([0x22; 32]));
     let mut rd = ReportData::new(addr, nonce);
     rd.0[25] = 1;
     let v = verify_report(
@@ -224,7 +237,7 @@ fn nonzero_padding_fails_the_address_binding() {
 
 #[test]
 fn simulated_reports_are_refused_without_the_dev_flag() {
-    let (addr, nonce) = ([0x11; 20], Nonce([0x22; 32]));
+    let (addr, nonce) = (cloister_types::Address::repeat_byte(0x11), Nonce([0x22; 32]));
     let report = simulated_report(ReportData::new(addr, nonce), addr, nonce);
     let v = verify_report(&report, &nonce, None, 0, &Policy::default());
     assert!(!v.passed());
@@ -247,7 +260,7 @@ fn simulated_reports_are_refused_without_the_dev_flag() {
         outcome(&v, Scoped::Quote(QuoteCheck::NotSimulated)),
         Some(Outcome::Warn)
     );
-    assert_eq!(v.signing_address, Some(addr));
+    assert_eq!(v.signing_address(), Some(addr));
 
     // A simulated quote in a report that claims real TDX is still refused by name.
     let mut disguised = report;
@@ -262,11 +275,11 @@ fn simulated_reports_are_refused_without_the_dev_flag() {
 
 #[test]
 fn report_verdict_serialises() {
-    let (addr, nonce) = ([0x11; 20], Nonce([0x22; 32]));
+    let (addr, nonce) = (cloister_types::Address::repeat_byte(0x11), Nonce([0x22; 32]));
     let report = simulated_report(ReportData::new(addr, nonce), addr, nonce);
     let v = verify_report(&report, &nonce, None, 0, &Policy::dev_allow_simulated());
     let json = serde_json::to_value(&v).unwrap();
-    assert_eq!(json["signing_address"], format!("0x{}", hex::encode(addr)));
+    assert_eq!(json["signer"], format!("0x{}", hex::encode(addr)));
     assert_eq!(json["tee"], "simulated");
     assert!(
         json["checks"]

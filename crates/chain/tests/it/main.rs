@@ -4,7 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod deploy;
 mod escrow;
+mod logscan;
+mod network;
 mod oracle;
 mod registry;
 mod token;

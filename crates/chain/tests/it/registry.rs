@@ -55,7 +55,7 @@ async fn unapproved_measurement_and_bad_nonce_are_refused_by_name() {
     let signer = alloy::primitives::Address::repeat_byte(0x5a);
 
     // A quote carrying a wrong nonce.
-    let rd = cloister_types::ReportData::new(signer.into_array(), cloister_types::Nonce([9; 32]));
+    let rd = cloister_types::ReportData::new(signer, cloister_types::Nonce([9; 32]));
     let quote = cloister_attest::simulated::simulated_quote(&rd);
     let err = registry
         .register(quote.into(), "https://x", &[], stake)

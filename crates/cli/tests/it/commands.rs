@@ -78,7 +78,10 @@ fn a_flag_wins_over_the_config_file() {
 #[test]
 fn verify_quote_refuses_a_simulated_quote_without_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let rd = cloister_types::ReportData::new([0x11; 20], cloister_types::Nonce([0x22; 32]));
+    let rd = cloister_types::ReportData::new(
+        cloister_types::Address::repeat_byte(0x11),
+        cloister_types::Nonce([0x22; 32]),
+    );
     let quote = cloister_attest::simulated::simulated_quote(&rd);
     let path = dir.path().join("sim.quote");
     std::fs::write(&path, &quote).unwrap();

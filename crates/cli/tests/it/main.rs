@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
 
 mod commands;
+mod deploy;
 mod proxy;
 mod third_party;
 mod verify_quote;

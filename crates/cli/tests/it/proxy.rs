@@ -305,3 +305,46 @@ async fn cloister_chat_seals_by_default_and_says_so() {
     assert!(!strict.status.success());
     assert!(err.contains("simulated_tee_refused"), "{err}");
 }
+
+/// `cloister attest verify --aci` against a real node subprocess: every ACI check named, the
+/// simulated TEE refused by default and accepted (with warnings) only with the development flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attest_verify_aci_checks_a_node_as_an_aci_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, url) = start_node(&dir).await;
+    let run = |extra: &'static [&'static str]| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            cloister()
+                .args(["attest", "verify", &url, "--aci", "--json"])
+                .args(extra)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(&["--allow-simulated"]).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(json["passed"], true, "{json:#}");
+    assert_eq!(out.status.code(), Some(0));
+    let names: Vec<&str> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for id in cloister_attest::check::AciCheck::ALL {
+        assert!(names.contains(&id.name()), "{id} missing from {names:?}");
+    }
+    assert!(
+        json["workload_keyset_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    let out = run(&[]).await.unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["passed"], false, "{json:#}");
+    assert_eq!(out.status.code(), Some(1));
+}

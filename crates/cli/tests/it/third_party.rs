@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use cloister_attest::check::{CheckId, GpuCheck, NrasCheck, QuoteCheck, Scoped};
+use cloister_attest::check::{CheckId, GpuCheck, NrasCheck, QuoteCheck, ReportCheck, Scoped};
 use cloister_types::wire::{ATTESTATION_REPORT_PATH, JSON_CONTENT_TYPE};
 use serde_json::Value;
 
@@ -236,8 +236,17 @@ const NEARCLOUD: &str = "teep/nearcloud_qwen3.5-122b_20260424";
 /// A test double of NEAR AI cloud and of NVIDIA's attestation service (NRAS), replaying the bodies
 /// teep captured in one session: the report, the NRAS answer (tampered when asked) and the JWKS.
 fn start_fake_near_and_nras(dir: &Path, tamper_nras: bool) -> SocketAddr {
-    let read = |name: &str| bytes::Bytes::from(std::fs::read(dir.join(NEARCLOUD).join(name)).unwrap());
-    let report = read("0001_cloud-api.near.ai_v1_attestation_report.body");
+    start_fake_session(
+        &dir.join(NEARCLOUD),
+        "0001_cloud-api.near.ai_v1_attestation_report.body",
+        tamper_nras,
+    )
+}
+
+/// [`start_fake_near_and_nras`] for any teep session directory and its report body.
+fn start_fake_session(session: &Path, report_body: &str, tamper_nras: bool) -> SocketAddr {
+    let read = |name: &str| bytes::Bytes::from(std::fs::read(session.join(name)).unwrap());
+    let report = read(report_body);
     let mut nras = read("0006_nras.attestation.nvidia.com_v3_attest_gpu.body").to_vec();
     if tamper_nras {
         // Change one character inside the overall token's payload: its ES384 signature must fail.
@@ -258,6 +267,12 @@ fn start_fake_near_and_nras(dir: &Path, tamper_nras: bool) -> SocketAddr {
 }
 
 fn run_nras(dir: &Path, tamper: bool) -> Value {
+    run_nearcloud(dir, tamper, "UpToDate,OutOfDate").1
+}
+
+/// `cloister attest verify --nras` against the nearcloud session's test doubles, accepting the
+/// TCB statuses `accept_tcb`: the exit code and the JSON list.
+fn run_nearcloud(dir: &Path, tamper: bool, accept_tcb: &str) -> (i32, Value) {
     let addr = start_fake_near_and_nras(dir, tamper);
     let derived = dir.join(NEARCLOUD).join("derived");
     let out = cloister()
@@ -270,7 +285,7 @@ fn run_nras(dir: &Path, tamper: bool) -> Value {
             "--at",
             "1776996365",
             "--accept-tcb",
-            "UpToDate,OutOfDate",
+            accept_tcb,
             "--json",
             "--nras",
         ])
@@ -282,6 +297,10 @@ fn run_nras(dir: &Path, tamper: bool) -> Value {
         .arg(derived.join("collateral_b0c06f000000.json"))
         .output()
         .unwrap();
+    (out.status.code().unwrap_or(-1), parse_json(&out))
+}
+
+fn parse_json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "not JSON ({e}): {}\n{}",
@@ -330,4 +349,90 @@ fn nras_answer_with_a_tampered_token_is_refused() {
             .any(|(id, o)| o == "fail" && *id == Scoped::Nras(NrasCheck::Signature).into()),
         "{checks:?}"
     );
+}
+
+/// The failing checks of one attestation in `--json` output.
+fn failures(attestation: &Value) -> Vec<&Value> {
+    attestation["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "fail")
+        .collect()
+}
+
+/// The corpus's `teep-nearcloud-20260424-report` verdict: ACCEPT when an OutOfDate gateway TCB
+/// is tolerated, REJECT under a strict UpToDate-only policy (on the gateway's TCB alone). Both
+/// attestations are ed25519 reports bound to their TLS keys, and the model's GPU evidence goes to
+/// NRAS (test double replaying the captured answer).
+#[test]
+fn nearcloud_ed25519_reports_get_the_documented_verdict() {
+    let Some(dir) = corpus() else { return };
+    let (code, json) = run_nearcloud(&dir, false, "UpToDate,OutOfDate");
+    let list = json.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{json:#}");
+    for a in list {
+        assert_eq!(a["passed"], true, "{}: {:#?}", a["label"], failures(a));
+        for id in [
+            ReportCheck::SigningAlgo,
+            ReportCheck::BindsAddress,
+            ReportCheck::BindsNonce,
+        ] {
+            assert_eq!(outcome(a, id.into()), Some("pass"), "{}: {id}", a["label"]);
+        }
+        // Replayed over plain HTTP: there is no certificate to compare, and the verdict says so.
+        assert_eq!(outcome(a, ReportCheck::TlsFingerprint.into()), Some("skip"));
+    }
+    assert_eq!(code, 0);
+
+    let (code, json) = run_nearcloud(&dir, false, "UpToDate");
+    assert_eq!(code, 1, "{json:#}");
+    let gateway = &json[0];
+    assert_eq!(gateway["label"], "gateway");
+    let tcb = CheckId::from(Scoped::Quote(QuoteCheck::TcbAccepted));
+    let failed: Vec<CheckId> = failures(gateway).into_iter().map(check_id).collect();
+    assert_eq!(failed, [tcb], "{gateway:#}");
+    assert_eq!(json[1]["passed"], true, "{:#?}", failures(&json[1]));
+}
+
+/// The corpus's `teep-neardirect-20260629-report` verdict: ACCEPT. The model server's own ed25519
+/// report (quote UpToDate, key bound with its TLS fingerprint, 8 GPUs, NRAS true).
+#[test]
+fn neardirect_ed25519_report_is_accepted() {
+    let Some(dir) = corpus() else { return };
+    let session = dir.join("teep/neardirect_qwen3.5-122b_20260629");
+    let addr = start_fake_session(
+        &session,
+        "0001_qwen35-122b.completions.near.ai_v1_attestation_report.body",
+        false,
+    );
+    let out = cloister()
+        .args(["attest", "verify", &format!("http://{addr}")])
+        .args([
+            "--nonce",
+            "541b6523f9446dcd170e67ac8171eb9226bee5e3f192de4900b74f0ef293500b",
+        ])
+        // Inside the collateral window and the NRAS tokens' hour (iat 1782698794).
+        .args(["--at", "1782698800", "--json", "--nras"])
+        .args(["--nras-url", &format!("http://{addr}/v3/attest/gpu")])
+        .args(["--nras-jwks-url", &format!("http://{addr}/.well-known/jwks.json")])
+        .arg("--collateral")
+        .arg(session.join("derived/collateral_90c06f000000.json"))
+        .output()
+        .unwrap();
+    let json = parse_json(&out);
+    assert_eq!(json["passed"], true, "{:#?}", failures(&json));
+    assert_eq!(json["tcb_status"], "UpToDate");
+    assert_eq!(
+        json["signing_address"],
+        "d0aa20bcf567cc0c7c914608967dbd4c7a17e10b600802d45923434ce323f823"
+    );
+    for id in [
+        CheckId::from(ReportCheck::BindsAddress),
+        GpuCheck::SpdmSignature.into(),
+        Scoped::Nras(NrasCheck::Signature).into(),
+    ] {
+        assert_eq!(outcome(&json, id), Some("pass"), "{id}: {json:#}");
+    }
+    assert_eq!(out.status.code(), Some(0));
 }

@@ -4,6 +4,7 @@
 
 use alloy_primitives::{Address, B256};
 use alloy_sol_types::SolCall;
+use cloister_types::logscan::BlockRange;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -110,13 +111,29 @@ impl<'a> Rpc<'a> {
         C::abi_decode_returns(&bytes).map_err(|e| malformed(C::SIGNATURE, e.to_string()))
     }
 
-    /// Every log of `address` with first topic `topic0`, from block 0, in the endpoint's order.
-    pub(super) async fn logs(&self, address: Address, topic0: B256) -> Result<Vec<RawLog>, DiscoverError> {
+    /// The latest block number.
+    pub(super) async fn block_number(&self) -> Result<u64, DiscoverError> {
+        const METHOD: &str = "eth_blockNumber";
+        let result = self.request(METHOD, json!([])).await?;
+        let text = result.as_str().ok_or_else(|| malformed(METHOD, "not a string"))?;
+        let digits = text
+            .strip_prefix("0x")
+            .ok_or_else(|| malformed(METHOD, "not 0x-prefixed"))?;
+        u64::from_str_radix(digits, 16).map_err(|e| malformed(METHOD, e.to_string()))
+    }
+
+    /// Every log of `address` with first topic `topic0` in `range`, in the endpoint's order.
+    pub(super) async fn logs(
+        &self,
+        address: Address,
+        topic0: B256,
+        range: BlockRange,
+    ) -> Result<Vec<RawLog>, DiscoverError> {
         const METHOD: &str = "eth_getLogs";
         let params = json!([{
             "address": hex_string(address),
-            "fromBlock": "0x0",
-            "toBlock": "latest",
+            "fromBlock": format!("{:#x}", range.from),
+            "toBlock": format!("{:#x}", range.to),
             "topics": [hex_string(topic0)],
         }]);
         let result = self.request(METHOD, params).await?;

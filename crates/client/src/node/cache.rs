@@ -7,7 +7,7 @@ use cloister_types::{Nonce, SignatureRecord};
 
 use super::NodeClient;
 use crate::report::{ReportProof, VerifiedNode, accept, verify_endpoint};
-use crate::signature::recover_signer;
+use crate::signature::check_record;
 use crate::{Error, Result, unix_now};
 
 impl NodeClient {
@@ -89,7 +89,7 @@ impl NodeClient {
         request: &[u8],
         response: &[u8],
     ) -> Result<Arc<VerifiedNode>> {
-        let recovered = recover_signer(record, request, response)?;
+        let recovered = check_record(record, request, response)?;
         if recovered == node.signer {
             return Ok(node);
         }
@@ -100,7 +100,7 @@ impl NodeClient {
         }
         Err(Error::SignatureFromAnotherKey {
             attested: fresh.signer_hex.clone(),
-            recovered: cloister_crypto::format_address(&recovered),
+            recovered: recovered.to_string(),
         })
     }
 }

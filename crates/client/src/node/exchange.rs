@@ -71,7 +71,13 @@ impl NodeClient {
         opts: &RequestOptions,
     ) -> Result<(reqwest::Response, Option<ClientResponseKeys>)> {
         let endpoint = format!("{}{}", self.inner.base, wire::CHAT_COMPLETIONS_PATH);
-        let mut req = self.inner.http.post(&endpoint);
+        // Streams: the signature event inline after `[DONE]`, which `stream.rs` requires (the node
+        // reads the header only on streams).
+        let mut req = self
+            .inner
+            .http
+            .post(&endpoint)
+            .header(wire::INLINE_SIGNATURE_HEADER, wire::INLINE_SIGNATURE_ON);
         if let Some(auth) = &opts.authorization {
             req = req.header(AUTHORIZATION, auth);
         }
@@ -93,7 +99,9 @@ impl NodeClient {
                     .map_err(|_| Error::InvalidRequest("the model id is not a valid header value".into()))?;
                 let ts = unix_now();
                 let aad = request_aad("POST", wire::CHAT_COMPLETIONS_PATH, ts, model);
-                let (sealed, keys) = seal_request(&key.public_key, &node.signer, body, &aad)?;
+                // A bound HPKE key implies an ecdsa signer (the binding is EIP-191 signed).
+                let signer = node.signer.address().ok_or(Error::E2eeUnavailable)?;
+                let (sealed, keys) = seal_request(&key.public_key, &signer, body, &aad)?;
                 req = req
                     .header(wire::E2EE_HEADER, wire::E2EE_VERSION)
                     .header(wire::E2EE_TIMESTAMP_HEADER, ts.to_string())

@@ -1,5 +1,11 @@
 //! Streamed answers: opened events passed on as they arrive, then the end-of-stream proof (end
 //! marker when sealed, signature from the attested signer over every byte before it).
+//!
+//! Every request asks for the signature inline (`x-cloister-inline-signature`, sent by
+//! `exchange.rs`): the node then follows `data: [DONE]` with the `cloister.signature` event. A
+//! stream without that event is refused, never completed from `GET /v1/signature/{id}`: the event
+//! is what ties this exact stream to its signature, so a node (or anything in between) that drops
+//! it gets no benefit of the doubt.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -230,7 +236,9 @@ impl StreamReader {
             });
         }
         let Some(record) = plain.record else {
-            return Err(if sealed {
+            // We asked for the event inline. A stream that ended whole (sealed, or at `[DONE]`)
+            // without it is unsigned; a plaintext stream that ended before `[DONE]` was cut.
+            return Err(if sealed || plain.done_seen {
                 Error::SignatureMissing
             } else {
                 Error::ResponseTruncated

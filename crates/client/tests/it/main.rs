@@ -5,3 +5,4 @@
 mod discover;
 mod proxy;
 mod refusals;
+mod tls;

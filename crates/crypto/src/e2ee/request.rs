@@ -232,10 +232,7 @@ mod tests {
     fn vectors() {
         let ikm_r = seq(0x00);
         let ikm_e = seq(0x20);
-        let address: Address = hex::decode("00112233445566778899aabbccddeeff00112233")
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let address: Address = "0x00112233445566778899aabbccddeeff00112233".parse().unwrap();
         let node = E2eeKeyPair::derive(&ikm_r);
         let (sealed, client) =
             seal_request_deterministic(&node.public_key_bytes(), &address, b"hello cloister", b"", &ikm_e)

@@ -7,7 +7,7 @@ use cloister_crypto::e2ee::{
 };
 use proptest::prelude::*;
 
-const SIGNER: [u8; 20] = [0xab; 20];
+const SIGNER: cloister_crypto::Address = cloister_crypto::Address::repeat_byte(0xab);
 
 fn exchange(body: &[u8]) -> (ClientResponseKeys, NodeResponseKeys) {
     let node = E2eeKeyPair::generate();
@@ -83,7 +83,7 @@ fn wrong_aad_or_signer_is_refused() {
         Err(Error::Tampered)
     ));
     assert!(matches!(
-        open_request(&node, &[0; 20], &sealed, b"a"),
+        open_request(&node, &cloister_crypto::Address::ZERO, &sealed, b"a"),
         Err(Error::Tampered)
     ));
 }

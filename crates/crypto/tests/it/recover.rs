@@ -26,7 +26,7 @@ fn dev_key() -> EnclaveKey {
 fn eip191_and_eip712_recover_the_same_key_through_one_function() {
     let key = dev_key();
     let expected: Address = DEV_ADDRESS.parse().unwrap();
-    assert_eq!(Address::from(key.address()), expected);
+    assert_eq!(key.address(), expected);
     assert_eq!(key.address_hex(), DEV_ADDRESS);
 
     // EIP-191: the prefixed message's digest, then the one function.
@@ -130,7 +130,7 @@ proptest! {
         signature[64] = v;
         let digest = personal_message_hash(&message);
         let one = recover_address(&digest, &signature).ok();
-        prop_assert_eq!(recover_personal(&message, &signature).ok().map(Address::from), one);
+        prop_assert_eq!(recover_personal(&message, &signature).ok(), one);
         prop_assert_eq!(recover_signer(&digest.into(), &signature).ok(), one);
     }
 
@@ -140,6 +140,6 @@ proptest! {
         let sig = key.sign_personal(&message);
         prop_assert_eq!(recover_personal(&message, &sig).ok(), Some(key.address()));
         let digest = personal_message_hash(&message);
-        prop_assert_eq!(recover_signer(&digest.into(), &key.sign_prehash(&digest)).ok(), Some(Address::from(key.address())));
+        prop_assert_eq!(recover_signer(&digest.into(), &key.sign_prehash(&digest)).ok(), Some(key.address()));
     }
 }

@@ -4,6 +4,10 @@
 //! sequence's last sampled token and as many pending prompt tokens as fit into one batch, decodes it
 //! once, and samples one token per sequence whose logits came out. A sequence is a slot: its id is
 //! the llama.cpp sequence id, and its KV cells are cleared when it finishes or its client goes away.
+//! Slot ids and the order of each batch follow [`slots`]: lowest free id first, batches in ascending
+//! id order, which lets llama.cpp decode all running sequences in one pass over the weights.
+
+mod slots;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use llama_cpp_2::vocab::LlamaVocab;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
+use self::slots::{SlotId, Slots, Want};
 use super::params::{GenParams, Sampling};
 use super::text::{StopMatcher, StopScan, Utf8Decoder};
 use crate::{Error, Result};
@@ -161,6 +166,8 @@ fn new_context<'m>(
 /// A running sequence.
 struct Seq {
     id: i32,
+    /// Admission order: older prompts are fed first.
+    ticket: u64,
     job: Job,
     sampler: LlamaSampler,
     /// Prompt tokens in the KV cache or in the current batch.
@@ -182,7 +189,7 @@ struct Seq {
 }
 
 impl Seq {
-    fn new(id: i32, job: Job) -> Self {
+    fn new(id: i32, ticket: u64, job: Job) -> Self {
         let sampler = match job.params.sampling {
             Sampling::Greedy => LlamaSampler::greedy(),
             Sampling::Random {
@@ -198,6 +205,7 @@ impl Seq {
         let stops = StopMatcher::new(job.params.stop.clone());
         Self {
             id,
+            ticket,
             job,
             sampler,
             fed: 0,
@@ -212,6 +220,20 @@ impl Seq {
             first_token: None,
             last_token: None,
         }
+    }
+
+    /// What this sequence puts in the next batch.
+    fn want(&self) -> (u64, Want) {
+        let want = if self.next.is_some() {
+            Want::Decode
+        } else if self.fed < self.job.prompt.len() {
+            Want::Prompt {
+                left: self.job.prompt.len() - self.fed,
+            }
+        } else {
+            Want::Nothing
+        };
+        (self.ticket, want)
     }
 
     fn stats(&self) -> Stats {
@@ -252,21 +274,26 @@ struct Worker<'m> {
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     cfg: WorkerConfig,
-    active: Vec<Seq>,
-    free: Vec<i32>,
+    active: Slots<Seq>,
+    /// The next admission ticket.
+    tickets: u64,
+}
+
+impl SlotId for Seq {
+    fn slot_id(&self) -> i32 {
+        self.id
+    }
 }
 
 impl<'m> Worker<'m> {
     fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, cfg: WorkerConfig) -> Self {
-        let slots = i32::try_from(cfg.slots).unwrap_or(i32::MAX);
         Self {
             vocab: model.vocab(),
             ctx,
             batch: LlamaBatch::new(cfg.n_batch as usize, 1),
             cfg,
-            active: Vec::new(),
-            // Popped from the end: slot 0 first.
-            free: (0..slots).rev().collect(),
+            active: Slots::new(cfg.slots),
+            tickets: 0,
         }
     }
 
@@ -308,7 +335,7 @@ impl<'m> Worker<'m> {
 
     /// Moves queued jobs into free slots. Blocks when nothing runs. False: shut down.
     fn admit(&mut self, jobs: &Receiver<Job>) -> bool {
-        while let Some(&id) = self.free.last() {
+        while !self.active.is_full() {
             let job = if self.active.is_empty() {
                 match jobs.recv() {
                     Ok(job) => job,
@@ -323,29 +350,25 @@ impl<'m> Worker<'m> {
             if job.events.is_closed() {
                 continue;
             }
-            self.free.pop();
-            self.active.push(Seq::new(id, job));
+            let ticket = self.tickets;
+            self.tickets += 1;
+            self.active.admit(|id| Seq::new(id, ticket, job));
         }
         true
     }
 
     fn drop_abandoned(&mut self) {
-        let mut i = 0;
-        while i < self.active.len() {
-            if self.active[i].job.events.is_closed() {
-                let seq = self.active.remove(i);
-                debug!(
-                    slot = seq.id,
-                    generated = seq.n_gen,
-                    "client went away; slot freed"
-                );
-                self.release(seq.id);
-            } else {
-                i += 1;
-            }
+        for seq in self.active.remove_where(|s| s.job.events.is_closed()) {
+            debug!(
+                slot = seq.id,
+                generated = seq.n_gen,
+                "client went away; slot freed"
+            );
+            self.release(seq.id);
         }
     }
 
+    /// Clears the KV cells of a sequence that has left [`Self::active`] (its id is free again).
     fn release(&mut self, id: i32) {
         let cleared = u32::try_from(id)
             .ok()
@@ -353,7 +376,6 @@ impl<'m> Worker<'m> {
         if !matches!(cleared, Some(Ok(true))) {
             warn!(slot = id, "clearing the slot's KV cells failed");
         }
-        self.free.push(id);
     }
 
     fn step(&mut self) {
@@ -371,18 +393,12 @@ impl<'m> Worker<'m> {
         );
         if let Err(e) = decoded {
             warn!(error = %e, tokens = self.batch.n_tokens(), "decode failed; failing the sequences in the batch");
-            let mut i = 0;
-            while i < self.active.len() {
-                if self.active[i].in_batch > 0 {
-                    let seq = self.active.remove(i);
-                    let _ = seq
-                        .job
-                        .events
-                        .send(Event::Failed(Error::Inference(format!("decode failed: {e}"))));
-                    self.release(seq.id);
-                } else {
-                    i += 1;
-                }
+            for seq in self.active.remove_where(|s| s.in_batch > 0) {
+                let _ = seq
+                    .job
+                    .events
+                    .send(Event::Failed(Error::Inference(format!("decode failed: {e}"))));
+                self.release(seq.id);
             }
             return;
         }
@@ -409,29 +425,27 @@ impl<'m> Worker<'m> {
         }
     }
 
-    /// Sampled tokens of running sequences first (one each), then prompt chunks, oldest first.
+    /// Sampled tokens of running sequences first (one each), then prompt chunks, oldest first; the
+    /// batch lists the sequences in ascending id order (see [`slots`]).
     fn fill_batch(&mut self) {
         self.batch.clear();
-        let cap = i32::try_from(self.cfg.n_batch).unwrap_or(i32::MAX);
-        for seq in &mut self.active {
+        for seq in self.active.iter_mut() {
             seq.in_batch = 0;
             seq.logits_at = None;
-            if let Some(token) = seq.next
-                && self.batch.add(token, seq.n_past, &[seq.id], true).is_ok()
-            {
-                seq.in_batch = 1;
-                seq.logits_at = Some(self.batch.n_tokens() - 1);
-            }
         }
-        for seq in &mut self.active {
-            if seq.next.is_some() || seq.fed >= seq.job.prompt.len() {
+        let plan = self.active.plan(self.cfg.n_batch as usize, Seq::want);
+        for (i, n) in plan {
+            let Some(seq) = self.active.get_mut(i) else {
+                continue;
+            };
+            if let Some(token) = seq.next {
+                if self.batch.add(token, seq.n_past, &[seq.id], true).is_ok() {
+                    seq.in_batch = 1;
+                    seq.logits_at = Some(self.batch.n_tokens() - 1);
+                }
                 continue;
             }
-            let room = usize::try_from(cap - self.batch.n_tokens()).unwrap_or(0);
-            if room == 0 {
-                break;
-            }
-            let end = seq.job.prompt.len().min(seq.fed + room);
+            let end = seq.job.prompt.len().min(seq.fed + n);
             for pos in seq.fed..end {
                 let last = pos + 1 == seq.job.prompt.len();
                 let p = i32::try_from(pos).unwrap_or(i32::MAX);
@@ -450,7 +464,9 @@ impl<'m> Worker<'m> {
     /// After a successful decode: account the batch and sample for sequence `i`.
     fn advance(&mut self, i: usize) -> Outcome {
         let ctx_limit = i32::try_from(self.cfg.ctx_per_slot).unwrap_or(i32::MAX);
-        let seq = &mut self.active[i];
+        let Some(seq) = self.active.get_mut(i) else {
+            return Outcome::Running;
+        };
         seq.n_past += seq.in_batch;
         let Some(idx) = seq.logits_at else {
             return Outcome::Running;

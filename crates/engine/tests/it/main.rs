@@ -2,6 +2,7 @@
 //! engine against a fake OpenAI-compatible server, and model sources.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod batching;
 mod builtin;
 mod source;
 mod upstream;

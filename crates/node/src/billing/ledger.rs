@@ -250,7 +250,7 @@ mod tests {
 
     fn key_for(client: &EnclaveKey, max: u64, domain: &Domain) -> (ApiKey, B256) {
         let auth = SpendAuthorization {
-            client: Address::from(client.address()),
+            client: client.address(),
             node: Address::repeat_byte(0x11),
             maxAmount: U256::from(max),
             expiry: 4_000_000_000,
@@ -286,10 +286,7 @@ mod tests {
                 .try_into()
                 .unwrap();
             let digest = voucher_digest(&domain, id, U256::from(80));
-            assert_eq!(
-                recover_signer(&digest, &sig).unwrap(),
-                Address::from(node.address())
-            );
+            assert_eq!(recover_signer(&digest, &sig).unwrap(), node.address());
         }
         // Reopened: nothing lost.
         let ledger = Ledger::open(&path).unwrap();
@@ -334,7 +331,7 @@ mod tests {
             .await
             .unwrap();
         // The intruder's row claims the old (registered) signer but carries its own signature.
-        let claimed = Address::from(old.address());
+        let claimed = old.address();
         ledger
             .run(move |conn| {
                 conn.execute(
@@ -347,10 +344,7 @@ mod tests {
             .unwrap();
 
         let new = Arc::new(EnclaveKey::generate());
-        let report = ledger
-            .resign(&new, &domain, &[Address::from(old.address())])
-            .await
-            .unwrap();
+        let report = ledger.resign(&new, &domain, &[old.address()]).await.unwrap();
         assert_eq!(
             report,
             ResignReport {
@@ -361,11 +355,11 @@ mod tests {
         let left = ledger.unsettled().await.unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].authorization, id1);
-        assert_eq!(left[0].signer, Address::from(new.address()));
+        assert_eq!(left[0].signer, new.address());
         let digest = voucher_digest(&domain, id1, U256::from(5));
         assert_eq!(
             recover_signer(&digest, &left[0].signature).unwrap(),
-            Address::from(new.address())
+            new.address()
         );
     }
 

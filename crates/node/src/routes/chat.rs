@@ -15,14 +15,14 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use cloister_types::openai::{ChatCompletionRequest, Usage};
 use cloister_types::wire::{
-    EVENT_STREAM_CONTENT_TYPE, JSON_CONTENT_TYPE, RECEIPT_HEADER, SIGNATURE_HEADER, SIGNATURE_ID_HEADER,
-    SIGNING_ADDRESS_HEADER,
+    CHAT_COMPLETIONS_PATH, EVENT_STREAM_CONTENT_TYPE, INLINE_SIGNATURE_HEADER, JSON_CONTENT_TYPE,
+    RECEIPT_HEADER, SIGNATURE_HEADER, SIGNATURE_ID_HEADER, SIGNING_ADDRESS_HEADER,
 };
 use cloister_types::{sha256_hex, signature_text};
 use futures::StreamExt as _;
 
 use super::e2ee;
-use super::sse::SseStream;
+use super::sse::{Inline, SseStream};
 use crate::billing::{Payer, Receipt};
 use crate::error::{ApiError, engine_error_kind};
 use crate::state::AppState;
@@ -39,9 +39,20 @@ pub(super) struct Exchange {
     pub(super) payer: Option<Payer>,
     /// When the request arrived.
     pub(super) started: Instant,
+    /// SHA-256 of the request's bearer token: its ACI receipt is served only to that credential.
+    pub(super) credential: Option<[u8; 32]>,
 }
 
 impl Exchange {
+    /// What this exchange's ACI receipt names besides the signed hashes.
+    pub(super) fn receipt_meta(&self) -> crate::aci::ReceiptMeta<'_> {
+        crate::aci::ReceiptMeta {
+            model: &self.requested_model,
+            endpoint: CHAT_COMPLETIONS_PATH,
+            credential: self.credential,
+        }
+    }
+
     /// Meters `usage` for the payer, durably, before any signature over the answer exists.
     /// `None` when the node is free.
     pub(super) async fn charge(
@@ -103,12 +114,23 @@ async fn chat(
         requested_model: req.model.clone(),
         payer,
         started,
+        credential: bearer_token(headers).map(crate::aci::credential_digest),
     };
     if req.stream {
-        stream(state, raw, req, exchange).await
+        stream(state, raw, req, exchange, inline_signature(headers)).await
     } else {
         complete(state, raw, req, exchange).await
     }
+}
+
+/// The bearer token of `Authorization`, if any.
+pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn body_error(state: &AppState, rejection: &BytesRejection) -> ApiError {
@@ -119,6 +141,17 @@ fn body_error(state: &AppState, rejection: &BytesRejection) -> ApiError {
     } else {
         ApiError::BodyRead(rejection.body_text())
     }
+}
+
+/// Whether the request asks for the signature event inside the stream: `x-cloister-inline-signature`
+/// set to `1` or `true` (any case). On a sealed request it is read from the outer, clear headers.
+fn inline_signature(headers: &HeaderMap) -> Inline {
+    let on = headers
+        .get(INLINE_SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    if on { Inline::Yes } else { Inline::No }
 }
 
 /// A fresh completion id. The node never reuses an engine's or upstream's id: ids key signatures,
@@ -169,7 +202,7 @@ async fn complete(
     let body = serde_json::to_vec(&completion)
         .map_err(|e| ApiError::Internal(format!("serialising a completion: {e}")))?;
     let receipt = exchange.charge(&state, completion.usage.as_ref()).await?;
-    let record = state.sign_and_store(&exchange.id, signature_text(raw, &body));
+    let record = state.sign_and_store(&exchange.id, signature_text(raw, &body), exchange.receipt_meta());
     state.metrics().chat_duration(exchange.started.elapsed());
     tracing::debug!(id = %exchange.id, bytes = body.len(), "completion signed");
 
@@ -193,6 +226,7 @@ async fn stream(
     raw: &[u8],
     req: ChatCompletionRequest,
     exchange: Exchange,
+    inline: Inline,
 ) -> Result<Response, ApiError> {
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let limit = state.config.request_timeout;
@@ -218,6 +252,7 @@ async fn stream(
         sha256_hex(raw),
         include_usage,
         exchange,
+        inline,
     );
     let mut response = Response::new(Body::from_stream(sse.into_stream()));
     let headers = response.headers_mut();
@@ -248,5 +283,20 @@ mod tests {
         let hex_part = a.strip_prefix("chatcmpl-").unwrap_or_default();
         assert_eq!(hex_part.len(), 32);
         assert!(hex_part.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn inline_signature_is_opt_in() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(INLINE_SIGNATURE_HEADER, HeaderValue::from_static(value));
+            inline_signature(&headers)
+        };
+        assert_eq!(inline_signature(&HeaderMap::new()), Inline::No);
+        assert_eq!(with(cloister_types::wire::INLINE_SIGNATURE_ON), Inline::Yes);
+        assert_eq!(with("TRUE"), Inline::Yes);
+        for off in ["0", "false", "yes", ""] {
+            assert_eq!(with(off), Inline::No, "{off:?}");
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! The SSE body of a streamed completion: forwards chunks as they arrive, hashes every byte sent,
-//! and ends with one `cloister.signature` event over those bytes.
+//! and signs those bytes before the last one leaves.
 //!
 //! Wire format, after the headers:
 //!
@@ -9,9 +9,13 @@
 //! event: cloister.signature\ndata: {"id", "text", "signature", "signing_address", "signing_algo"}\n\n
 //! ```
 //!
-//! The signed text is `sha256(request body) ":" sha256(everything above the signature event)`.
-//! An engine failure or timeout after the first chunk ends the stream with
-//! `data: {"error": {...}}\n\n` and no signature.
+//! The signed text is `sha256(request body) ":" sha256(every byte up to and including [DONE])`. The
+//! last event is sent only to a request with `x-cloister-inline-signature` ([`Inline::Yes`]); by
+//! default the body ends at `data: [DONE]`, so its bytes hash whole to the signed text (what NEAR's
+//! and Phala's verifiers compute), and the record is fetched from `GET /v1/signature/{id}`. Either
+//! way the usage is charged and the record stored before `[DONE]` is sent. An engine failure, a
+//! timeout after the first chunk or a failed charge ends the stream with
+//! `data: {"error": {...}}\n\n` instead, with no `[DONE]` and no signature.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -30,9 +34,19 @@ use crate::state::AppState;
 
 const DONE: &[u8] = SSE_DONE_EVENT.as_bytes();
 
+/// Whether the client asked for the signature event inside the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Inline {
+    /// `x-cloister-inline-signature` was sent: `[DONE]` is followed by the signature event.
+    Yes,
+    /// The default: the stream ends at `[DONE]`.
+    No,
+}
+
 enum Phase {
     Chunks,
-    Signature,
+    /// `[DONE]` was sent; this signature event follows it.
+    Signature(Bytes),
     Done,
 }
 
@@ -47,9 +61,10 @@ pub(super) struct SseStream {
     include_usage: bool,
     /// Latest usage reported; metered once, when the stream ends however it ends.
     usage: Option<Usage>,
-    /// Latest usage reported, kept for billing (charged before the signature event).
+    /// Latest usage reported, kept for billing (charged before the answer is signed).
     billed: Option<Usage>,
     exchange: Exchange,
+    inline: Inline,
     phase: Phase,
 }
 
@@ -61,6 +76,7 @@ impl SseStream {
         request_hash: String,
         include_usage: bool,
         exchange: Exchange,
+        inline: Inline,
     ) -> Self {
         Self {
             state,
@@ -72,6 +88,7 @@ impl SseStream {
             usage: None,
             billed: None,
             exchange,
+            inline,
             phase: Phase::Chunks,
         }
     }
@@ -86,13 +103,10 @@ impl SseStream {
 
     async fn next_event(&mut self) -> Option<Bytes> {
         loop {
-            match self.phase {
+            match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Done => return None,
-                Phase::Signature => {
-                    self.phase = Phase::Done;
-                    return Some(self.signature_event().await);
-                }
-                Phase::Chunks => {}
+                Phase::Signature(event) => return Some(event),
+                Phase::Chunks => self.phase = Phase::Chunks,
             }
             let chunk = match self.pending.take() {
                 Some(chunk) => chunk,
@@ -100,8 +114,7 @@ impl SseStream {
                     Ok(Some(chunk)) => chunk,
                     Ok(None) => {
                         self.meter_usage();
-                        self.phase = Phase::Signature;
-                        return Some(self.emit(Bytes::from_static(DONE)));
+                        return Some(self.finish().await);
                     }
                     Err(err) => {
                         self.phase = Phase::Done;
@@ -161,27 +174,42 @@ impl SseStream {
         bytes
     }
 
-    async fn signature_event(&mut self) -> Bytes {
-        // Metered durably before the signature exists; a failed charge ends the stream unsigned.
+    /// The end of a complete answer: charges the usage (durably, before any signature exists),
+    /// signs every byte up to and including `[DONE]` and stores the record, then returns `[DONE]`,
+    /// with the signature event queued after it when the client asked for it inline. A failed
+    /// charge or serialisation returns an error event instead, and nothing is signed or follows.
+    async fn finish(&mut self) -> Bytes {
+        self.phase = Phase::Done;
         let receipt = match self.exchange.charge(&self.state, self.billed.as_ref()).await {
             Ok(receipt) => receipt,
             Err(err) => return error_event(&err),
         };
-        let sent = std::mem::take(&mut self.sent);
+        let mut sent = std::mem::take(&mut self.sent);
+        sent.update(DONE);
         let text = format!("{}:{}", self.request_hash, hex::encode(sent.finalize()));
-        let record = self.state.sign_and_store(&self.exchange.id, text);
+        let record = self
+            .state
+            .sign_and_store(&self.exchange.id, text, self.exchange.receipt_meta());
         self.state
             .metrics()
             .chat_duration(self.exchange.started.elapsed());
-        let event = SignatureEvent {
-            id: &self.exchange.id,
-            record: &record,
-            receipt: receipt.as_ref(),
-        };
-        match serde_json::to_string(&event) {
-            Ok(json) => Bytes::from(format!("event: {SIGNATURE_EVENT}\ndata: {json}\n\n")),
-            Err(e) => error_event(&ApiError::Internal(format!("serialising a signature: {e}"))),
+        if self.inline == Inline::Yes {
+            let event = SignatureEvent {
+                id: &self.exchange.id,
+                record: &record,
+                receipt: receipt.as_ref(),
+            };
+            match serde_json::to_string(&event) {
+                Ok(json) => {
+                    let event = format!("event: {SIGNATURE_EVENT}\ndata: {json}\n\n");
+                    self.phase = Phase::Signature(Bytes::from(event));
+                }
+                Err(e) => {
+                    return error_event(&ApiError::Internal(format!("serialising a signature: {e}")));
+                }
+            }
         }
+        Bytes::from_static(DONE)
     }
 
     fn meter_usage(&mut self) {

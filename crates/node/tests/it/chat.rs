@@ -100,7 +100,7 @@ async fn plain_answer_is_signed_by_the_attested_key() {
     );
     let dev = verify_report(&report, &n, None, now, &Policy::dev_allow_simulated());
     assert!(dev.passed(), "{:?}", dev.first_failure());
-    assert_eq!(dev.signing_address, Some(attested));
+    assert_eq!(dev.signing_address(), Some(attested));
     // A report for another nonce does not pass as ours.
     assert!(!verify_report(&report, &nonce(), None, now, &Policy::dev_allow_simulated()).passed());
 

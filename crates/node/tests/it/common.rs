@@ -144,12 +144,12 @@ pub fn chat_body(model: &str, prompt: &str, stream: bool, extra: Value) -> Vec<u
 }
 
 /// The address that signed `signature_text(req, resp)` with `signature` (hex).
-pub fn signer(req: &[u8], resp: &[u8], signature: &str) -> [u8; 20] {
+pub fn signer(req: &[u8], resp: &[u8], signature: &str) -> cloister_types::Address {
     let text = signature_text(req, resp);
     recover_personal(text.as_bytes(), &parse_signature(signature).unwrap()).unwrap()
 }
 
-pub fn address(hex: &str) -> [u8; 20] {
+pub fn address(hex: &str) -> cloister_types::Address {
     parse_address(hex).unwrap()
 }
 

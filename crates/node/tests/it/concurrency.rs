@@ -29,6 +29,7 @@ async fn six_concurrent_chats_all_succeed() {
         let request = chat_body(&model, prompt, stream, json!({}));
         let send = http
             .post(node.url(wire::CHAT_COMPLETIONS_PATH))
+            .header(wire::INLINE_SIGNATURE_HEADER, wire::INLINE_SIGNATURE_ON)
             .body(request.clone())
             .send();
         async move {

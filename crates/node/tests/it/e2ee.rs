@@ -47,6 +47,7 @@ async fn post(node: &TestNode, envelope: String, model: &str, ts: u64) -> reqwes
         .header(HEADER_E2EE_TIMESTAMP, ts.to_string())
         .header(HEADER_MODEL, model)
         .header("content-type", wire::SEALED_CONTENT_TYPE)
+        .header(wire::INLINE_SIGNATURE_HEADER, wire::INLINE_SIGNATURE_ON)
         .body(envelope)
         .send()
         .await
@@ -195,7 +196,13 @@ async fn bad_envelopes_are_refused_by_name() {
     );
 
     // Sealed for another signer (info binds the address).
-    let (sealed, _) = seal_request(&node.state.e2ee_public_key(), &[9; 20], &body, &aad).unwrap();
+    let (sealed, _) = seal_request(
+        &node.state.e2ee_public_key(),
+        &cloister_types::Address::repeat_byte(9),
+        &body,
+        &aad,
+    )
+    .unwrap();
     assert_eq!(
         refusal(post(&node, sealed.to_base64(), &m, ts).await).await,
         "e2ee_open_failed"

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub, missing_docs)]
 
+mod aci;
 mod chat;
 mod common;
 mod concurrency;
@@ -14,6 +15,7 @@ mod e2ee;
 mod errors;
 mod limits;
 mod metering;
+mod near_shapes;
 mod onchain;
 mod ops;
 mod settlement;

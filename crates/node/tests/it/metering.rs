@@ -115,7 +115,7 @@ fn cost() -> U256 {
 fn api_key(domain: &cloister_types::eip712::Domain, operator: Address) -> (ApiKey, B256) {
     let client = EnclaveKey::generate();
     let auth = SpendAuthorization {
-        client: Address::from(client.address()),
+        client: client.address(),
         node: operator,
         maxAmount: U256::from(1_000_000_000u64),
         expiry: 4_000_000_000,
@@ -166,6 +166,10 @@ async fn concurrent_paid_requests_meter_exactly() {
         tasks.push(tokio::spawn(async move {
             let request = Request::post(CHAT_COMPLETIONS_PATH)
                 .header("authorization", format!("Bearer {}", key.encode()))
+                .header(
+                    cloister_types::wire::INLINE_SIGNATURE_HEADER,
+                    cloister_types::wire::INLINE_SIGNATURE_ON,
+                )
                 .body(Body::from(chat_body(MODEL, "hi", stream, json!({}))))
                 .unwrap();
             let (response, body) = oneshot(&state, request).await;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{B256, U256};
 use cloister_attest::collect::simulated::SimulatedAttester;
 use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions, TOKEN};
 use cloister_chain::{Chain, DevnetFile, parse_private_key};
@@ -138,7 +138,7 @@ pub(crate) fn mint_key(file: &DevnetFile, max: U256, expiry: u64, client_role: &
     )
     .unwrap();
     let auth = SpendAuthorization {
-        client: Address::from(client.address()),
+        client: client.address(),
         node: file.account("operator").unwrap().address,
         maxAmount: max,
         expiry,
@@ -161,6 +161,7 @@ pub(crate) fn far_future() -> u64 {
 async fn chat(url: &str, model: &str, bearer: Option<&str>, stream: bool) -> reqwest::Response {
     let mut req = reqwest::Client::new()
         .post(format!("{url}{}", wire::CHAT_COMPLETIONS_PATH))
+        .header(wire::INLINE_SIGNATURE_HEADER, wire::INLINE_SIGNATURE_ON)
         .body(chat_body(model, "Say hello.", stream, json!({})));
     if let Some(b) = bearer {
         req = req.bearer_auth(b);
@@ -201,10 +202,7 @@ async fn register_pay_chat_settle_and_the_operator_is_paid() {
     let operator = file.account("operator").unwrap().address;
     let registry = chain.registry().unwrap();
     assert!(registry.is_active(operator).await.unwrap());
-    assert_eq!(
-        registry.signer_of(operator).await.unwrap(),
-        Address::from(node.key.address())
-    );
+    assert_eq!(registry.signer_of(operator).await.unwrap(), node.key.address());
 
     deposit(&file, "client", TOKEN).await;
     let (key, id) = mint_key(&file, TOKEN, far_future(), "client");
@@ -275,7 +273,7 @@ async fn restart_between_metering_and_settlement_loses_nothing_and_pays_once() {
 
     // First life: meter two answers, stop without settling.
     let node = start_node(Arc::clone(&engine), config(&file, &model, &ledger_path)).await;
-    let old_signer = Address::from(node.key.address());
+    let old_signer = node.key.address();
     for _ in 0..2 {
         assert_eq!(chat(&node.url, &model, Some(&bearer), false).await.status(), 200);
     }
@@ -286,7 +284,7 @@ async fn restart_between_metering_and_settlement_loses_nothing_and_pays_once() {
     let node = start_node(Arc::clone(&engine), config(&file, &model, &ledger_path)).await;
     assert_eq!(node.onchain.registration.action, "reattested");
     assert_eq!(node.onchain.registration.resigned, 1);
-    assert_ne!(Address::from(node.key.address()), old_signer);
+    assert_ne!(node.key.address(), old_signer);
     let ledger = Arc::clone(node.onchain.billing.ledger());
     assert_eq!(ledger.cumulative(id).await.unwrap(), metered, "nothing lost");
 

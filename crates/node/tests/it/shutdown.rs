@@ -19,6 +19,7 @@ async fn stream_in_flight_finishes_after_shutdown_signal() {
 
     let resp = reqwest::Client::new()
         .post(node.url(wire::CHAT_COMPLETIONS_PATH))
+        .header(wire::INLINE_SIGNATURE_HEADER, wire::INLINE_SIGNATURE_ON)
         .body(request.clone())
         .send()
         .await

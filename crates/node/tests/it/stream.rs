@@ -15,6 +15,7 @@ pub async fn stream_chat(node: &TestNode, request: &[u8]) -> (SseAnswer, usize, 
     let resp = reqwest::Client::new()
         .post(node.url(wire::CHAT_COMPLETIONS_PATH))
         .header("content-type", wire::JSON_CONTENT_TYPE)
+        .header(wire::INLINE_SIGNATURE_HEADER, wire::INLINE_SIGNATURE_ON)
         .body(request.to_vec())
         .send()
         .await

@@ -9,7 +9,7 @@ use super::stack::{MODEL, Proc, chat_body, free_port, start_echo_upstream, start
 /// API key is a signed spend authorization.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_discovers_paid_nodes_on_chain_and_follows_the_registry_allowlist() {
-    use cloister_chain::alloy::primitives::{Address, B256};
+    use cloister_chain::alloy::primitives::B256;
     use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions, TOKEN};
     use cloister_chain::{Chain, parse_private_key};
     use cloister_types::eip712::{ApiKey, SpendAuthorization, authorization_id, escrow_domain};
@@ -69,7 +69,7 @@ async fn the_proxy_discovers_paid_nodes_on_chain_and_follows_the_registry_allowl
     )
     .unwrap();
     let auth = SpendAuthorization {
-        client: Address::from(signer.address()),
+        client: signer.address(),
         node: file.account("operator").unwrap().address,
         maxAmount: TOKEN,
         expiry: 4_000_000_000,

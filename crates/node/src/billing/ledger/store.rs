@@ -210,7 +210,7 @@ pub(super) fn resign(
     escrow: &Domain,
     accepted_signers: &[Address],
 ) -> Result<ResignReport, LedgerError> {
-    let me = Address::from(key.address());
+    let me = key.address();
     let tx = conn.transaction()?;
     let rows: Vec<Voucher> = {
         let mut stmt = tx.prepare(

@@ -1,0 +1,106 @@
+//! A production deployment on a named network (`cloister deploy`): the Automata DCAP quote
+//! verifier adapter, `NodeRegistry`, `Escrow` and `InferenceOracle`, paid in an existing ERC-20,
+//! written as a chain file that `node run --chain`, `proxy --chain` and the escrow/key commands
+//! read (with the network's confirmations, log range and fee caps, and the deployment block that
+//! log scans start from).
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider as _;
+use alloy::signers::local::PrivateKeySigner;
+
+use crate::bindings::automata::AutomataDcapAdapter;
+use crate::bindings::{Escrow, InferenceOracle, NodeRegistry};
+use crate::revert::from_contract;
+use crate::{ChainConfig, ChainError, Network, Result, wallet_provider};
+
+/// What a deployment is made with besides the network.
+#[derive(Clone, Debug)]
+pub struct DeploySpec {
+    /// JSON-RPC endpoint of the network.
+    pub rpc_url: String,
+    /// The payment and stake token (an existing ERC-20, e.g. the network's USDC).
+    pub token: Address,
+    /// Automata's DCAP attestation contract; `None`: the network file's.
+    pub automata: Option<Address>,
+    /// The registry's owner (governance); `None`: the deployer.
+    pub governance: Option<Address>,
+    /// `NodeRegistry.minStake`, in the token's base units.
+    pub min_stake: U256,
+    /// `NodeRegistry.maxAge` (seconds between reattestations).
+    pub max_age: u64,
+    /// `NodeRegistry.unbondingDelay` (seconds).
+    pub unbonding_delay: u64,
+    /// `Escrow.withdrawDelay` (seconds).
+    pub withdraw_delay: u64,
+    /// `InferenceOracle.timeout` (seconds).
+    pub oracle_timeout: u64,
+}
+
+/// A finished deployment.
+#[derive(Clone, Debug)]
+pub struct Deployment {
+    /// The chain file (write it with [`ChainConfig::save`]).
+    pub config: ChainConfig,
+    /// The `AutomataDcapAdapter` the registry verifies quotes with.
+    pub quote_verifier: Address,
+}
+
+/// Deploys to `network` as `deployer`. Refuses an endpoint whose chain id is not the network's, and
+/// a network without an Automata verifier address (unless `spec.automata` gives one): the
+/// simulated verifier is never deployed here.
+pub async fn deploy_network(
+    network: &Network,
+    spec: &DeploySpec,
+    deployer: PrivateKeySigner,
+) -> Result<Deployment> {
+    let automata = spec
+        .automata
+        .or(network.automata_dcap_verifier)
+        .ok_or_else(|| ChainError::NoQuoteVerifier(network.name.clone()))?;
+    let governance = spec.governance.unwrap_or_else(|| deployer.address());
+    let p = wallet_provider(&spec.rpc_url, deployer)?;
+    let actual = p.get_chain_id().await?;
+    if actual != network.chain_id {
+        return Err(ChainError::WrongChain {
+            expected: network.chain_id,
+            actual,
+        });
+    }
+    let deploy_block = p.get_block_number().await?;
+
+    let verifier = AutomataDcapAdapter::deploy(&p, automata)
+        .await
+        .map_err(from_contract)?;
+    let registry = NodeRegistry::deploy(
+        &p,
+        governance,
+        spec.token,
+        *verifier.address(),
+        spec.min_stake,
+        spec.max_age,
+        spec.unbonding_delay,
+    )
+    .await
+    .map_err(from_contract)?;
+    let escrow = Escrow::deploy(&p, spec.token, *registry.address(), spec.withdraw_delay)
+        .await
+        .map_err(from_contract)?;
+    let oracle = InferenceOracle::deploy(&p, spec.token, *registry.address(), spec.oracle_timeout)
+        .await
+        .map_err(from_contract)?;
+
+    Ok(Deployment {
+        config: ChainConfig {
+            rpc_url: spec.rpc_url.clone(),
+            chain_id: network.chain_id,
+            token: spec.token,
+            registry: *registry.address(),
+            escrow: *escrow.address(),
+            oracle: *oracle.address(),
+            consumer: None,
+            deploy_block,
+            network: Some(network.clone()),
+        },
+        quote_verifier: *verifier.address(),
+    })
+}

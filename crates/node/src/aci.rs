@@ -1,0 +1,161 @@
+//! The node as an ACI service (`aci/1`, docs/protocol.md §11): its workload keyset, the receipts
+//! it issues for every inference, and what it publishes as source provenance.
+//!
+//! The keyset lists an Ed25519 receipt key generated inside the node at start, the node's HPKE
+//! key (Cloister's E2EE, protocol §8) and no TLS key (the node does not terminate TLS; a TLS
+//! front inside the same TEE would add its SPKI). `not_after` rolls forward daily, so the keyset
+//! (and its digest) changes at most once a day while the keys live as long as the process.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use cloister_attest::aci::receipt::{ReceiptInput, sign_receipt};
+use cloister_attest::aci::{ED25519, KeyEntry, WorkloadKeyset, keyset_digest};
+use cloister_crypto::ed25519::Ed25519Key;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::sigcache::ExpiringCache;
+
+/// The E2EE algorithm name the keyset gives the node's HPKE key: Cloister's own envelope
+/// (protocol §8), which generic ACI clients ignore as an unrecognized `algo`.
+pub(crate) const CLOISTER_E2EE_ALGO: &str = "cloister-e2ee-v1-x25519-hkdf-sha256-chacha20poly1305";
+/// `service_capabilities.supported_e2ee_versions`: none of ACI's own E2EE extensions.
+const SECONDS_PER_DAY: u64 = 86_400;
+/// The keyset expires 7 to 8 days ahead: within any verifier's plausibility bound.
+const LIFETIME_DAYS: u64 = 8;
+
+/// A stored receipt and the credential it is bound to.
+#[derive(Clone, Debug)]
+pub(crate) struct StoredReceipt {
+    pub(crate) document: Value,
+    /// SHA-256 of the bearer token that made the request (ACI §7.6); `None`: public.
+    pub(crate) credential: Option<[u8; 32]>,
+}
+
+/// What one receipt is about, besides the hashes the signature text already holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReceiptMeta<'a> {
+    /// The model the client asked for.
+    pub(crate) model: &'a str,
+    /// The API path.
+    pub(crate) endpoint: &'a str,
+    /// SHA-256 of the request's bearer token, when it had one.
+    pub(crate) credential: Option<[u8; 32]>,
+}
+
+/// The node's ACI identity and receipt store.
+pub(crate) struct AciService {
+    receipt_key: Ed25519Key,
+    key_id: String,
+    e2ee_public_key: [u8; 32],
+    receipts: Mutex<ExpiringCache<StoredReceipt>>,
+}
+
+impl std::fmt::Debug for AciService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AciService")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AciService {
+    /// A fresh receipt key; receipts kept for `ttl`, at most `max`.
+    pub(crate) fn new(e2ee_public_key: [u8; 32], ttl: Duration, max: usize) -> Self {
+        let receipt_key = Ed25519Key::generate();
+        let key_id = format!("receipt-{}", &hex::encode(receipt_key.public_key())[..16]);
+        Self {
+            receipt_key,
+            key_id,
+            e2ee_public_key,
+            receipts: Mutex::new(ExpiringCache::new(ttl, max)),
+        }
+    }
+
+    /// The keyset valid at `now_unix`.
+    pub(crate) fn keyset(&self, now_unix: u64) -> WorkloadKeyset {
+        WorkloadKeyset {
+            subject: None,
+            not_after: (now_unix / SECONDS_PER_DAY + LIFETIME_DAYS) * SECONDS_PER_DAY,
+            receipt_signing_keys: vec![KeyEntry {
+                key_id: self.key_id.clone(),
+                algo: ED25519.to_owned(),
+                public_key: hex::encode(self.receipt_key.public_key()),
+            }],
+            e2ee_public_keys: vec![KeyEntry {
+                key_id: "cloister-hpke".to_owned(),
+                algo: CLOISTER_E2EE_ALGO.to_owned(),
+                public_key: hex::encode(self.e2ee_public_key),
+            }],
+            tls_public_keys: Vec::new(),
+        }
+    }
+
+    /// The keyset at `now_unix` as JSON, and its digest.
+    pub(crate) fn keyset_json(&self, now_unix: u64) -> (Value, String) {
+        let value = serde_json::to_value(self.keyset(now_unix)).unwrap_or(Value::Null);
+        // Strings and integers only: the canonical form exists.
+        let digest = keyset_digest(&value).unwrap_or_default();
+        (value, digest)
+    }
+
+    /// Issues and stores the receipt for exchange `id` whose signature text (`sha256(request)
+    /// ":" sha256(response)`, hex) is `text`: the receipt commits to the same bytes the node's
+    /// signature does.
+    pub(crate) fn issue(&self, id: &str, text: &str, meta: ReceiptMeta<'_>) {
+        let Some((request, response)) = text.split_once(':') else {
+            tracing::warn!(id, "no receipt: the signature text is not two hashes");
+            return;
+        };
+        let now = crate::unix_now();
+        let (_, digest) = self.keyset_json(now);
+        let (request, response) = (format!("sha256:{request}"), format!("sha256:{response}"));
+        let document = sign_receipt(
+            &ReceiptInput {
+                receipt_id: id,
+                chat_id: Some(id),
+                model: Some(meta.model),
+                keyset_digest: &digest,
+                endpoint: meta.endpoint,
+                method: "POST",
+                served_at: now,
+                request_received: &request,
+                request_forwarded: None,
+                response_returned: &response,
+                key_id: &self.key_id,
+            },
+            &self.receipt_key,
+        );
+        let stored = StoredReceipt {
+            document,
+            credential: meta.credential,
+        };
+        self.store().insert(id.to_owned(), stored, Instant::now());
+    }
+
+    /// The receipt `id`, if still held.
+    pub(crate) fn receipt(&self, id: &str) -> Option<StoredReceipt> {
+        self.store().get(id, Instant::now())
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, ExpiringCache<StoredReceipt>> {
+        self.receipts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// SHA-256 of a bearer token, the form a receipt's credential binding is kept in (§7.6).
+pub(crate) fn credential_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Source provenance from the build (§4.1): set `CLOISTER_SOURCE_REPO`, `CLOISTER_SOURCE_COMMIT`
+/// and `CLOISTER_IMAGE_DIGEST` when building a release image (deploy/); each is `null` when unknown.
+pub(crate) fn source_provenance() -> Value {
+    json!({
+        "repo_url": option_env!("CLOISTER_SOURCE_REPO"),
+        "repo_commit": option_env!("CLOISTER_SOURCE_COMMIT"),
+        "image_digest": option_env!("CLOISTER_IMAGE_DIGEST"),
+        "image_provenance": Value::Null,
+    })
+}
