@@ -1,5 +1,7 @@
+use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::providers::DynProvider;
+use alloy::providers::{DynProvider, Provider as _};
+use alloy::rpc::types::TransactionReceipt;
 use cloister_types::eip712::{self, ApiKey, Domain, SpendAuthorization};
 
 use crate::bindings::Escrow as EscrowContract;
@@ -54,6 +56,41 @@ pub struct SettleOutcome {
     pub short: Vec<(B256, U256, U256)>,
 }
 
+impl SettleOutcome {
+    /// Decodes a `settle` transaction's receipt: its `Settled` and `SettlementShort` events.
+    pub fn from_receipt(receipt: TransactionReceipt) -> Self {
+        let mut settled = Vec::new();
+        let mut short = Vec::new();
+        for log in receipt.inner.logs() {
+            if let Ok(ev) = log.log_decode::<EscrowContract::Settled>() {
+                let ev = ev.inner.data;
+                settled.push(SettledVoucher {
+                    authorization: ev.authorization,
+                    node: ev.node,
+                    client: ev.client,
+                    cumulative_amount: ev.cumulativeAmount,
+                    paid: ev.paid,
+                });
+            } else if let Ok(ev) = log.log_decode::<EscrowContract::SettlementShort>() {
+                let ev = ev.inner.data;
+                short.push((ev.authorization, ev.due, ev.paid));
+            }
+        }
+        let tx = TxOutcome {
+            tx_hash: receipt.transaction_hash,
+            gas_used: receipt.gas_used,
+            block_number: receipt.block_number,
+            receipt,
+        };
+        Self { tx, settled, short }
+    }
+
+    /// The block the transaction landed in: `(number, hash)`, when the receipt names both.
+    pub fn block(&self) -> Option<(u64, B256)> {
+        Some((self.tx.receipt.block_number?, self.tx.receipt.block_hash?))
+    }
+}
+
 pub(crate) fn to_binding(a: &SpendAuthorization) -> EscrowContract::SpendAuthorization {
     EscrowContract::SpendAuthorization {
         client: a.client,
@@ -71,6 +108,7 @@ pub struct Escrow {
     token: Address,
     chain_id: u64,
     from: Option<Address>,
+    confirmations: u64,
 }
 
 impl Escrow {
@@ -86,7 +124,43 @@ impl Escrow {
             token,
             chain_id,
             from,
+            confirmations: 0,
         }
+    }
+
+    /// The same client, counting a settlement final only once its block is buried under
+    /// `confirmations` blocks (the network's; [`crate::ChainConfig::confirmations`]).
+    #[must_use]
+    pub fn with_confirmations(mut self, confirmations: u64) -> Self {
+        self.confirmations = confirmations;
+        self
+    }
+
+    /// Blocks a settlement must be buried under before it counts as final (0: at once).
+    pub fn confirmations(&self) -> u64 {
+        self.confirmations
+    }
+
+    /// The latest block number.
+    pub async fn latest_block(&self) -> Result<u64> {
+        Ok(self.inner.provider().get_block_number().await?)
+    }
+
+    /// The hash of the canonical block at `number` (`None`: the chain is not that long now).
+    pub async fn block_hash(&self, number: u64) -> Result<Option<B256>> {
+        let block = self
+            .inner
+            .provider()
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await?;
+        Ok(block.map(|b| b.header.hash))
+    }
+
+    /// A `settle` transaction as the chain has it now, decoded (`None`: no receipt, e.g. a reorg
+    /// removed it).
+    pub async fn settle_receipt(&self, tx_hash: B256) -> Result<Option<SettleOutcome>> {
+        let receipt = self.inner.provider().get_transaction_receipt(tx_hash).await?;
+        Ok(receipt.map(SettleOutcome::from_receipt))
     }
 
     /// The contract address.
@@ -167,6 +241,17 @@ impl Escrow {
             .map_err(from_contract)
     }
 
+    /// Already settled for an authorization in the state after block `block` (a block buried
+    /// under the confirmations reads what is final).
+    pub async fn settled_at(&self, authorization: B256, block: u64) -> Result<U256> {
+        self.inner
+            .settled(authorization)
+            .block(BlockId::number(block))
+            .call()
+            .await
+            .map_err(from_contract)
+    }
+
     /// The contract's authorization id (equal to [`eip712::authorization_id`]).
     pub async fn authorization_id(&self, auth: &SpendAuthorization) -> Result<B256> {
         self.inner
@@ -186,7 +271,8 @@ impl Escrow {
     }
 
     /// Settles a batch of vouchers in one transaction (any sender may; the operator is paid).
-    /// A refused item reverts the whole batch with its named error.
+    /// A refused item reverts the whole batch with its named error. The outcome is what the tip
+    /// of the chain says; it is final only once [`Escrow::confirmations`] blocks bury it.
     pub async fn settle(&self, items: &[SettleItem]) -> Result<SettleOutcome> {
         self.sender()?;
         let batch: Vec<EscrowContract::SettleItem> = items
@@ -199,23 +285,6 @@ impl Escrow {
             })
             .collect();
         let tx = send(self.inner.settle(batch)).await?;
-        let mut settled = Vec::new();
-        let mut short = Vec::new();
-        for log in tx.receipt.inner.logs() {
-            if let Ok(ev) = log.log_decode::<EscrowContract::Settled>() {
-                let ev = ev.inner.data;
-                settled.push(SettledVoucher {
-                    authorization: ev.authorization,
-                    node: ev.node,
-                    client: ev.client,
-                    cumulative_amount: ev.cumulativeAmount,
-                    paid: ev.paid,
-                });
-            } else if let Ok(ev) = log.log_decode::<EscrowContract::SettlementShort>() {
-                let ev = ev.inner.data;
-                short.push((ev.authorization, ev.due, ev.paid));
-            }
-        }
-        Ok(SettleOutcome { tx, settled, short })
+        Ok(SettleOutcome::from_receipt(tx.receipt))
     }
 }

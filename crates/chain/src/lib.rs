@@ -198,7 +198,8 @@ impl Chain {
             self.config.token,
             self.config.chain_id,
             self.from,
-        ))
+        )
+        .with_confirmations(self.config.confirmations()))
     }
 
     /// The `InferenceOracle` client.

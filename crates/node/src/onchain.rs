@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::billing::{Billing, DepositSource, Ledger, Price};
 
-pub use settlement::settle_now;
+pub use settlement::{SettleRound, Settler, settle_now};
 
 /// What the node needs to live on chain.
 #[derive(Clone)]

@@ -1,19 +1,27 @@
-//! Settlement: the ledger's unsettled vouchers go to `Escrow.settle` in batches.
+//! Settlement: the ledger's unsettled vouchers go to `Escrow.settle` in batches, and are marked
+//! settled only once the chain's answer is final.
 //!
-//! Money fails closed here. Before a batch every voucher's `Escrow.settled` is read, and what the
-//! chain already paid is recorded and dropped; a failed read fails the batch. After the batch a
-//! voucher is marked paid only from what the chain said: its `Settled`/`SettlementShort` event, or,
-//! without one, a fresh `Escrow.settled` read. When that read fails the voucher stays pending; the
-//! next tick's pre-batch read finds what the chain paid and records it then.
+//! Money fails closed here. A voucher is marked settled only from a settle transaction whose block
+//! is buried under the network's confirmations ([`Escrow::confirmations`]; 0 on a devnet) and,
+//! re-read then, is still in the canonical chain ([`finality`]), or from `Escrow.settled` read in
+//! such a buried block. Until then it stays unsettled in the ledger, so it is never forgotten: a
+//! settle transaction that a reorg removes is noticed (its receipt is gone) and the voucher goes
+//! out again. Nothing is paid twice: a voucher in a transaction still in flight is not sent again,
+//! one the chain's tip already shows paid is not sent again (it waits to be buried), and the
+//! contract refuses a voucher at or below what it already settled (`VoucherAlreadySettled`).
+//! Every failed read fails the round and leaves the ledger as it was.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+mod finality;
+
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, B256};
 use cloister_chain::{Backoff, Chain, Escrow, SettleItem};
 use tokio::sync::watch;
 
+use self::finality::InFlight;
 use super::{OnChainConfig, OnChainError};
 use crate::billing::{Ledger, Voucher};
 
@@ -37,24 +45,130 @@ impl Schedule {
     }
 }
 
-/// Settles every unsettled voucher now: syncs with `Escrow.settled` first so nothing is paid
-/// twice, then sends one batch. Returns how many vouchers the batch carried. A voucher whose
-/// outcome could not be read back stays unsettled in the ledger until a later call reads it.
-pub async fn settle_now(escrow: &Escrow, ledger: &Ledger) -> Result<usize, OnChainError> {
-    settle_vouchers(escrow, ledger, ledger.unsettled().await?).await
+/// What one settlement round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SettleRound {
+    /// Vouchers sent in this round's batch (0: no batch).
+    pub sent: usize,
+    /// Vouchers marked settled because their settlement became final.
+    pub finalized: usize,
+    /// Settle transactions a reorg removed (their vouchers went out again or will).
+    pub reorged: usize,
+    /// Settle transactions a reorg moved to another block (their wait started again).
+    pub moved: usize,
+    /// Vouchers the chain's tip shows paid by a transaction this settler does not track (sent
+    /// before a restart): neither sent again nor marked until buried.
+    pub awaiting_finality: usize,
+    /// Settle transactions still waiting for confirmations after the round.
+    pub in_flight: usize,
 }
 
-async fn settle_vouchers(
+/// A settler: sends the ledger's unsettled vouchers and follows each settle transaction until it
+/// is final, or gone in a reorg (then its vouchers go out again). The node's settlement loop holds
+/// one; [`settle_now`] is one round of a fresh one.
+#[derive(Debug)]
+pub struct Settler {
+    escrow: Escrow,
+    ledger: Arc<Ledger>,
+    in_flight: Vec<InFlight>,
+}
+
+impl Settler {
+    /// A settler with nothing in flight. Finality follows `escrow`'s confirmations.
+    pub fn new(escrow: Escrow, ledger: Arc<Ledger>) -> Self {
+        Self {
+            escrow,
+            ledger,
+            in_flight: Vec::new(),
+        }
+    }
+
+    /// Settle transactions sent and not yet final.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Looks at the transactions in flight only: marks the final ones, drops the ones a reorg
+    /// removed. Sends nothing.
+    pub async fn check(&mut self) -> Result<SettleRound, OnChainError> {
+        let latest = self.escrow.latest_block().await?;
+        let checked = finality::check(&self.escrow, &self.ledger, &mut self.in_flight, latest).await?;
+        Ok(SettleRound {
+            finalized: checked.finalized,
+            reorged: checked.dropped,
+            moved: checked.moved,
+            in_flight: self.in_flight.len(),
+            ..SettleRound::default()
+        })
+    }
+
+    /// One round: [`Settler::check`], then every unsettled voucher not in flight is read against
+    /// the chain and the ones it has not paid go out in one batch.
+    pub async fn round(&mut self) -> Result<SettleRound, OnChainError> {
+        let unsettled = self.ledger.unsettled().await?;
+        self.round_over(unsettled).await
+    }
+
+    async fn round_over(&mut self, unsettled: Vec<Voucher>) -> Result<SettleRound, OnChainError> {
+        let mut round = self.check().await?;
+        let latest = self.escrow.latest_block().await?;
+        let unsettled: Vec<Voucher> = unsettled
+            .into_iter()
+            .filter(|v| !self.in_flight.iter().any(|t| t.carries(v.authorization)))
+            .collect();
+        let (items, awaiting) = unpaid(&self.escrow, &self.ledger, unsettled, latest).await?;
+        round.awaiting_finality = awaiting;
+        if !items.is_empty() {
+            let sent = send_batch(&self.escrow, &self.ledger, items).await?;
+            round.sent = sent.items.len();
+            self.in_flight.push(sent);
+            // With no confirmations to wait for (a devnet), the batch is final at once; else this
+            // only records that it waits.
+            let now = self.check().await?;
+            round.finalized += now.finalized;
+            round.reorged += now.reorged;
+            round.moved += now.moved;
+        }
+        round.in_flight = self.in_flight.len();
+        Ok(round)
+    }
+}
+
+/// One settlement round for every unsettled voucher (a fresh [`Settler`]): marks what the chain
+/// has finally paid, sends the rest in one batch, and marks that batch only if it is already final
+/// (no confirmations to wait for). Returns how many vouchers the batch carried. A voucher whose
+/// payment is not yet final, or could not be read back, stays unsettled until a later call.
+pub async fn settle_now(escrow: &Escrow, ledger: &Arc<Ledger>) -> Result<usize, OnChainError> {
+    let mut settler = Settler::new(escrow.clone(), Arc::clone(ledger));
+    Ok(settler.round().await?.sent)
+}
+
+/// Reads each voucher against the chain: one paid up to its amount in a buried block is marked
+/// settled; one the tip shows paid but not yet buried waits (counted); the rest are returned to be
+/// sent. Any failed read fails the whole call.
+async fn unpaid(
     escrow: &Escrow,
     ledger: &Ledger,
     unsettled: Vec<Voucher>,
-) -> Result<usize, OnChainError> {
+    latest: u64,
+) -> Result<(Vec<(B256, SettleItem)>, usize), OnChainError> {
+    let buried = latest.checked_sub(escrow.confirmations());
     let mut items = Vec::new();
+    let mut awaiting = 0;
     for v in unsettled {
-        let on_chain = escrow.settled(v.authorization).await?;
-        if on_chain >= v.cumulative {
-            ledger.mark_settled(v.authorization, on_chain).await?;
-            continue;
+        if let Some(buried) = buried {
+            let paid = escrow.settled_at(v.authorization, buried).await?;
+            if paid >= v.cumulative {
+                ledger.mark_settled(v.authorization, paid).await?;
+                continue;
+            }
+        }
+        if escrow.confirmations() > 0 || buried.is_none() {
+            let at_tip = escrow.settled(v.authorization).await?;
+            if at_tip >= v.cumulative {
+                awaiting += 1;
+                continue;
+            }
         }
         items.push((
             v.authorization,
@@ -65,52 +179,31 @@ async fn settle_vouchers(
             },
         ));
     }
-    if items.is_empty() {
-        return Ok(0);
-    }
+    Ok((items, awaiting))
+}
+
+/// Sends one batch and returns it as in flight (its block as the send's receipt names it).
+async fn send_batch(
+    escrow: &Escrow,
+    ledger: &Ledger,
+    items: Vec<(B256, SettleItem)>,
+) -> Result<InFlight, OnChainError> {
     let batch: Vec<SettleItem> = items.iter().map(|(_, i)| i.clone()).collect();
     let outcome = escrow.settle(&batch).await?;
-    let tx = format!("{:#x}", outcome.tx.tx_hash);
-    let settled: HashSet<B256> = outcome.settled.iter().map(|s| s.authorization).collect();
-    let short: HashMap<B256, U256> = outcome
-        .short
-        .iter()
-        .map(|(id, due, paid)| (*id, due.saturating_sub(*paid)))
-        .collect();
-    let mut unknown = 0usize;
-    for (authorization, item) in &items {
-        // A voucher is paid up to its cumulative amount, less what a short client could not cover
-        // (`SettlementShort`); with no event for it, ask the chain, and if that fails, record
-        // nothing: the voucher stays pending and the next tick reads the chain again.
-        let now_settled = match (short.get(authorization), settled.contains(authorization)) {
-            (Some(unpaid), _) => item.cumulative_amount.saturating_sub(*unpaid),
-            (None, true) => item.cumulative_amount,
-            (None, false) => match escrow.settled(*authorization).await {
-                Ok(paid) => paid,
-                Err(err) => {
-                    tracing::warn!(
-                        %authorization,
-                        %err,
-                        "reading what the chain settled failed; the voucher stays pending"
-                    );
-                    unknown += 1;
-                    continue;
-                }
-            },
-        };
-        ledger.mark_settled(*authorization, now_settled).await?;
-    }
+    let tx = outcome.tx.tx_hash;
     ledger
-        .record_settlement(&tx, items.len(), outcome.tx.gas_used)
+        .record_settlement(&format!("{tx:#x}"), items.len(), outcome.tx.gas_used)
         .await?;
-    tracing::info!(
+    tracing::info!(%tx, vouchers = items.len(), gas = outcome.tx.gas_used, "settle transaction mined; waiting for finality");
+    Ok(InFlight {
         tx,
-        vouchers = items.len(),
-        unconfirmed = unknown,
-        gas = outcome.tx.gas_used,
-        "vouchers settled"
-    );
-    Ok(items.len())
+        // A mined receipt names its block; without one the first check reads it.
+        block: outcome.block(),
+        items: items
+            .into_iter()
+            .map(|(id, item)| (id, item.cumulative_amount))
+            .collect(),
+    })
 }
 
 /// Whether a client with unsettled usage can withdraw within `margin` (of chain time). Each client
@@ -141,6 +234,7 @@ pub(super) async fn settle_loop(
     schedule: Schedule,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut settler = Settler::new(escrow.clone(), Arc::clone(&ledger));
     let mut last = tokio::time::Instant::now();
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
@@ -161,18 +255,31 @@ pub(super) async fn settle_loop(
                 || waiting >= schedule.threshold
                 || last.elapsed() >= schedule.interval
                 || withdrawal_due(&chain, &escrow, &unsettled, schedule.withdrawal_margin).await);
-        if due {
-            match settle_vouchers(&escrow, &ledger, unsettled).await {
-                Ok(_) => {
+        let result = if due {
+            settler.round_over(unsettled).await
+        } else if settler.in_flight() > 0 {
+            // Between batches, follow the ones in flight: final ones are marked, reorged ones
+            // go out again at the next round.
+            settler.check().await
+        } else {
+            Ok(SettleRound::default())
+        };
+        match result {
+            Ok(round) => {
+                if due {
                     last = tokio::time::Instant::now();
-                    backoff.reset();
                 }
-                Err(err) => {
-                    let retry_in = backoff.next_delay();
-                    tracing::warn!(%err, ?retry_in, "settlement failed; will retry");
-                    if !stopping {
-                        tokio::time::sleep(retry_in).await;
-                    }
+                if round.reorged > 0 {
+                    // Send the removed vouchers again without waiting for the interval.
+                    last = last.checked_sub(schedule.interval).unwrap_or(last);
+                }
+                backoff.reset();
+            }
+            Err(err) => {
+                let retry_in = backoff.next_delay();
+                tracing::warn!(%err, ?retry_in, "settlement failed; will retry");
+                if !stopping {
+                    tokio::time::sleep(retry_in).await;
                 }
             }
         }

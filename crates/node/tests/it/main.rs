@@ -18,6 +18,7 @@ mod metering;
 mod near_shapes;
 mod onchain;
 mod ops;
+mod reorg;
 mod settlement;
 mod shutdown;
 mod start;
