@@ -4,6 +4,8 @@
 # (../shared/testdata/attestation; tests that need it skip with a message where it is absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One-shot builds gain nothing from incremental compilation, and its caches cost tens of GiB.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 scripts/setup.sh
 echo "test: real OpenAI clients for the proxy tests (pinned openai in tools/pyclients/venv)"
 scripts/setup-test-clients.sh

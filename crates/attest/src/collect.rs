@@ -18,6 +18,7 @@ use cloister_types::{ReportData, TeeKind};
 use crate::{Error, Result};
 
 pub mod dstack;
+pub mod gpu;
 pub mod simulated;
 pub mod tdx;
 

@@ -180,6 +180,10 @@ pub enum Error {
     /// A blocking task was cancelled or panicked.
     #[error("background task failed: {0}")]
     Task(String),
+    /// GPU evidence could not be collected.
+    #[cfg(feature = "collect")]
+    #[error("GPU evidence: {0}")]
+    Gpu(#[from] crate::collect::gpu::GpuError),
 }
 
 /// Result alias for this crate.

@@ -26,6 +26,7 @@ mod deploy;
 pub mod devnet;
 mod error;
 mod escrow;
+mod finality;
 mod logscan;
 mod network;
 mod oracle;
@@ -46,6 +47,7 @@ pub use config::{ChainConfig, ChainOverrides, ContractAddresses, DevAccount, Dev
 pub use deploy::{DeploySpec, Deployment, deploy_network};
 pub use error::{ChainError, Result};
 pub use escrow::{Escrow, PendingWithdrawal, SettleItem, SettleOutcome, SettledVoucher};
+pub use finality::{Finality, tx_finality};
 pub use logscan::LogScanner;
 pub use network::{Network, SHIPPED_NETWORKS};
 pub use oracle::{Consumer, FulfillOutcome, InferenceRequest, Oracle, OracleRequest, RequestWatcher};

@@ -186,6 +186,11 @@ impl Registry {
         send(self.inner.register(quote, endpoint.to_owned(), models, stake)).await
     }
 
+    /// Where `tx_hash` stands for a network counting `confirmations` ([`crate::tx_finality`]).
+    pub async fn finality(&self, tx_hash: B256, confirmations: u64) -> Result<crate::Finality> {
+        crate::tx_finality(self.inner.provider(), tx_hash, confirmations).await
+    }
+
     /// Refreshes the sender's attestation (new signer, measurement, time).
     pub async fn reattest(&self, quote: Bytes) -> Result<TxOutcome> {
         self.sender()?;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use cloister_chain::alloy::primitives::{Address, U256};
-use cloister_node::{ModelPriceSpec, Node, NodeSettings};
+use cloister_node::{GpuMode, ModelPriceSpec, Node, NodeSettings};
 use serde::Serialize;
 
 /// Node commands.
@@ -73,6 +73,14 @@ pub(crate) struct RunArgs {
     /// configfs-tsm report directory [default: /sys/kernel/config/tsm/report].
     #[arg(long)]
     pub configfs_root: Option<PathBuf>,
+    /// GPU evidence in reports: auto (when a usable GPU is found), required (refuse to start
+    /// without one, naming what is missing) or off [default: auto].
+    #[arg(long)]
+    pub gpu: Option<GpuMode>,
+    /// DEVELOPMENT ONLY: serve the GPU evidence captured in this file (a report or an
+    /// nvidia_payload); verifiers accept it only for the nonce it was captured for.
+    #[arg(long)]
+    pub dev_gpu_replay: Option<PathBuf>,
     /// Largest accepted request body in bytes [default: 1048576].
     #[arg(long)]
     pub body_limit: Option<usize>,
@@ -225,6 +233,10 @@ mod tests {
             "/s",
             "--configfs-root",
             "/c",
+            "--gpu",
+            "required",
+            "--dev-gpu-replay",
+            "/g.json",
             "--body-limit",
             "10",
             "--request-timeout-secs",
@@ -262,6 +274,8 @@ mod tests {
         assert_eq!(s.upstream_api_key.as_ref().map(|k| k.expose()), Some("k"));
         assert!(s.operator_key.is_some() && s.no_oracle && s.dev_simulated_tee);
         assert_eq!(s.settle_interval_secs, 9);
+        assert_eq!(s.gpu, GpuMode::Required);
+        assert_eq!(s.dev_gpu_replay.as_deref(), Some(std::path::Path::new("/g.json")));
         let upstream = parse(&["--upstream", "http://u"]).settings();
         assert!(upstream.is_ok_and(|s| s.upstream.as_deref() == Some("http://u")));
     }
@@ -275,6 +289,16 @@ mod tests {
         let err = parse(&["--config", &path]).settings().map(|_| ());
         let text = format!("{:#}", err.err().unwrap_or_else(|| panic!("accepted `listn`")));
         assert!(text.contains("node.toml") && text.contains("listn"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_gpu_mode_is_refused_with_the_choices() {
+        let err = Cli::try_parse_from(["node-run", "--gpu", "on"]).map(|_| ());
+        let text = err.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.contains("--gpu") && text.contains("auto, required or off"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ use cloister_crypto::EnclaveKey;
 pub use config::NodeConfig;
 pub use error::{ApiError, E2eeRefusal, Result};
 pub use settings::{InvalidPrice, ModelPriceSpec, NodeSettings, PriceSpec, Secret};
-pub use start::{Node, NodeError, RunningNode};
+pub use start::{GpuMode, Node, NodeError, RunningNode};
 pub use state::AppState;
 
 /// The node's router over `state` (for tests with `tower::ServiceExt::oneshot`, or to nest).

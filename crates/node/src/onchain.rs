@@ -86,6 +86,10 @@ pub enum OnChainError {
     /// The ledger failed.
     #[error("ledger: {0}")]
     Ledger(#[from] crate::billing::LedgerError),
+    /// The registration transaction was removed by reorgs every time it was sent, or did not
+    /// become final in time.
+    #[error("registration not final: {0}")]
+    RegistrationNotFinal(String),
     /// The node is deregistering (unbonding); it cannot serve on chain.
     #[error("operator {0} is unbonding; withdraw the stake and register again")]
     Unbonding(Address),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeConfig;
 use crate::billing::Price;
-use crate::start::NodeError;
+use crate::start::{GpuMode, NodeError};
 
 /// Everything [`crate::Node::start`] needs: the engine, the TEE, the HTTP limits and, optionally,
 /// the chain. It *is* the settings file format: every field is a TOML key of the same name, every
@@ -84,6 +84,13 @@ pub struct NodeSettings {
     /// configfs-tsm report directory [default: /sys/kernel/config/tsm/report].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub configfs_root: Option<PathBuf>,
+    /// GPU evidence in reports: `auto` (when a usable source is found), `required` (refuse to
+    /// start without one) or `off` [default: auto].
+    pub gpu: GpuMode,
+    /// DEVELOPMENT ONLY: serve the GPU evidence captured in this file (a report or an
+    /// `nvidia_payload`); verifiers accept it only for the nonce it was captured for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev_gpu_replay: Option<PathBuf>,
 
     /// Largest accepted request body in bytes [default: 1048576].
     pub body_limit: usize,
@@ -155,6 +162,8 @@ impl Default for NodeSettings {
             dev_simulated_tee: false,
             dstack_socket: None,
             configfs_root: None,
+            gpu: GpuMode::Auto,
+            dev_gpu_replay: None,
             body_limit: http.body_limit,
             request_timeout_secs: http.request_timeout.as_secs(),
             chain: None,

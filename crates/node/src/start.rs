@@ -2,6 +2,7 @@
 //! on-chain life, the HTTP server, and a clean shutdown.
 
 mod error;
+mod gpu;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloister_attest::collect::gpu::GpuEvidence;
 use cloister_attest::collect::{Attester, DetectOptions, detect};
 use cloister_chain::{ChainConfig, DevnetFile};
 use cloister_crypto::EnclaveKey;
@@ -20,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use error::NodeError;
+pub use gpu::GpuMode;
 
 use crate::onchain::{OnChainConfig, OnChainNode};
 use crate::{AppState, NodeSettings};
@@ -46,6 +49,7 @@ const DEPOSIT_TTL: Duration = Duration::from_secs(30);
 pub struct Node {
     settings: NodeSettings,
     attester: Arc<dyn Attester>,
+    gpu: Option<Arc<dyn GpuEvidence>>,
     engine: Arc<dyn Engine>,
     key: Arc<EnclaveKey>,
 }
@@ -67,7 +71,8 @@ impl Node {
     }
 
     /// Picks the evidence source (dstack, then configfs-tsm, then, only with
-    /// `dev_simulated_tee`, the simulator), builds the engine (the built-in GGUF engine for
+    /// `dev_simulated_tee`, the simulator) and the GPU evidence source (setting `gpu`), builds the
+    /// engine (the built-in GGUF engine for
     /// `model`, or the `upstream` server) and makes the signing key ([`crate::start_key`]).
     pub async fn assemble(settings: NodeSettings) -> Result<Self, NodeError> {
         let attester = detect(&DetectOptions {
@@ -77,11 +82,13 @@ impl Node {
         })
         .await
         .map_err(NodeError::Attester)?;
+        let gpu = gpu::select(&settings)?;
         let engine = build_engine(&settings).await?;
         let key = Arc::new(crate::start_key(attester.as_ref()).await);
         Ok(Self {
             settings,
             attester,
+            gpu,
             engine,
             key,
         })
@@ -103,6 +110,7 @@ impl Node {
         let Self {
             settings,
             attester,
+            gpu,
             engine,
             key,
         } = self;
@@ -124,6 +132,9 @@ impl Node {
             Arc::clone(&key),
             settings.node_config(),
         );
+        if let Some(gpu) = gpu {
+            state = state.with_gpu(gpu);
+        }
         let chain = ChainConfig::resolve(settings.chain.as_deref(), &settings.chain_overrides())
             .await
             .map_err(NodeError::Chain)?;

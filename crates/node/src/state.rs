@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use cloister_attest::collect::Attester;
+use cloister_attest::collect::gpu::GpuEvidence;
 use cloister_crypto::EnclaveKey;
 use cloister_crypto::e2ee::{E2eeKeyPair, ENC_LEN, ReplayGuard};
 use cloister_engine::Engine;
@@ -31,6 +32,8 @@ const REPLAY_CAPACITY: usize = 200_000;
 pub struct AppState {
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) attester: Arc<dyn Attester>,
+    /// GPU evidence for reports (`nvidia_payload`); `None`: reports carry none.
+    pub(crate) gpu: Option<Arc<dyn GpuEvidence>>,
     pub(crate) key: Arc<EnclaveKey>,
     /// The E2EE (HPKE X25519) key; its public half is bound into the report by `key`.
     pub(crate) e2ee: Arc<E2eeKeyPair>,
@@ -86,6 +89,7 @@ impl AppState {
         Self {
             engine,
             attester,
+            gpu: None,
             key,
             e2ee,
             aci,
@@ -99,6 +103,13 @@ impl AppState {
     #[must_use]
     pub fn with_billing(mut self, billing: Arc<crate::billing::Billing>) -> Self {
         self.billing = Some(billing);
+        self
+    }
+
+    /// Puts GPU evidence from `gpu` into every attestation report, for the report's nonce.
+    #[must_use]
+    pub fn with_gpu(mut self, gpu: Arc<dyn GpuEvidence>) -> Self {
+        self.gpu = Some(gpu);
         self
     }
 

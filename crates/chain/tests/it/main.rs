@@ -6,6 +6,7 @@
 
 mod deploy;
 mod escrow;
+mod finality;
 mod logscan;
 mod network;
 mod oracle;

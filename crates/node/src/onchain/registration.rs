@@ -50,30 +50,22 @@ pub(super) async fn register(
 ) -> Result<RegistrationOutcome, OnChainError> {
     let operator = config.operator.address();
     let signer = key.address();
-    let rd: ReportData = registry.report_data_for(operator, signer).await?;
-    let evidence = attester.evidence(&rd).await?;
-    let quote = Bytes::from(evidence.quote);
-    let models = registered_models(config);
-    let (action, tx) = match registry.get_node(operator).await {
-        Ok(info) if info.unbonding_ends != 0 => return Err(OnChainError::Unbonding(operator)),
-        Ok(info) => {
-            let tx = registry.reattest(quote).await?;
-            if info.models != models {
-                registry.update_models(&models).await?;
-            }
-            ("reattested", tx)
+    let confirmations = config.chain.confirmations();
+    // Final only under the network's confirmations; a transaction a reorg removed is sent again
+    // (with a fresh quote: the registry binds its own nonce into report_data).
+    let mut attempt = 0;
+    let (action, tx) = loop {
+        attempt += 1;
+        let (action, tx) = send_registration(registry, config, attester, operator, signer).await?;
+        if await_final(registry, tx.tx_hash, confirmations).await? {
+            break (action, tx);
         }
-        Err(ChainError::NotRegistered(_)) => {
-            let stake = match config.stake {
-                Some(s) => s,
-                None => registry.min_stake().await?,
-            };
-            (
-                "registered",
-                registry.register(quote, &config.endpoint, &models, stake).await?,
-            )
+        if attempt >= MAX_REGISTRATION_ATTEMPTS {
+            return Err(OnChainError::RegistrationNotFinal(format!(
+                "{action} transaction removed by a reorg {attempt} times"
+            )));
         }
-        Err(e) => return Err(e.into()),
+        tracing::warn!(tx = %tx.tx_hash, attempt, "the {action} transaction was removed by a reorg; sending it again");
     };
     tracing::info!(%operator, %signer, action, tx = %tx.tx_hash, gas = tx.gas_used, "node on chain");
 
@@ -95,6 +87,78 @@ pub(super) async fn register(
         resigned: resign.resigned,
         rejected: resign.rejected,
     })
+}
+
+/// How many times a registration removed by reorgs is sent before the node gives up.
+const MAX_REGISTRATION_ATTEMPTS: u32 = 3;
+/// How often a registration waiting for its confirmations is looked at.
+const FINALITY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait for a registration to become final.
+const FINALITY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// Sends `register` (first start) or `reattest` (after), with a fresh quote.
+async fn send_registration(
+    registry: &Registry,
+    config: &OnChainConfig,
+    attester: &dyn Attester,
+    operator: alloy_primitives::Address,
+    signer: alloy_primitives::Address,
+) -> Result<(&'static str, cloister_chain::TxOutcome), OnChainError> {
+    let rd: ReportData = registry.report_data_for(operator, signer).await?;
+    let evidence = attester.evidence(&rd).await?;
+    let quote = Bytes::from(evidence.quote);
+    let models = registered_models(config);
+    Ok(match registry.get_node(operator).await {
+        Ok(info) if info.unbonding_ends != 0 => return Err(OnChainError::Unbonding(operator)),
+        Ok(info) => {
+            let tx = registry.reattest(quote).await?;
+            if info.models != models {
+                registry.update_models(&models).await?;
+            }
+            ("reattested", tx)
+        }
+        Err(ChainError::NotRegistered(_)) => {
+            let stake = match config.stake {
+                Some(s) => s,
+                None => registry.min_stake().await?,
+            };
+            (
+                "registered",
+                registry.register(quote, &config.endpoint, &models, stake).await?,
+            )
+        }
+        Err(e) => return Err(e.into()),
+    })
+}
+
+/// Waits until `tx` is final under `confirmations` (true) or a reorg removed it (false). A read
+/// that fails is retried: it never counts as final.
+async fn await_final(
+    registry: &Registry,
+    tx: alloy_primitives::B256,
+    confirmations: u64,
+) -> Result<bool, OnChainError> {
+    let deadline = tokio::time::Instant::now() + FINALITY_TIMEOUT;
+    let mut last_depth = None;
+    loop {
+        match registry.finality(tx, confirmations).await {
+            Ok(cloister_chain::Finality::Final { .. }) => return Ok(true),
+            Ok(cloister_chain::Finality::Dropped) => return Ok(false),
+            Ok(cloister_chain::Finality::Waiting { depth, .. }) => {
+                if last_depth != Some(depth) {
+                    tracing::info!(%tx, depth, confirmations, "registration waiting for confirmations");
+                    last_depth = Some(depth);
+                }
+            }
+            Err(e) => tracing::warn!(%tx, "reading the registration's standing failed (retrying): {e}"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(OnChainError::RegistrationNotFinal(format!(
+                "{tx} not {confirmations} blocks deep within {FINALITY_TIMEOUT:?}"
+            )));
+        }
+        tokio::time::sleep(FINALITY_POLL).await;
+    }
 }
 
 /// The stored, confirmed part of an operator's signer history: valid only for the chain,

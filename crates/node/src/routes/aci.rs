@@ -63,6 +63,8 @@ pub(super) async fn attestation(
                 "quote": hex::encode(&evidence.quote),
                 "quote_report_data": hex::encode(slot),
                 "event_log": evidence.event_log,
+                // dstack: tcb_info (app_compose, the compose hash's preimage), vm_config, app id.
+                "info": evidence.info,
                 "tee": state.attester.tee(),
                 // The node's Cloister identity, for clients holding one of the two (protocol §11).
                 "cloister_signing_address": state.signing_address(),

@@ -93,6 +93,16 @@ pub(super) async fn report(
         Ok(result) => result.map_err(ApiError::Attestation)?,
     };
 
+    // The same nonce as report_data's: one nonce ties the quote and every GPU's measurements to
+    // this request.
+    let nvidia_payload = match &state.gpu {
+        None => None,
+        Some(gpu) => match tokio::time::timeout(limit, gpu.nvidia_payload(&nonce.0)).await {
+            Err(_) => return Err(ApiError::Timeout(limit)),
+            Ok(result) => Some(result.map_err(|e| ApiError::Attestation(e.into()))?),
+        },
+    };
+
     let tee = state.attester.tee();
     let mut info = match evidence.info {
         Value::Object(map) => map,
@@ -130,13 +140,14 @@ pub(super) async fn report(
     info.insert("node_version".to_owned(), Value::from(env!("CARGO_PKG_VERSION")));
     info.insert("tee".to_owned(), Value::from(tee.to_string()));
     info.insert("nonce_source".to_owned(), Value::from(nonce_source));
+    info.insert("gpu".to_owned(), gpu_info(&state));
 
     let report = AttestationReport {
         signing_address: state.signing_address().to_owned(),
         signing_algo: "ecdsa".to_owned(),
         request_nonce: nonce.to_hex(),
         intel_quote: hex::encode(&evidence.quote),
-        nvidia_payload: None,
+        nvidia_payload,
         event_log: evidence.event_log,
         info: Value::Object(info),
         tee: Some(tee),
@@ -151,6 +162,16 @@ pub(super) async fn report(
         Format::Flat => flat,
         Format::Near => near_wrapped(flat, model_name),
     }))
+}
+
+/// `info.gpu`: the GPU evidence source's summary (count, CC mode and ready state, source), or
+/// `{"count": 0}` when reports carry no GPU evidence.
+fn gpu_info(state: &AppState) -> Value {
+    state
+        .gpu
+        .as_ref()
+        .and_then(|gpu| serde_json::to_value(gpu.summary()).ok())
+        .unwrap_or_else(|| json!({ "count": 0 }))
 }
 
 /// `{"model_attestations": [report + "model_name"]}`: NEAR AI cloud's shape. The report's fields

@@ -30,6 +30,10 @@ pub enum NodeError {
     /// No TEE evidence source was found (and simulation was not asked for), or it failed.
     #[error("choosing the TEE evidence source")]
     Attester(#[source] cloister_attest::Error),
+    /// `gpu = required` and no usable GPU evidence source (the source names what is missing: no
+    /// driver, no GPU, CC off, not ready), or a `dev_gpu_replay` file that cannot be used.
+    #[error("GPU evidence (--gpu / setting `gpu`)")]
+    Gpu(#[source] cloister_attest::collect::gpu::GpuError),
     /// Neither `model` nor `upstream` is set.
     #[error(
         "no engine: give --model <gguf path | hf:owner/repo/file.gguf> or --upstream <url> \

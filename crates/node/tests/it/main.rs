@@ -13,6 +13,7 @@ mod common;
 mod concurrency;
 mod e2ee;
 mod errors;
+mod gpu;
 mod limits;
 mod metering;
 mod near_shapes;

@@ -54,6 +54,18 @@ async fn setup() -> Option<Finality> {
         automata_dcap_verifier: None,
     });
     let key = Arc::new(EnclaveKey::generate());
+    // Registration, too, is final only under the confirmations: anvil mines only on demand, so a
+    // miner stands in for the chain's progress while the node waits.
+    let miner_chain = Chain::connect(file.chain_config(), None).await.unwrap();
+    let miner = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            let _: Result<serde_json::Value, _> = miner_chain
+                .provider()
+                .raw_request("anvil_mine".into(), ("0x1",))
+                .await;
+        }
+    });
     let node = OnChainNode::start(
         cfg,
         Arc::new(FixedUsageEngine),
@@ -62,6 +74,21 @@ async fn setup() -> Option<Finality> {
     )
     .await
     .unwrap();
+    miner.abort();
+    let direct_now = Chain::connect(file.chain_config(), None).await.unwrap();
+    let registered_in = direct_now
+        .provider()
+        .get_transaction_receipt(node.registration.tx_hash)
+        .await
+        .unwrap()
+        .and_then(|r| r.block_number)
+        .unwrap();
+    let latest = direct_now.provider().get_block_number().await.unwrap();
+    assert!(
+        latest >= registered_in + CONFIRMATIONS,
+        "start returned with the registration {} blocks deep",
+        latest - registered_in
+    );
     let escrow = node.chain().escrow().unwrap();
     assert_eq!(
         escrow.confirmations(),
