@@ -41,25 +41,13 @@ impl BenchNode {
             timeout: Duration::from_secs(30),
         })
         .await?;
-        let attester = detect(&DetectOptions {
-            dev_simulated: true,
-            ..Default::default()
-        })
-        .await?;
-        let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
         let mut config = cloister_node::NodeConfig::default();
         config.max_concurrent_requests = config.max_concurrent_requests.max(concurrency);
-        let state = cloister_node::AppState::new(Arc::new(engine), attester, key, config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::io("binding the bench node", e))?;
-        let node = listener
-            .local_addr()
-            .map_err(|e| Error::io("the bench node's address", e))?;
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(cloister_node::serve(listener, state, async move {
-            let _ = stop_rx.await;
-        }));
+        let DevNode {
+            addr: node,
+            stop,
+            server,
+        } = DevNode::serve(Arc::new(engine), config).await?;
         Ok(Self {
             upstream,
             node,
@@ -72,5 +60,43 @@ impl BenchNode {
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.server.await;
+    }
+}
+
+/// A node over `engine` with the simulated TEE, serving on a free loopback port until `stop` fires:
+/// the shared start of [`BenchNode`] and the engine bench's node.
+pub(crate) struct DevNode {
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// Fire to shut it down.
+    pub(crate) stop: tokio::sync::oneshot::Sender<()>,
+    /// The server task.
+    pub(crate) server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl DevNode {
+    /// Starts it.
+    pub(crate) async fn serve(
+        engine: Arc<dyn cloister_engine::Engine>,
+        config: cloister_node::NodeConfig,
+    ) -> Result<Self> {
+        let attester = detect(&DetectOptions {
+            dev_simulated: true,
+            ..Default::default()
+        })
+        .await?;
+        let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
+        let state = cloister_node::AppState::new(engine, attester, key, config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::io("binding the bench node", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("the bench node's address", e))?;
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(cloister_node::serve(listener, state, async move {
+            let _ = stop_rx.await;
+        }));
+        Ok(Self { addr, stop, server })
     }
 }

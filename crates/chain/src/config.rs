@@ -122,16 +122,20 @@ impl DevnetFile {
 
     /// Writes it as pretty JSON.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let text = serde_json::to_string_pretty(self).map_err(|source| ChainError::ConfigJson {
-            path: path.display().to_string(),
-            source,
-        })?;
-        std::fs::write(path, text + "\n").map_err(|source| ChainError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+        write_pretty(self, path.as_ref())
     }
+}
+
+/// Writes `value` to `path` as pretty JSON with a final newline.
+fn write_pretty<T: Serialize>(value: &T, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|source| ChainError::ConfigJson {
+        path: path.display().to_string(),
+        source,
+    })?;
+    std::fs::write(path, text + "\n").map_err(|source| ChainError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -144,15 +148,7 @@ fn read(path: &Path) -> Result<String> {
 impl ChainConfig {
     /// Writes it as pretty JSON (the chain file `--chain` reads).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let text = serde_json::to_string_pretty(self).map_err(|source| ChainError::ConfigJson {
-            path: path.display().to_string(),
-            source,
-        })?;
-        std::fs::write(path, text + "\n").map_err(|source| ChainError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+        write_pretty(self, path.as_ref())
     }
 
     /// Reads a chain configuration: either a `devnet.json` ([`DevnetFile`]) or a flat

@@ -30,7 +30,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloister_attest::collect::{DetectOptions, detect};
 use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine};
 use cloister_types::wire::{CHAT_COMPLETIONS_PATH, HEALTH_PATH, JSON_CONTENT_TYPE, SSE_DONE};
 use futures::StreamExt;
@@ -113,24 +112,8 @@ impl ServedBuiltin {
         config.ctx_per_slot = shape.ctx_per_slot;
         let engine = BuiltinEngine::load_async(config).await?;
         let model_id = engine.model_id().to_owned();
-        let attester = detect(&DetectOptions {
-            dev_simulated: true,
-            ..Default::default()
-        })
-        .await?;
-        let key = Arc::new(cloister_node::start_key(attester.as_ref()).await);
-        let config = cloister_node::NodeConfig::default();
-        let state = cloister_node::AppState::new(Arc::new(engine), attester, key, config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::io("binding the bench node", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("the bench node's address", e))?;
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(cloister_node::serve(listener, state, async move {
-            let _ = stop_rx.await;
-        }));
+        let crate::node::DevNode { addr, stop, server } =
+            crate::node::DevNode::serve(Arc::new(engine), cloister_node::NodeConfig::default()).await?;
         Ok(Self {
             addr,
             model_id,
