@@ -89,6 +89,15 @@ async fn replayed_h100_evidence_verifies_for_its_nonce_only() {
     assert_eq!(r.info["gpu"]["count"], 8, "{}", r.info);
     assert_eq!(r.info["gpu"]["source"], "replay");
     assert_eq!(r.info["gpu"]["arch"], "HOPPER");
+    let metrics = crate::common::get_text(&http, format!("{}{}", node.url(), wire::METRICS_PATH)).await;
+    assert!(
+        metrics.contains("cloister_gpus{source=\"replay\"} 8"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cloister_gpu_cc_mode{mode=\"unknown\"} 1"),
+        "{metrics}"
+    );
     let payload: serde_json::Value = serde_json::from_str(r.nvidia_payload.as_deref().unwrap()).unwrap();
     assert_eq!(payload["nonce"], CAPTURED_NONCE);
     let v = verify_report(&r, &captured, None, CAPTURED_AT, &policy);
@@ -128,6 +137,8 @@ async fn without_gpu_evidence_the_report_has_none_and_says_so() {
     let n = Nonce([7; 32]);
     let r = report(&http, &node.url(), &n).await;
     assert!(r.nvidia_payload.is_none());
+    let metrics = crate::common::get_text(&http, format!("{}{}", node.url(), wire::METRICS_PATH)).await;
+    assert!(metrics.contains("cloister_gpus{source=\"none\"} 0"), "{metrics}");
     assert_eq!(r.info["gpu"]["count"], 0);
     let v = verify_report(
         &r,
