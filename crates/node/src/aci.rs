@@ -50,6 +50,17 @@ pub(crate) struct AciService {
     key_id: String,
     e2ee_public_key: [u8; 32],
     receipts: Mutex<ExpiringCache<StoredReceipt>>,
+    /// The keyset of the current `not_after` as JSON, and its digest: it changes once a day, while
+    /// every response's `X-ACI-Keyset-Digest` and every receipt name it.
+    current: Mutex<Option<CurrentKeyset>>,
+}
+
+/// The keyset for one `not_after`, canonicalized and hashed once.
+#[derive(Clone, Debug)]
+struct CurrentKeyset {
+    not_after: u64,
+    json: Value,
+    digest: String,
 }
 
 impl std::fmt::Debug for AciService {
@@ -70,6 +81,7 @@ impl AciService {
             key_id,
             e2ee_public_key,
             receipts: Mutex::new(ExpiringCache::new(ttl, max)),
+            current: Mutex::new(None),
         }
     }
 
@@ -77,7 +89,7 @@ impl AciService {
     pub(crate) fn keyset(&self, now_unix: u64) -> WorkloadKeyset {
         WorkloadKeyset {
             subject: None,
-            not_after: (now_unix / SECONDS_PER_DAY + LIFETIME_DAYS) * SECONDS_PER_DAY,
+            not_after: not_after(now_unix),
             receipt_signing_keys: vec![KeyEntry {
                 key_id: self.key_id.clone(),
                 algo: ED25519.to_owned(),
@@ -94,10 +106,33 @@ impl AciService {
 
     /// The keyset at `now_unix` as JSON, and its digest.
     pub(crate) fn keyset_json(&self, now_unix: u64) -> (Value, String) {
-        let value = serde_json::to_value(self.keyset(now_unix)).unwrap_or(Value::Null);
+        let current = self.current(now_unix);
+        (current.json, current.digest)
+    }
+
+    /// The keyset digest at `now_unix` (`X-ACI-Keyset-Digest`).
+    pub(crate) fn keyset_digest(&self, now_unix: u64) -> String {
+        self.current(now_unix).digest
+    }
+
+    /// The keyset of `now_unix`'s `not_after`, built and hashed only when that day's is not held.
+    fn current(&self, now_unix: u64) -> CurrentKeyset {
+        let mut held = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = held.as_ref().filter(|c| c.not_after == not_after(now_unix)) {
+            return current.clone();
+        }
+        let keyset = self.keyset(now_unix);
+        let not_after = keyset.not_after;
+        let json = serde_json::to_value(keyset).unwrap_or(Value::Null);
         // Strings and integers only: the canonical form exists.
-        let digest = keyset_digest(&value).unwrap_or_default();
-        (value, digest)
+        let digest = keyset_digest(&json).unwrap_or_default();
+        let current = CurrentKeyset {
+            not_after,
+            json,
+            digest,
+        };
+        *held = Some(current.clone());
+        current
     }
 
     /// Issues and stores the receipt for exchange `id` whose signature text (`sha256(request)
@@ -109,7 +144,7 @@ impl AciService {
             return;
         };
         let now = crate::unix_now();
-        let (_, digest) = self.keyset_json(now);
+        let digest = self.keyset_digest(now);
         let (request, response) = (format!("sha256:{request}"), format!("sha256:{response}"));
         let document = sign_receipt(
             &ReceiptInput {
@@ -142,6 +177,11 @@ impl AciService {
     fn store(&self) -> std::sync::MutexGuard<'_, ExpiringCache<StoredReceipt>> {
         self.receipts.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The keyset's expiry at `now_unix`: midnight UTC, 7 to 8 days ahead.
+fn not_after(now_unix: u64) -> u64 {
+    (now_unix / SECONDS_PER_DAY + LIFETIME_DAYS) * SECONDS_PER_DAY
 }
 
 /// SHA-256 of a bearer token, the form a receipt's credential binding is kept in (§7.6).

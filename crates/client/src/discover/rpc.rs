@@ -91,13 +91,7 @@ impl<'a> Rpc<'a> {
 
     /// The endpoint's chain id.
     pub(super) async fn chain_id(&self) -> Result<u64, DiscoverError> {
-        const METHOD: &str = "eth_chainId";
-        let result = self.request(METHOD, json!([])).await?;
-        let text = result.as_str().ok_or_else(|| malformed(METHOD, "not a string"))?;
-        let digits = text
-            .strip_prefix("0x")
-            .ok_or_else(|| malformed(METHOD, "not 0x-prefixed"))?;
-        u64::from_str_radix(digits, 16).map_err(|e| malformed(METHOD, e.to_string()))
+        self.quantity("eth_chainId").await
     }
 
     /// `eth_call` of `call` on `to` at the latest block, its answer ABI-decoded.
@@ -111,15 +105,19 @@ impl<'a> Rpc<'a> {
         C::abi_decode_returns(&bytes).map_err(|e| malformed(C::SIGNATURE, e.to_string()))
     }
 
-    /// The latest block number.
-    pub(super) async fn block_number(&self) -> Result<u64, DiscoverError> {
-        const METHOD: &str = "eth_blockNumber";
-        let result = self.request(METHOD, json!([])).await?;
-        let text = result.as_str().ok_or_else(|| malformed(METHOD, "not a string"))?;
+    /// A parameterless method whose answer is a `0x` hex quantity.
+    async fn quantity(&self, method: &'static str) -> Result<u64, DiscoverError> {
+        let result = self.request(method, json!([])).await?;
+        let text = result.as_str().ok_or_else(|| malformed(method, "not a string"))?;
         let digits = text
             .strip_prefix("0x")
-            .ok_or_else(|| malformed(METHOD, "not 0x-prefixed"))?;
-        u64::from_str_radix(digits, 16).map_err(|e| malformed(METHOD, e.to_string()))
+            .ok_or_else(|| malformed(method, "not 0x-prefixed"))?;
+        u64::from_str_radix(digits, 16).map_err(|e| malformed(method, e.to_string()))
+    }
+
+    /// The latest block number.
+    pub(super) async fn block_number(&self) -> Result<u64, DiscoverError> {
+        self.quantity("eth_blockNumber").await
     }
 
     /// Every log of `address` with first topic `topic0` in `range`, in the endpoint's order.

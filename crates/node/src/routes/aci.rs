@@ -101,7 +101,7 @@ pub(super) async fn receipt(
 /// inference answer (the completion id, which names its receipt).
 pub(super) async fn headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
-    let (_, digest) = state.aci.keyset_json(crate::unix_now());
+    let digest = state.aci.keyset_digest(crate::unix_now());
     let h = response.headers_mut();
     h.insert(ACI_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
     if let Ok(v) = HeaderValue::from_str(&digest) {
