@@ -15,6 +15,9 @@ import {IQuoteVerifier} from "./IQuoteVerifier.sol";
 ///         that signs vouchers (Escrow) and results (InferenceOracle). Operators stake the stake token;
 ///         deregistering starts an unbonding delay during which the owner can still slash.
 /// @dev TCB statuses use Automata's numbering (see IQuoteVerifier); none is accepted by default.
+///      Measurement allowlist changes are timelocked (see "measurement governance" below): the owner
+///      announces a change, anyone applies it once `measurementDelay` has passed, the owner may cancel
+///      it before then. Operators and clients list pending changes with `pendingMeasurements`.
 contract NodeRegistry is Ownable2Step {
     using SafeERC20 for IERC20;
 
@@ -23,6 +26,14 @@ contract NodeRegistry is Ownable2Step {
         string id;
         uint256 inputPrice;
         uint256 outputPrice;
+    }
+
+    /// @notice An announced, not yet applied change to the measurement allowlist.
+    /// @dev `eta` is never zero for a pending change (it is at least the announcing block's time).
+    struct PendingMeasurement {
+        bytes32 measurement;
+        bool allowed;
+        uint64 eta;
     }
 
     /// @notice Everything known about a node.
@@ -48,6 +59,11 @@ contract NodeRegistry is Ownable2Step {
     uint256 public constant MAX_ENDPOINT_LENGTH = 256;
     /// @notice Most nodes `listNodes` returns per call.
     uint256 public constant MAX_PAGE = 100;
+    /// @notice Most measurement changes pending at once (bounds `pendingMeasurements`).
+    uint256 public constant MAX_PENDING_MEASUREMENTS = 32;
+    /// @notice Longest `measurementDelay` (keeps `block.timestamp + delay` far from overflow and
+    ///         governance from locking itself out).
+    uint64 public constant MAX_MEASUREMENT_DELAY = 365 days;
 
     /// @notice Token staked by operators.
     IERC20 public immutable stakeToken;
@@ -60,6 +76,12 @@ contract NodeRegistry is Ownable2Step {
     uint256 public minStake;
     /// @notice A node is active only while `attestedAt + maxAge >= block.timestamp`.
     uint64 public maxAge;
+    /// @notice Least time between announcing a measurement allowlist change and applying it.
+    uint64 public measurementDelay;
+    /// @notice A pending lowering of `measurementDelay` (zero `eta`: none); see `announceMeasurementDelay`.
+    uint64 public pendingMeasurementDelay;
+    /// @notice When `pendingMeasurementDelay` may be applied (zero: nothing pending).
+    uint64 public pendingMeasurementDelayEta;
 
     /// @notice Allowlisted measurement digests.
     mapping(bytes32 measurement => bool allowed) public measurementAllowed;
@@ -68,11 +90,19 @@ contract NodeRegistry is Ownable2Step {
     /// @notice Number of successful attestations (register or reattest) per operator; part of the nonce.
     mapping(address operator => uint256 count) public attestCount;
 
+    PendingMeasurement[] private _pending;
+    mapping(bytes32 measurement => uint256 indexPlusOne) private _pendingIndex;
+
     mapping(address operator => NodeInfo) private _nodes;
     address[] private _operators;
     mapping(address operator => uint256 indexPlusOne) private _index;
 
     event MeasurementSet(bytes32 indexed measurement, bool allowed);
+    event MeasurementChangeAnnounced(bytes32 indexed measurement, bool allowed, uint64 eta);
+    event MeasurementChangeCancelled(bytes32 indexed measurement);
+    event MeasurementDelaySet(uint64 delay);
+    event MeasurementDelayChangeAnnounced(uint64 delay, uint64 eta);
+    event MeasurementDelayChangeCancelled(uint64 delay);
     event TcbStatusSet(uint8 status, bool accepted);
     event MaxAgeSet(uint64 maxAge);
     event VerifierSet(address indexed verifier);
@@ -118,6 +148,20 @@ contract NodeRegistry is Ownable2Step {
     error ZeroAddress();
     /// @notice `listNodes` limit above MAX_PAGE.
     error PageTooLarge(uint256 limit);
+    /// @notice A change for this measurement is already pending (execute or cancel it first).
+    error ChangeAlreadyPending(bytes32 measurement);
+    /// @notice No change is pending for this measurement.
+    error NoPendingChange(bytes32 measurement);
+    /// @notice The pending change may be applied only from `eta`.
+    error TooEarly(uint64 eta);
+    /// @notice MAX_PENDING_MEASUREMENTS changes are already pending.
+    error TooManyPendingChanges();
+    /// @notice A delay above MAX_MEASUREMENT_DELAY.
+    error DelayTooLong(uint64 delay);
+    /// @notice A lowering of `measurementDelay` is already pending.
+    error DelayChangeAlreadyPending();
+    /// @notice No lowering of `measurementDelay` is pending.
+    error NoPendingDelayChange();
 
     /// @param owner_ Governance (Ownable2Step).
     /// @param stakeToken_ Token staked by operators.
@@ -125,15 +169,21 @@ contract NodeRegistry is Ownable2Step {
     /// @param minStake_ Least stake to register.
     /// @param maxAge_ Longest time an attestation keeps a node active.
     /// @param unbondingDelay_ Delay between deregistration and stake withdrawal.
+    /// @param measurementDelay_ Timelock on measurement allowlist changes (0 on dev chains: announce and
+    ///        execute in one block).
     constructor(
         address owner_,
         IERC20 stakeToken_,
         IQuoteVerifier verifier_,
         uint256 minStake_,
         uint64 maxAge_,
-        uint64 unbondingDelay_
+        uint64 unbondingDelay_,
+        uint64 measurementDelay_
     ) Ownable(owner_) {
         if (address(stakeToken_) == address(0) || address(verifier_) == address(0)) revert ZeroAddress();
+        if (measurementDelay_ > MAX_MEASUREMENT_DELAY) revert DelayTooLong(measurementDelay_);
+        measurementDelay = measurementDelay_;
+        emit MeasurementDelaySet(measurementDelay_);
         stakeToken = stakeToken_;
         verifier = verifier_;
         minStake = minStake_;
@@ -144,13 +194,100 @@ contract NodeRegistry is Ownable2Step {
         emit MaxAgeSet(maxAge_);
     }
 
-    // ---------------------------------------------------------------- governance
+    // ---------------------------------------------------------------- measurement governance
 
-    /// @notice Allows or disallows a measurement digest.
-    function setMeasurement(bytes32 measurement, bool allowed) external onlyOwner {
-        measurementAllowed[measurement] = allowed;
-        emit MeasurementSet(measurement, allowed);
+    /// @notice Announces that `measurement` will be allowed (or disallowed) from
+    ///         `eta = block.timestamp + measurementDelay`. At most one change per measurement is pending;
+    ///         at most MAX_PENDING_MEASUREMENTS in all.
+    function announceMeasurement(bytes32 measurement, bool allowed) external onlyOwner {
+        if (_pendingIndex[measurement] != 0) revert ChangeAlreadyPending(measurement);
+        if (_pending.length >= MAX_PENDING_MEASUREMENTS) revert TooManyPendingChanges();
+        uint64 eta = uint64(block.timestamp) + measurementDelay;
+        _pending.push(PendingMeasurement(measurement, allowed, eta));
+        _pendingIndex[measurement] = _pending.length;
+        emit MeasurementChangeAnnounced(measurement, allowed, eta);
     }
+
+    /// @notice Applies the pending change for `measurement` (anyone may call, from its `eta`; with a
+    ///         zero delay, in the announcing block). Emits `MeasurementSet`.
+    function executeMeasurement(bytes32 measurement) external {
+        uint256 ip1 = _pendingIndex[measurement];
+        if (ip1 == 0) revert NoPendingChange(measurement);
+        PendingMeasurement memory p = _pending[ip1 - 1];
+        if (block.timestamp < p.eta) revert TooEarly(p.eta);
+        _removePending(measurement, ip1);
+        measurementAllowed[measurement] = p.allowed;
+        emit MeasurementSet(measurement, p.allowed);
+    }
+
+    /// @notice Drops the pending change for `measurement` (owner, any time before it is executed).
+    function cancelMeasurement(bytes32 measurement) external onlyOwner {
+        uint256 ip1 = _pendingIndex[measurement];
+        if (ip1 == 0) revert NoPendingChange(measurement);
+        _removePending(measurement, ip1);
+        emit MeasurementChangeCancelled(measurement);
+    }
+
+    /// @notice Changes `measurementDelay`. Raising (or keeping) it applies at once and drops any pending
+    ///         lowering; lowering it is itself timelocked by the current delay: it is recorded as
+    ///         `pendingMeasurementDelay`, applied by `executeMeasurementDelay` from
+    ///         `block.timestamp + measurementDelay`, and may be cancelled. Changes announced before a
+    ///         delay change keep their eta.
+    function announceMeasurementDelay(uint64 delay) external onlyOwner {
+        if (delay > MAX_MEASUREMENT_DELAY) revert DelayTooLong(delay);
+        if (delay >= measurementDelay) {
+            if (pendingMeasurementDelayEta != 0) {
+                emit MeasurementDelayChangeCancelled(pendingMeasurementDelay);
+                pendingMeasurementDelay = 0;
+                pendingMeasurementDelayEta = 0;
+            }
+            measurementDelay = delay;
+            emit MeasurementDelaySet(delay);
+            return;
+        }
+        if (pendingMeasurementDelayEta != 0) revert DelayChangeAlreadyPending();
+        uint64 eta = uint64(block.timestamp) + measurementDelay;
+        pendingMeasurementDelay = delay;
+        pendingMeasurementDelayEta = eta;
+        emit MeasurementDelayChangeAnnounced(delay, eta);
+    }
+
+    /// @notice Applies the pending lowering of `measurementDelay` (anyone may call, from its eta).
+    function executeMeasurementDelay() external {
+        uint64 eta = pendingMeasurementDelayEta;
+        if (eta == 0) revert NoPendingDelayChange();
+        if (block.timestamp < eta) revert TooEarly(eta);
+        uint64 delay = pendingMeasurementDelay;
+        pendingMeasurementDelay = 0;
+        pendingMeasurementDelayEta = 0;
+        measurementDelay = delay;
+        emit MeasurementDelaySet(delay);
+    }
+
+    /// @notice Drops the pending lowering of `measurementDelay` (owner).
+    function cancelMeasurementDelay() external onlyOwner {
+        if (pendingMeasurementDelayEta == 0) revert NoPendingDelayChange();
+        uint64 delay = pendingMeasurementDelay;
+        pendingMeasurementDelay = 0;
+        pendingMeasurementDelayEta = 0;
+        emit MeasurementDelayChangeCancelled(delay);
+    }
+
+    /// @notice Every pending measurement change (at most MAX_PENDING_MEASUREMENTS), in no fixed order
+    ///         (removing one moves the last into its place).
+    function pendingMeasurements() external view returns (PendingMeasurement[] memory) {
+        return _pending;
+    }
+
+    /// @notice The pending change for `measurement`, if any.
+    function pendingMeasurement(bytes32 measurement) external view returns (bool pending, bool allowed, uint64 eta) {
+        uint256 ip1 = _pendingIndex[measurement];
+        if (ip1 == 0) return (false, false, 0);
+        PendingMeasurement storage p = _pending[ip1 - 1];
+        return (true, p.allowed, p.eta);
+    }
+
+    // ---------------------------------------------------------------- governance
 
     /// @notice Accepts or refuses a TCB status (Automata numbering).
     function setTcbStatus(uint8 status, bool accepted) external onlyOwner {
@@ -365,6 +502,18 @@ contract NodeRegistry is Ownable2Step {
             seen[i] = h;
             n.models.push(models[i]);
         }
+    }
+
+    function _removePending(bytes32 measurement, uint256 indexPlusOne) private {
+        uint256 idx = indexPlusOne - 1;
+        uint256 last = _pending.length - 1;
+        if (idx != last) {
+            PendingMeasurement memory moved = _pending[last];
+            _pending[idx] = moved;
+            _pendingIndex[moved.measurement] = idx + 1;
+        }
+        _pending.pop();
+        delete _pendingIndex[measurement];
     }
 
     function _remove(address operator) private {

@@ -136,7 +136,8 @@ contract AutomataDcapAdapterTest is Fixture {
         automata.set(true, AutomataOutput.encode(4, 2, 0, REAL_FMSPC, body, new string[](0)));
         vm.startPrank(owner);
         registry.setVerifier(adapter);
-        registry.setMeasurement(REAL_MEASUREMENT, true);
+        registry.announceMeasurement(REAL_MEASUREMENT, true);
+        registry.executeMeasurement(REAL_MEASUREMENT);
         vm.stopPrank();
         token.mint(operator, MIN_STAKE);
         vm.startPrank(operator);
@@ -154,7 +155,8 @@ contract AutomataDcapAdapterTest is Fixture {
         automata.set(true, AutomataOutput.encode(4, 2, 0, REAL_FMSPC, body, new string[](0)));
         vm.startPrank(owner);
         registry.setVerifier(adapter);
-        registry.setMeasurement(REAL_MEASUREMENT, true);
+        registry.announceMeasurement(REAL_MEASUREMENT, true);
+        registry.executeMeasurement(REAL_MEASUREMENT);
         vm.stopPrank();
         token.mint(operator, MIN_STAKE);
         vm.startPrank(operator);

@@ -94,7 +94,8 @@ contract NodeRegistryTest is Fixture {
     function test_revert_UnapprovedMeasurement() public {
         fund(operator, MIN_STAKE);
         vm.prank(owner);
-        registry.setMeasurement(SimQuote.MEASUREMENT, false);
+        registry.announceMeasurement(SimQuote.MEASUREMENT, false);
+        registry.executeMeasurement(SimQuote.MEASUREMENT);
         bytes memory q = quoteFor(operator, signer);
         vm.expectRevert(abi.encodeWithSelector(NodeRegistry.UnapprovedMeasurement.selector, SimQuote.MEASUREMENT));
         doRegister(q);
@@ -398,9 +399,10 @@ contract NodeRegistryTest is Fixture {
     function test_governance_setters_and_events() public {
         StubVerifier stub = new StubVerifier();
         vm.startPrank(owner);
+        registry.announceMeasurement(bytes32(uint256(7)), true);
         vm.expectEmit(address(registry));
         emit MeasurementSet(bytes32(uint256(7)), true);
-        registry.setMeasurement(bytes32(uint256(7)), true);
+        registry.executeMeasurement(bytes32(uint256(7)));
         assertTrue(registry.measurementAllowed(bytes32(uint256(7))), "measurement");
         vm.expectEmit(address(registry));
         emit TcbStatusSet(3, true);
@@ -427,7 +429,13 @@ contract NodeRegistryTest is Fixture {
         bytes memory err = abi.encodeWithSelector(Ownable.OwnableUnauthorizedAccount.selector, operator);
         vm.startPrank(operator);
         vm.expectRevert(err);
-        registry.setMeasurement(bytes32(0), true);
+        registry.announceMeasurement(bytes32(0), true);
+        vm.expectRevert(err);
+        registry.cancelMeasurement(bytes32(0));
+        vm.expectRevert(err);
+        registry.announceMeasurementDelay(1);
+        vm.expectRevert(err);
+        registry.cancelMeasurementDelay();
         vm.expectRevert(err);
         registry.setTcbStatus(0, true);
         vm.expectRevert(err);
@@ -450,7 +458,7 @@ contract NodeRegistryTest is Fixture {
 
     function test_revert_constructor_ZeroAddress() public {
         vm.expectRevert(NodeRegistry.ZeroAddress.selector);
-        new NodeRegistry(owner, token, IQuoteVerifier(address(0)), 0, 0, 0);
+        new NodeRegistry(owner, token, IQuoteVerifier(address(0)), 0, 0, 0, 0);
     }
 
     // ------------------------------------------------------------ discovery

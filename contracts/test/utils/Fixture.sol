@@ -43,11 +43,12 @@ abstract contract Fixture is Test {
         client = vm.addr(CLIENT_PK);
         token = new DevToken();
         simVerifier = new SimulatedQuoteVerifier();
-        registry = new NodeRegistry(owner, token, simVerifier, MIN_STAKE, MAX_AGE, UNBONDING);
+        registry = new NodeRegistry(owner, token, simVerifier, MIN_STAKE, MAX_AGE, UNBONDING, 0);
         escrow = new Escrow(token, registry, WITHDRAW_DELAY);
         oracle = new InferenceOracle(token, registry, TIMEOUT);
         vm.startPrank(owner);
-        registry.setMeasurement(SimQuote.MEASUREMENT, true);
+        registry.announceMeasurement(SimQuote.MEASUREMENT, true);
+        registry.executeMeasurement(SimQuote.MEASUREMENT);
         registry.setTcbStatus(0, true);
         vm.stopPrank();
     }

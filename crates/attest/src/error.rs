@@ -177,6 +177,26 @@ pub enum Error {
     /// A derived key was not a valid secp256k1 secret.
     #[error("derived signing key is invalid: {0}")]
     DerivedKey(#[source] cloister_crypto::Error),
+    /// OS measurements JSON did not parse ([`crate::measure::OsMeasurements::from_json`]).
+    #[error("OS measurements are not valid JSON: {0}")]
+    MeasurementJson(#[source] serde_json::Error),
+    /// An OS measurement register is missing or is not 48 bytes of hex.
+    #[error("OS measurement {field}: {reason}")]
+    BadMeasurement {
+        /// The register (`mrtd`, `rtmr0`, `rtmr1`, `rtmr2`).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A report holds no dstack attestation (a quote next to `info.tcb_info.app_compose`).
+    #[error(
+        "the report holds no dstack attestation: no object with a quote (intel_quote or quote) \
+         and info.tcb_info.app_compose"
+    )]
+    NoDstackAttestation,
+    /// An SGX quote was given where a TD's MRTD and RTMRs are needed.
+    #[error("the quote is an SGX quote: it has no MRTD or RTMRs")]
+    NoRtmrs,
     /// A blocking task was cancelled or panicked.
     #[error("background task failed: {0}")]
     Task(String),

@@ -378,12 +378,12 @@ fn mr_config_id_check(mr_config_id: &[u8; 48], compose_hash_hex: &str) -> Check 
             "MR_CONFIG_ID is zero (not used by this dstack version)",
         );
     }
-    let mut want = [0u8; 48];
-    want[0] = 0x01;
+    let mut compose_hash = [0u8; 32];
     // The compose hash was checked to be 32 bytes of hex by `app_identity`.
-    if hex::decode_to_slice(compose_hash_hex, &mut want[1..33]).is_err() {
+    if hex::decode_to_slice(compose_hash_hex, &mut compose_hash).is_err() {
         return Check::fail(EventLogCheck::MrConfigId, "compose hash is not 32 bytes of hex");
     }
+    let want = crate::measure::mr_config_id(&compose_hash);
     if *mr_config_id == want {
         Check::pass(
             EventLogCheck::MrConfigId,

@@ -57,6 +57,7 @@ pub mod eventlog;
 pub mod gpu;
 #[cfg(feature = "fetch")]
 pub mod http;
+pub mod measure;
 pub mod measurements;
 pub mod nras;
 pub mod quote;

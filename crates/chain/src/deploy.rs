@@ -30,6 +30,8 @@ pub struct DeploySpec {
     pub max_age: u64,
     /// `NodeRegistry.unbondingDelay` (seconds).
     pub unbonding_delay: u64,
+    /// `NodeRegistry.measurementDelay` (seconds): the timelock on measurement allowlist changes.
+    pub measurement_delay: u64,
     /// `Escrow.withdrawDelay` (seconds).
     pub withdraw_delay: u64,
     /// `InferenceOracle.timeout` (seconds).
@@ -79,6 +81,7 @@ pub async fn deploy_network(
         spec.min_stake,
         spec.max_age,
         spec.unbonding_delay,
+        spec.measurement_delay,
     )
     .await
     .map_err(from_contract)?;

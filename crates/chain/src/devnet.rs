@@ -277,6 +277,9 @@ pub struct DeployParams {
     pub max_age: u64,
     /// `NodeRegistry.unbondingDelay` (seconds).
     pub unbonding_delay: u64,
+    /// `NodeRegistry.measurementDelay` (seconds). 0 by default: a devnet allowlists a measurement
+    /// in one step ([`crate::Registry::set_measurement`]).
+    pub measurement_delay: u64,
     /// `Escrow.withdrawDelay` (seconds).
     pub withdraw_delay: u64,
     /// `InferenceOracle.timeout` (seconds).
@@ -294,6 +297,7 @@ impl Default for DeployParams {
             min_stake: TOKEN * U256::from(100u64),
             max_age: 24 * 3600,
             unbonding_delay: 3600,
+            measurement_delay: 0,
             withdraw_delay: 60,
             oracle_timeout: 3600,
             mint_per_account: TOKEN * U256::from(1_000_000u64),
@@ -302,7 +306,8 @@ impl Default for DeployParams {
 }
 
 /// Deploys every contract to the chain at `rpc_url` as dev account `governance`, allows the
-/// simulated measurement and TCB status 0 (UpToDate), and mints tokens to the dev accounts.
+/// simulated measurement (with a non-zero `measurement_delay`, only announces it: execute it after
+/// the delay) and TCB status 0 (UpToDate), and mints tokens to the dev accounts.
 pub async fn deploy_devnet(rpc_url: &str, params: &DeployParams) -> Result<DevnetFile> {
     let gov = dev_signer("governance").ok_or(ChainError::BadPrivateKey)?;
     let gov_addr = gov.address();
@@ -319,6 +324,7 @@ pub async fn deploy_devnet(rpc_url: &str, params: &DeployParams) -> Result<Devne
         params.min_stake,
         params.max_age,
         params.unbonding_delay,
+        params.measurement_delay,
     )
     .await
     .map_err(from_contract)?;
@@ -332,7 +338,11 @@ pub async fn deploy_devnet(rpc_url: &str, params: &DeployParams) -> Result<Devne
         .await
         .map_err(from_contract)?;
 
-    send(registry.setMeasurement(simulated_measurement()?, true)).await?;
+    let measurement = simulated_measurement()?;
+    send(registry.announceMeasurement(measurement, true)).await?;
+    if params.measurement_delay == 0 {
+        send(registry.executeMeasurement(measurement)).await?;
+    }
     send(registry.setTcbStatus(0, true)).await?;
 
     let mut accounts = Vec::new();

@@ -56,6 +56,14 @@ pub enum ChainError {
     /// Sending needs a key and none was given.
     #[error("this operation sends a transaction; no private key was given")]
     NoSigner,
+    /// A one-step measurement change on a registry whose changes are timelocked.
+    #[error(
+        "measurement changes are timelocked ({delay}s): announce the change, then execute it after the delay"
+    )]
+    MeasurementTimelocked {
+        /// The registry's `measurementDelay` (seconds).
+        delay: u64,
+    },
     /// A transaction receipt lacked the event it must carry.
     #[error("receipt of {tx_hash} has no {event} event")]
     MissingEvent {

@@ -51,7 +51,9 @@ pub use finality::{Finality, tx_finality};
 pub use logscan::LogScanner;
 pub use network::{Network, SHIPPED_NETWORKS};
 pub use oracle::{Consumer, FulfillOutcome, InferenceRequest, Oracle, OracleRequest, RequestWatcher};
-pub use registry::{ModelPrice, NodeInfo, Registry, SignerHistory};
+pub use registry::{
+    ModelPrice, NodeInfo, PendingChange, PendingDelayChange, Registry, SignerHistory,
+};
 pub use revert::decode_revert;
 pub use token::{Token, format_amount, parse_amount};
 

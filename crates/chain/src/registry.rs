@@ -11,6 +11,10 @@ use crate::logscan::LogScanner;
 use crate::revert::from_contract;
 use crate::{TxOutcome, ensure_allowance, send};
 
+mod governance;
+
+pub use governance::{PendingChange, PendingDelayChange};
+
 /// Page size for [`Registry::list_nodes`] (the contract caps a page).
 const PAGE: u64 = 50;
 
@@ -213,12 +217,6 @@ impl Registry {
     pub async fn withdraw_stake(&self) -> Result<TxOutcome> {
         self.sender()?;
         send(self.inner.withdrawStake()).await
-    }
-
-    /// Governance: allows or disallows a measurement digest.
-    pub async fn set_measurement(&self, measurement: B256, allowed: bool) -> Result<TxOutcome> {
-        self.sender()?;
-        send(self.inner.setMeasurement(measurement, allowed)).await
     }
 
     /// Governance: accepts or refuses a TCB status.

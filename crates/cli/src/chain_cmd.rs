@@ -162,7 +162,7 @@ async fn token_of(chain: &Chain) -> anyhow::Result<Token> {
 
 /// "Now" for delays: the later of the latest block's time and this machine's clock (a devnet mines
 /// no empty blocks, so its latest block can be old).
-async fn chain_now(chain: &Chain) -> anyhow::Result<u64> {
+pub(crate) async fn chain_now(chain: &Chain) -> anyhow::Result<u64> {
     let block = chain.block_timestamp().await?;
     let local = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -181,7 +181,7 @@ fn load_devnet(opts: &ChainOpts) -> anyhow::Result<Option<DevnetFile>> {
     }
 }
 
-async fn chain_config(opts: &ChainOpts) -> anyhow::Result<ChainConfig> {
+pub(crate) async fn chain_config(opts: &ChainOpts) -> anyhow::Result<ChainConfig> {
     let overrides = cloister_chain::ChainOverrides {
         rpc_url: opts.rpc_url.clone(),
         token: opts.token,
@@ -195,7 +195,7 @@ async fn chain_config(opts: &ChainOpts) -> anyhow::Result<ChainConfig> {
         .context("say where the chain is: --chain devnet.json, or --rpc-url with contract addresses")
 }
 
-fn signer_from(
+pub(crate) fn signer_from(
     chain: &ChainOpts,
     key: Option<&str>,
     dev_account: Option<&str>,
@@ -321,6 +321,7 @@ pub(crate) async fn nodes(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
     }
     if nodes.is_empty() {
         println!("no nodes registered in {:#x}", registry.address());
+        crate::governance_cmd::print_pending(&registry, chain_now(&chain).await?).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(token) = token else {
@@ -358,6 +359,7 @@ pub(crate) async fn nodes(cmd: NodesCommand) -> anyhow::Result<ExitCode> {
             models.join(", ")
         );
     }
+    crate::governance_cmd::print_pending(&registry, chain_now(&chain).await?).await?;
     Ok(ExitCode::SUCCESS)
 }
 

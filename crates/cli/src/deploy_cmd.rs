@@ -38,6 +38,9 @@ pub(crate) struct DeployArgs {
     /// Seconds an operator waits to withdraw its stake.
     #[arg(long, default_value_t = 7 * 24 * 3600)]
     pub unbonding_delay: u64,
+    /// Seconds between announcing a measurement allowlist change and applying it (`cloister governance`).
+    #[arg(long, default_value_t = 2 * 24 * 3600)]
+    pub measurement_delay: u64,
     /// Seconds a client waits to withdraw its escrow.
     #[arg(long, default_value_t = 24 * 3600)]
     pub withdraw_delay: u64,
@@ -67,6 +70,7 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
         min_stake,
         max_age: args.max_age,
         unbonding_delay: args.unbonding_delay,
+        measurement_delay: args.measurement_delay,
         withdraw_delay: args.withdraw_delay,
         oracle_timeout: args.oracle_timeout,
     };
@@ -92,7 +96,9 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     println!("deploy block     {}", deployed.config.deploy_block);
     println!("chain file       {}", out.display());
     println!(
-        "next: governance allows measurements and TCB statuses (NodeRegistry.setMeasurement / setTcbStatus); nodes run with --chain {}",
+        "next: governance announces measurements (cloister governance announce --chain {}; they apply after {}s with `governance execute`) and accepts TCB statuses (NodeRegistry.setTcbStatus); nodes run with --chain {}",
+        out.display(),
+        args.measurement_delay,
         out.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -10,6 +10,8 @@ mod chat_cmd;
 mod demo;
 mod demo_chain;
 mod deploy_cmd;
+mod governance_cmd;
+mod measure_cmd;
 mod node_cmd;
 mod proof;
 mod proxy_cmd;
@@ -62,12 +64,18 @@ enum Command {
     /// Nodes registered on chain.
     #[command(subcommand)]
     Nodes(chain_cmd::NodesCommand),
+    /// The timelocked measurement allowlist: list, announce, execute, cancel changes.
+    #[command(subcommand)]
+    Governance(governance_cmd::GovernanceCommand),
     /// Client escrow: deposit, withdraw (after a delay), balance.
     #[command(subcommand)]
     Escrow(chain_cmd::EscrowCommand),
     /// API keys: signed spend authorizations for one node.
     #[command(subcommand)]
     Key(chain_cmd::KeyCommand),
+    /// Compute a dstack app's compose hash, MR_CONFIG_ID and registry measurement digest before
+    /// it boots, or check them against a report.
+    Measure(measure_cmd::MeasureArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -118,8 +126,10 @@ fn main() -> ExitCode {
             Command::Deploy(args) => deploy_cmd::run(args).await,
             Command::Devnet(cmd) => chain_cmd::devnet(cmd).await,
             Command::Nodes(cmd) => chain_cmd::nodes(cmd).await,
+            Command::Governance(cmd) => governance_cmd::run(cmd).await,
             Command::Escrow(cmd) => chain_cmd::escrow(cmd).await,
             Command::Key(cmd) => chain_cmd::key(cmd).await,
+            Command::Measure(args) => measure_cmd::run(args),
         }
     });
     match result {

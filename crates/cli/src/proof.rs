@@ -105,6 +105,7 @@ impl VerifyOpts {
                 url: self.nras_url.clone(),
                 jwks_url: self.nras_jwks_url.clone(),
             }),
+            dev_fixed_nonce: None,
         })
     }
 

@@ -51,6 +51,11 @@ pub(crate) struct ProxyArgs {
     /// measurements governance allows there become the allowlist.
     #[arg(long)]
     pub chain: Option<PathBuf>,
+    /// DEVELOPMENT ONLY: verify every node with this nonce (64 hex) instead of a fresh random one.
+    /// Replayed reports then pass; it exists to check replayed test evidence (`node run
+    /// --dev-gpu-replay`) through the proxy. Never use it in production.
+    #[arg(long)]
+    pub dev_fixed_nonce: Option<String>,
 }
 
 /// Reads the registry named in the chain file at `path`.
@@ -59,6 +64,7 @@ async fn discover_from(path: &Path) -> anyhow::Result<Discovery> {
         cloister_chain::ChainConfig::load(path).with_context(|| format!("reading {}", path.display()))?;
     // From the deployment block, in windows the network's RPC accepts (networks/*.toml).
     let limits = config.log_scan_limits();
+    crate::governance_cmd::log_pending(&config).await;
     let http = cloister_client::default_http_client()?;
     let registry = RegistryConfig {
         rpc_url: config.rpc_url,
@@ -118,10 +124,14 @@ async fn pool(args: &ProxyArgs) -> anyhow::Result<NodePool> {
         accept_tcb: args.accept_tcb.clone(),
         allow_simulated: args.allow_simulated,
         allowed_measurements: args.allowed_measurements.clone(),
+        nonce: args.dev_fixed_nonce.clone(),
         ..VerifyOpts::dev_simulated()
     };
     let mut policy = opts.client_policy(E2eeMode::Required)?;
     policy.verdict_ttl = Duration::from_secs(args.verdict_ttl_secs);
+    if args.dev_fixed_nonce.is_some() {
+        policy.dev_fixed_nonce = Some(opts.nonce().context("--dev-fixed-nonce")?);
+    }
     if let Some(found) = &on_chain
         && args.allowed_measurements.is_none()
     {
@@ -138,6 +148,10 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "!!! are accepted; nothing protects prompts or answers on them. Never use it in production."
         );
+    }
+    if args.dev_fixed_nonce.is_some() {
+        eprintln!("!!! cloister proxy: --dev-fixed-nonce is DEVELOPMENT ONLY: every verification sends the");
+        eprintln!("!!! same nonce, so a replayed (stale) report is accepted as fresh.");
     }
     let pool = pool(&args).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -172,6 +186,7 @@ mod tests {
             pccs: String::new(),
             verdict_ttl_secs: 300,
             chain: None,
+            dev_fixed_nonce: None,
         }
     }
 

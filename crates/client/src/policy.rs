@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cloister_types::Nonce;
 use dcap_qvl::QuoteCollateralV3;
 use serde::Deserialize;
 
@@ -197,6 +198,10 @@ pub struct Policy {
     /// Also send each report's GPU evidence to NRAS and check its signed answer (`NRAS: …`
     /// checks). Default: off (the GPU evidence is still checked locally).
     pub nras: Option<NrasPolicy>,
+    /// DEVELOPMENT ONLY: send this nonce in every verification instead of a fresh random one.
+    /// Freshness is then lost (a replayed report passes); it exists so that replayed test evidence
+    /// (a captured GPU attestation, signed over its captured nonce) can be verified end to end.
+    pub dev_fixed_nonce: Option<Nonce>,
 }
 
 impl Default for Policy {
@@ -209,6 +214,7 @@ impl Default for Policy {
             e2ee: E2eeMode::Required,
             verify_at: None,
             nras: None,
+            dev_fixed_nonce: None,
         }
     }
 }

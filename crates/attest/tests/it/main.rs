@@ -10,6 +10,7 @@ mod corpus;
 
 mod conformance;
 mod gpu;
+mod measure;
 mod measurements;
 mod negative;
 mod nras;

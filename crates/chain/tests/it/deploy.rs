@@ -21,6 +21,7 @@ fn spec(rpc_url: &str, token: alloy::primitives::Address) -> DeploySpec {
         min_stake: U256::from(100u64) * U256::from(1_000_000u64),
         max_age: 24 * 3600,
         unbonding_delay: 7 * 24 * 3600,
+        measurement_delay: 2 * 24 * 3600,
         withdraw_delay: 24 * 3600,
         oracle_timeout: 3600,
     }
@@ -55,6 +56,11 @@ async fn deploys_to_each_network_and_writes_a_chain_file() {
         let reader = cloister_chain::read_provider(dn.rpc_url()).unwrap();
         let registry = NodeRegistry::new(config.registry, &reader);
         assert_eq!(registry.verifier().call().await.unwrap(), deployed.quote_verifier);
+        assert_eq!(
+            registry.measurementDelay().call().await.unwrap(),
+            2 * 24 * 3600,
+            "{name}: the measurement timelock"
+        );
         let adapter = AutomataDcapAdapter::new(deployed.quote_verifier, &reader);
         assert_eq!(
             Some(adapter.automata().call().await.unwrap()),

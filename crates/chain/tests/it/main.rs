@@ -7,6 +7,7 @@
 mod deploy;
 mod escrow;
 mod finality;
+mod governance;
 mod logscan;
 mod network;
 mod oracle;

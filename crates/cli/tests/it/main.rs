@@ -3,6 +3,8 @@
 
 mod commands;
 mod deploy;
+mod governance;
+mod measure;
 mod proxy;
 mod third_party;
 mod verify_quote;

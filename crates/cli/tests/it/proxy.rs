@@ -7,6 +7,7 @@
 //! subprocess ← a recording TCP relay the test owns ← a real `cloister proxy` subprocess ← the
 //! client under test.
 
+mod gpu;
 mod onchain;
 mod stack;
 

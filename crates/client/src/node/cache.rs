@@ -50,7 +50,12 @@ impl NodeClient {
     }
 
     async fn verify_locked(&self) -> Result<Arc<VerifiedNode>> {
-        let proof = self.fetch_proof(Nonce(rand::random())).await?;
+        let nonce = self
+            .inner
+            .policy
+            .dev_fixed_nonce
+            .unwrap_or_else(|| Nonce(rand::random()));
+        let proof = self.fetch_proof(nonce).await?;
         let node = accept(proof, &self.inner.policy);
         match &node {
             Ok(n) => tracing::debug!(node = %self.inner.base, signer = %n.signer_hex, "node verified"),

@@ -188,24 +188,28 @@ pub(super) struct Stack {
 }
 
 pub(super) async fn start_node(dir: &tempfile::TempDir) -> (Proc, String) {
+    start_node_with(dir, &[]).await
+}
+
+/// [`start_node`] with extra `node run` flags.
+pub(super) async fn start_node_with(dir: &tempfile::TempDir, extra: &[&str]) -> (Proc, String) {
     let upstream = start_echo_upstream();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let upstream_url = format!("http://{upstream}/v1");
-    let mut node = Proc::spawn(
-        &[
-            "node",
-            "run",
-            "--upstream",
-            &upstream_url,
-            "--upstream-model",
-            MODEL,
-            "--dev-simulated-tee",
-            "--listen",
-            &listen,
-        ],
-        dir.path().join("node.log"),
-    );
+    let mut args = vec![
+        "node",
+        "run",
+        "--upstream",
+        &upstream_url,
+        "--upstream-model",
+        MODEL,
+        "--dev-simulated-tee",
+        "--listen",
+        &listen,
+    ];
+    args.extend_from_slice(extra);
+    let mut node = Proc::spawn(&args, dir.path().join("node.log"));
     let url = format!("http://{listen}");
     wait_ready(&url, &mut node).await;
     (node, url)
