@@ -50,6 +50,16 @@ pub enum GpuError {
         /// GPUs found.
         count: usize,
     },
+    /// The GPUs run in protected-PCIe (multi-GPU) mode, whose trust also rests on the NVSwitches'
+    /// evidence, and this build does not collect it (that needs NVIDIA's NSCQ library): the GPUs
+    /// are not attested rather than attested without their switches.
+    #[error(
+        "GPUs are in protected-PCIe multi-GPU mode ({count} GPUs): the NVSwitch evidence it needs is not collected by this build"
+    )]
+    ProtectedPcieUnsupported {
+        /// GPUs found.
+        count: usize,
+    },
     /// An NVML call failed.
     #[error("NVML {call}: {detail}")]
     Nvml {
@@ -81,6 +91,10 @@ pub enum CcMode {
     Off,
     /// Developer-tools mode: CC on but debuggable (not for production).
     Devtools,
+    /// Protected PCIe: the GPUs and NVSwitches of a multi-GPU system protected together (the
+    /// per-GPU CC feature reads off in this mode).
+    #[serde(rename = "ppcie")]
+    ProtectedPcie,
 }
 
 /// What a source says about its GPUs: the node puts it in the report's `info.gpu` and `/metrics`.
@@ -106,8 +120,10 @@ impl GpuSummary {
         if count == 0 {
             return Err(GpuError::NoGpu);
         }
-        if self.cc_mode == Some(CcMode::Off) {
-            return Err(GpuError::CcOff { count });
+        match self.cc_mode {
+            Some(CcMode::Off) => return Err(GpuError::CcOff { count }),
+            Some(CcMode::ProtectedPcie) => return Err(GpuError::ProtectedPcieUnsupported { count }),
+            _ => {}
         }
         if self.ready == Some(false) {
             return Err(GpuError::NotReady { count });
@@ -215,6 +231,10 @@ mod tests {
         assert!(s.usable().is_ok());
         s.ready = Some(false);
         assert!(matches!(s.usable(), Err(GpuError::NotReady { count: 2 })));
+        s.cc_mode = Some(CcMode::ProtectedPcie);
+        let err = s.usable().unwrap_err();
+        assert!(matches!(err, GpuError::ProtectedPcieUnsupported { count: 2 }), "{err}");
+        assert!(err.to_string().contains("NVSwitch"), "{err}");
         s.cc_mode = Some(CcMode::Off);
         assert!(matches!(s.usable(), Err(GpuError::CcOff { count: 2 })));
         s.count = 0;
@@ -230,6 +250,10 @@ mod tests {
         assert_eq!(
             serde_json::to_value(CcMode::Devtools).unwrap(),
             serde_json::json!("devtools")
+        );
+        assert_eq!(
+            serde_json::to_value(CcMode::ProtectedPcie).unwrap(),
+            serde_json::json!("ppcie")
         );
     }
 

@@ -4,19 +4,14 @@
 
 use cloister_chain::alloy::providers::Provider as _;
 use cloister_chain::bindings::DevToken;
-use cloister_chain::devnet::{DEV_KEYS, Devnet, DevnetOptions, dev_signer, find_anvil};
+use cloister_chain::devnet::{DEV_KEYS, Devnet, DevnetOptions, dev_signer};
 use cloister_chain::{ChainConfig, wallet_provider};
 
 use crate::cloister;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_writes_a_chain_file_the_other_commands_read() {
-    if find_anvil().is_none() {
-        assert!(
-            std::env::var("CLOISTER_REQUIRE_ANVIL").as_deref() != Ok("1"),
-            "anvil not found and CLOISTER_REQUIRE_ANVIL=1"
-        );
-        eprintln!("skipping: no anvil");
+    if !crate::anvil_available() {
         return;
     }
     let dn = Devnet::spawn(DevnetOptions::default()).await.unwrap();

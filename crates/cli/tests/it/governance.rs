@@ -4,7 +4,7 @@
 //! `nodes list` shows the pending changes after its table.
 
 use cloister_chain::alloy::primitives::B256;
-use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions, find_anvil};
+use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions};
 
 use crate::cloister;
 
@@ -19,12 +19,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn governance_announce_list_execute_cancel() {
-    if find_anvil().is_none() {
-        assert!(
-            std::env::var("CLOISTER_REQUIRE_ANVIL").as_deref() != Ok("1"),
-            "anvil not found and CLOISTER_REQUIRE_ANVIL=1"
-        );
-        eprintln!("skipping: no anvil");
+    if !crate::anvil_available() {
         return;
     }
     let dn = Devnet::spawn(DevnetOptions::default()).await.unwrap();

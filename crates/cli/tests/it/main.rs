@@ -44,6 +44,20 @@ pub fn model_path() -> Option<PathBuf> {
     None
 }
 
+/// Whether anvil is here; false (with a printed reason) when absent and not required, a panic when
+/// `CLOISTER_REQUIRE_ANVIL=1`.
+pub fn anvil_available() -> bool {
+    if cloister_chain::devnet::find_anvil().is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var("CLOISTER_REQUIRE_ANVIL").as_deref() != Ok("1"),
+        "anvil not found and CLOISTER_REQUIRE_ANVIL=1"
+    );
+    eprintln!("skipping: no anvil");
+    false
+}
+
 /// Test doubles served over real sockets for the subprocess tests (the `cloister` binary talks to
 /// them): see [`cloister_testkit::serve_in_thread`].
 pub use cloister_testkit::serve_in_thread;

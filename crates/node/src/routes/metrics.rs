@@ -40,6 +40,7 @@ fn gpu_gauges(state: &AppState, out: &mut String) {
         Some(CcMode::On) => "on",
         Some(CcMode::Off) => "off",
         Some(CcMode::Devtools) => "devtools",
+        Some(CcMode::ProtectedPcie) => "ppcie",
         None => "unknown",
     };
     let _ = writeln!(

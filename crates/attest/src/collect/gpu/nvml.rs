@@ -24,6 +24,8 @@ pub const LIBRARY_NAMES: &[&str] = &["libnvidia-ml.so.1", "libnvidia-ml.so"];
 const CC_FEATURE_ENABLED: u32 = 1;
 /// `NVML_CC_SYSTEM_DEVTOOLS_MODE_ON`.
 const DEVTOOLS_MODE_ON: u32 = 1;
+/// `NVML_CC_SYSTEM_MULTIGPU_PROTECTED_PCIE`.
+const MULTIGPU_PROTECTED_PCIE: u32 = 1;
 
 /// The GPUs of this machine, through NVML.
 #[derive(Debug, Clone)]
@@ -62,11 +64,21 @@ impl NvmlGpuEvidence {
             }
         };
         let count = nvml.device_count().map_err(|e| nvml_error(Some(&nvml), e))?;
-        let state = nvml.cc_state().map_err(|e| nvml_error(Some(&nvml), e))?;
-        let cc_mode = cc_mode(state.cc_feature, state.dev_tools_mode);
+        // R550+ drivers also say whether the system runs in protected-PCIe mode; older ones have
+        // only the per-GPU state.
+        let cc_mode = match nvml.cc_settings() {
+            Ok(s) => cc_mode(s.cc_feature, s.dev_tools_mode, s.multi_gpu_mode),
+            Err(ffi::CallError { code: None, .. }) => {
+                let state = nvml.cc_state().map_err(|e| nvml_error(Some(&nvml), e))?;
+                cc_mode(state.cc_feature, state.dev_tools_mode, 0)
+            }
+            Err(e) => return Err(nvml_error(Some(&nvml), e)),
+        };
         // The ready state means nothing with CC off; NVML may refuse to report it then.
         let ready = match cc_mode {
             CcMode::Off => Some(false),
+            // Not attested in this build either way (see `GpuError::ProtectedPcieUnsupported`).
+            CcMode::ProtectedPcie => nvml.cc_ready().ok(),
             _ => Some(nvml.cc_ready().map_err(|e| nvml_error(Some(&nvml), e))?),
         };
         let arch = if count > 0 {
@@ -87,11 +99,12 @@ impl NvmlGpuEvidence {
     }
 }
 
-/// The CC mode NVML's `ccFeature` and `devToolsMode` describe.
-fn cc_mode(cc_feature: u32, dev_tools_mode: u32) -> CcMode {
-    match (cc_feature, dev_tools_mode) {
-        (CC_FEATURE_ENABLED, DEVTOOLS_MODE_ON) => CcMode::Devtools,
-        (CC_FEATURE_ENABLED, _) => CcMode::On,
+/// The CC mode NVML's `ccFeature`, `devToolsMode` and `multiGpuMode` describe.
+fn cc_mode(cc_feature: u32, dev_tools_mode: u32, multi_gpu_mode: u32) -> CcMode {
+    match (cc_feature, dev_tools_mode, multi_gpu_mode) {
+        (_, _, MULTIGPU_PROTECTED_PCIE) => CcMode::ProtectedPcie,
+        (CC_FEATURE_ENABLED, DEVTOOLS_MODE_ON, _) => CcMode::Devtools,
+        (CC_FEATURE_ENABLED, _, _) => CcMode::On,
         _ => CcMode::Off,
     }
 }
@@ -162,11 +175,16 @@ mod tests {
 
     #[test]
     fn cc_state_and_architecture_names() {
-        assert_eq!(cc_mode(1, 0), CcMode::On);
-        assert_eq!(cc_mode(1, 1), CcMode::Devtools);
-        assert_eq!(cc_mode(0, 0), CcMode::Off);
-        assert_eq!(cc_mode(0, 1), CcMode::Off);
-        assert_eq!(cc_mode(7, 0), CcMode::Off);
+        assert_eq!(cc_mode(1, 0, 0), CcMode::On);
+        assert_eq!(cc_mode(1, 1, 0), CcMode::Devtools);
+        assert_eq!(cc_mode(0, 0, 0), CcMode::Off);
+        assert_eq!(cc_mode(0, 1, 0), CcMode::Off);
+        assert_eq!(cc_mode(7, 0, 0), CcMode::Off);
+        // Protected PCIe: the per-GPU feature reads off, the system mode says PPCIe.
+        assert_eq!(cc_mode(0, 0, 1), CcMode::ProtectedPcie);
+        assert_eq!(cc_mode(1, 0, 1), CcMode::ProtectedPcie);
+        // NVLink encryption (2) is not protected PCIe; the GPUs' own state decides.
+        assert_eq!(cc_mode(1, 0, 2), CcMode::On);
         assert_eq!(arch_name(9), "HOPPER");
         assert_eq!(arch_name(10), "BLACKWELL");
         assert_eq!(arch_name(7), "ARCH_7");

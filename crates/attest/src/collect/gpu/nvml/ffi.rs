@@ -31,6 +31,21 @@ pub(super) struct SystemState {
     pub(super) dev_tools_mode: c_uint,
 }
 
+/// `nvmlSystemConfComputeSettings_v1_t` (R550 and later): the system state plus the multi-GPU mode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct SystemSettings {
+    pub(super) version: c_uint,
+    pub(super) environment: c_uint,
+    pub(super) cc_feature: c_uint,
+    pub(super) dev_tools_mode: c_uint,
+    pub(super) multi_gpu_mode: c_uint,
+}
+
+/// `nvmlSystemConfComputeSettings_v1`: `NVML_STRUCT_VERSION(SystemConfComputeSettings, 1)`, the
+/// struct's size with the version number in the top byte.
+const SYSTEM_SETTINGS_V1: c_uint = (std::mem::size_of::<SystemSettings>() as c_uint) | (1 << 24);
+
 /// `nvmlConfComputeGpuCertificate_t`.
 #[repr(C)]
 #[allow(dead_code)] // Every field is part of the C layout; NVML writes some we do not read.
@@ -133,6 +148,27 @@ impl Nvml {
         // SAFETY: `state` is a valid, writable struct with the C layout (#[repr(C)]).
         check("nvmlSystemGetConfComputeState", unsafe { f(&raw mut state) })?;
         Ok(state)
+    }
+
+    /// `nvmlSystemGetConfComputeSettings`: CC feature, devtools and multi-GPU mode. A driver older
+    /// than R550 lacks it (`CallError` with no code); [`Nvml::cc_state`] is the fallback.
+    pub(super) fn cc_settings(&self) -> Result<SystemSettings, CallError> {
+        let mut settings = SystemSettings {
+            version: SYSTEM_SETTINGS_V1,
+            ..SystemSettings::default()
+        };
+        // SAFETY: prototype `nvmlReturn_t nvmlSystemGetConfComputeSettings(nvmlSystemConfComputeSettings_t *)`.
+        let f = unsafe {
+            self.symbol::<unsafe extern "C" fn(*mut SystemSettings) -> NvmlReturn>(
+                c"nvmlSystemGetConfComputeSettings",
+            )
+        }?;
+        // SAFETY: `settings` is a valid, writable struct with the v1 C layout (#[repr(C)]) and its
+        // `version` field says so, so NVML writes no more than its size.
+        check("nvmlSystemGetConfComputeSettings", unsafe {
+            f(&raw mut settings)
+        })?;
+        Ok(settings)
     }
 
     /// `nvmlSystemGetConfComputeGpusReadyState`: whether the GPUs accept work.
@@ -273,5 +309,16 @@ impl Drop for Nvml {
             // SAFETY: calling the declared prototype; no pointers are passed.
             let _ = unsafe { f() };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_version_is_nvml_h_s() {
+        // nvml.h: nvmlSystemConfComputeSettings_v1 == 0x1000014 (20-byte struct, version 1).
+        assert_eq!(SYSTEM_SETTINGS_V1, 0x0100_0014);
     }
 }
