@@ -9,7 +9,8 @@ import {TdxReport} from "./TdxReport.sol";
 ///         (docs/protocol.md §6) and nothing else. They prove nothing about hardware: the "signature"
 ///         is sha256 of the header and body, which anyone can compute. The constructor refuses to
 ///         deploy anywhere but a local chain (chain id 31337 or 1337).
-/// @dev Layout: u16 LE version 4 at 0, u32 LE tee type 0x81 at 4, QE vendor id `CLOISTER-SIM-QE!` at
+/// @dev Layout: u16 LE version 4 at 0, u32 LE tee type 0x81 at 4, Intel's QE vendor id
+///      (939a7233f79c4ca9940a0db3957f0607, as real quotes: DCAP verifiers refuse it on the signature) at
 ///      12..28, the 584-byte TD report at 48, u32 LE signature-data length at 632, signature data at
 ///      636 = `CLOISTER-SIMULATED-TEE-NOT-SECURE` ‖ sha256(quote[0:632]). TCB status is always 0.
 contract SimulatedQuoteVerifier is IQuoteVerifier {
@@ -22,7 +23,7 @@ contract SimulatedQuoteVerifier is IQuoteVerifier {
     /// @notice The quote is shorter than its layout requires.
     error QuoteTooShort();
 
-    bytes16 internal constant SIM_QE_VENDOR_ID = "CLOISTER-SIM-QE!";
+    bytes16 internal constant SIM_QE_VENDOR_ID = hex"939a7233f79c4ca9940a0db3957f0607";
     bytes internal constant MARKER = "CLOISTER-SIMULATED-TEE-NOT-SECURE"; // 33 bytes
     uint256 internal constant SIGNED_LENGTH = 632; // header + TD 1.0 body
     uint256 internal constant SIG_DATA = 636;

@@ -46,7 +46,7 @@ library SimQuote {
             hex"0200", // attestation key type 2 (u16 LE)
             hex"81000000", // tee type 0x81 (u32 LE)
             hex"00000000", // qe_svn, pce_svn
-            "CLOISTER-SIM-QE!",
+            hex"939a7233f79c4ca9940a0db3957f0607", // Intel's QE vendor id
             new bytes(20)
         );
     }

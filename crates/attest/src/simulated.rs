@@ -17,9 +17,10 @@
 //!
 //! The first 65 bytes (marker, then development signature) are where the devnet's
 //! `SimulatedQuoteVerifier` contract reads them. Anyone can compute the development signature; it
-//! only detects accidental corruption. The QE vendor id is not Intel's, and there is no PCK
-//! certificate and no valid signature, so a DCAP verifier refuses the quote on its own (dcap-qvl:
-//! after parsing it whole, on the vendor id); [`crate::verify::verify_quote`] refuses it earlier and
+//! only detects accidental corruption. The header is a real quote's (Intel's QE vendor id), but there
+//! is no PCK certificate and no valid signature, so a DCAP verifier refuses the quote on its own, on
+//! the signature section (dcap-qvl: after parsing it whole and checking the header and the
+//! collateral, at the PCK certificate chain); [`crate::verify::verify_quote`] refuses it earlier and
 //! by name (the marker) unless the caller passes [`crate::verify::Policy::dev_allow_simulated`].
 //!
 //! ```
@@ -41,8 +42,10 @@ use crate::quote::{self, HEADER_LEN, TD_REPORT10_LEN, TEE_TYPE_TDX};
 /// The ASCII marker at the start of a simulated quote's signature data.
 pub const SIMULATED_MARKER: &[u8] = b"CLOISTER-SIMULATED-TEE-NOT-SECURE";
 
-/// QE vendor id of simulated quotes (ASCII `CLOISTER-SIM-QE!`; Intel's is different).
-pub const SIMULATED_QE_VENDOR_ID: [u8; 16] = *b"CLOISTER-SIM-QE!";
+/// QE vendor id of simulated quotes: Intel's, as in a real quote, so a DCAP verifier gets past the
+/// header and refuses the quote on its signature section. Simulated quotes are recognised by the
+/// marker in their signature data ([`is_simulated`]), never by their header.
+pub const SIMULATED_QE_VENDOR_ID: [u8; 16] = dcap_qvl::INTEL_QE_VENDOR_ID;
 
 /// Intel's certification data type of the QE report certification data (quote v4 signature).
 const CERT_TYPE_QE_REPORT: u16 = 6;
@@ -229,9 +232,9 @@ mod tests {
         assert_eq!(&raw[12..28], &SIMULATED_QE_VENDOR_ID);
     }
 
-    /// dcap-qvl, given real collateral at a time it is valid, parses the quote whole and refuses it
-    /// on a verification step (the QE vendor id), never as undecodable. Needs the corpus; skips
-    /// without it.
+    /// dcap-qvl, given real collateral at a time it is valid, parses the quote whole, accepts its
+    /// header, and refuses it on the signature section (the PCK certificate chain it lacks), never
+    /// as undecodable or for its header. Needs the corpus; skips without it.
     #[test]
     fn dcap_qvl_refuses_it_on_verification_not_on_parsing() {
         let dir =
@@ -255,7 +258,10 @@ mod tests {
             .unwrap_err();
         let text = format!("{err:#}");
         assert!(!text.contains("decode"), "{text}");
-        assert!(text.contains("Unknown QE vendor ID"), "{text}");
+        assert!(!text.contains("vendor"), "{text}");
+        assert!(!text.contains("Unsupported"), "{text}");
+        // dcap-qvl: "Certificate chain is too short in quote" (the empty PCK chain).
+        assert!(text.contains("Certificate chain"), "refused at the PCK chain: {text}");
     }
 
     #[test]
