@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use cloister_types::logscan::{DEFAULT_MAX_LOG_RANGE, LogScanLimits};
 
 use crate::error::{ChainError, Result};
+use crate::fees::{FeeCaps, ResendPolicy, SendPolicy};
 use crate::network::Network;
 
 /// Where the chain is and where the contracts live.
@@ -18,6 +19,10 @@ use crate::network::Network;
 pub struct ChainConfig {
     /// JSON-RPC endpoint.
     pub rpc_url: String,
+    /// More JSON-RPC endpoints of the same chain, tried in order when the one in use fails at the
+    /// transport level (see `docs/networks.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rpc_urls_fallback: Vec<String>,
     /// Chain id the endpoint must report.
     pub chain_id: u64,
     /// Payment and stake token.
@@ -37,6 +42,9 @@ pub struct ChainConfig {
     /// The named network's settings (confirmations, log range, fee caps), when one was named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    /// When a sent transaction counts as stuck and is replaced at a higher fee.
+    #[serde(default, skip_serializing_if = "ResendPolicy::is_default")]
+    pub resend: ResendPolicy,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -102,6 +110,8 @@ impl DevnetFile {
             consumer: self.contracts.consumer,
             deploy_block: 0,
             network: None,
+            rpc_urls_fallback: Vec::new(),
+            resend: ResendPolicy::default(),
         }
     }
 
@@ -220,6 +230,8 @@ impl ChainConfig {
                     consumer: None,
                     deploy_block: 0,
                     network: None,
+                    rpc_urls_fallback: Vec::new(),
+                    resend: ResendPolicy::default(),
                 }
             }
             (None, None) => return Ok(None),
@@ -298,6 +310,29 @@ impl ChainConfig {
         self.network.as_ref().map_or(0, |n| n.confirmations)
     }
 
+    /// Every RPC endpoint, in the order they are tried: `rpc_url`, then `rpc_urls_fallback`.
+    pub fn rpc_urls(&self) -> Vec<&str> {
+        std::iter::once(self.rpc_url.as_str())
+            .chain(self.rpc_urls_fallback.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// The network's EIP-1559 caps; `None` (estimates used as they are) when no network was named.
+    pub fn fee_caps(&self) -> Option<FeeCaps> {
+        self.network.as_ref().map(|n| FeeCaps {
+            max_fee_per_gas: u128::from(n.max_fee_per_gas_wei),
+            max_priority_fee_per_gas: u128::from(n.max_priority_fee_per_gas_wei),
+        })
+    }
+
+    /// What sending follows on this chain: [`ChainConfig::fee_caps`] and [`ChainConfig::resend`].
+    pub fn send_policy(&self) -> SendPolicy {
+        SendPolicy {
+            caps: self.fee_caps(),
+            resend: self.resend,
+        }
+    }
+
     /// Refuses a configuration that lacks (has a zero address for) one of the contracts a node
     /// needs: token, registry, escrow, and the oracle when `oracle` is set.
     pub fn require_node_contracts(&self, oracle: bool) -> Result<()> {
@@ -333,6 +368,8 @@ mod tests {
             consumer: None,
             deploy_block: 0,
             network: None,
+            rpc_urls_fallback: Vec::new(),
+            resend: ResendPolicy::default(),
         };
         std::fs::write(&path, serde_json::to_string(&file).unwrap_or_default())
             .unwrap_or_else(|e| panic!("{e}"));
@@ -406,6 +443,39 @@ mod tests {
     }
 
     #[test]
+    fn fallback_urls_and_resend_are_optional_and_round_trip() {
+        let old = r#"{"rpc_url": "http://127.0.0.1:1", "chain_id": 1,
+            "token": "0x0101010101010101010101010101010101010101",
+            "registry": "0x0202020202020202020202020202020202020202",
+            "escrow": "0x0303030303030303030303030303030303030303",
+            "oracle": "0x0404040404040404040404040404040404040404"}"#;
+        let mut config: ChainConfig = serde_json::from_str(old).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.rpc_urls(), vec!["http://127.0.0.1:1"]);
+        assert_eq!(config.resend, ResendPolicy::default());
+        assert_eq!(config.fee_caps(), None);
+        let json = serde_json::to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !json.contains("rpc_urls_fallback") && !json.contains("resend"),
+            "{json}"
+        );
+        config.rpc_urls_fallback = vec!["http://127.0.0.1:2".into()];
+        config.resend.after_secs = 7;
+        let json = serde_json::to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+        let back: ChainConfig = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.rpc_urls(), vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert_eq!(back.resend.after_secs, 7);
+        let partial: ResendPolicy =
+            serde_json::from_str(r#"{"after_secs": 9}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(partial.max_replacements, ResendPolicy::default().max_replacements);
+        let base = Network::named("base").unwrap_or_else(|e| panic!("{e}"));
+        config.network = Some(base.clone());
+        assert_eq!(
+            config.send_policy().caps.map(|c| c.max_fee_per_gas),
+            Some(u128::from(base.max_fee_per_gas_wei))
+        );
+    }
+
+    #[test]
     fn a_node_needs_its_contracts() {
         let config = ChainConfig {
             rpc_url: String::new(),
@@ -417,6 +487,8 @@ mod tests {
             consumer: None,
             deploy_block: 0,
             network: None,
+            rpc_urls_fallback: Vec::new(),
+            resend: ResendPolicy::default(),
         };
         assert!(config.require_node_contracts(false).is_ok());
         assert!(matches!(

@@ -103,6 +103,8 @@ pub async fn deploy_network(
             consumer: None,
             deploy_block,
             network: Some(network.clone()),
+            rpc_urls_fallback: Vec::new(),
+            resend: crate::ResendPolicy::default(),
         },
         quote_verifier: *verifier.address(),
     })

@@ -144,6 +144,15 @@ pub enum ChainError {
         /// The provider's error.
         message: String,
     },
+    /// The chain's base fee alone is above the network's fee cap: a transaction within the cap
+    /// would never mine, so none is sent.
+    #[error("base fee {base_fee} wei/gas is above the network's max_fee_per_gas_wei cap {cap}: not sending")]
+    BaseFeeAboveCap {
+        /// The latest block's base fee (wei per gas).
+        base_fee: u128,
+        /// The cap (wei per gas).
+        cap: u128,
+    },
     /// The token declares more decimals than an amount can carry.
     #[error("the token declares {0} decimals (at most 77 are supported)")]
     BadDecimals(u8),

@@ -26,11 +26,14 @@ mod deploy;
 pub mod devnet;
 mod error;
 mod escrow;
+mod failover;
+mod fees;
 mod finality;
 mod logscan;
 mod network;
 mod oracle;
 mod registry;
+mod resend;
 mod revert;
 pub mod token;
 
@@ -47,13 +50,13 @@ pub use config::{ChainConfig, ChainOverrides, ContractAddresses, DevAccount, Dev
 pub use deploy::{DeploySpec, Deployment, deploy_network};
 pub use error::{ChainError, Result};
 pub use escrow::{Escrow, PendingWithdrawal, SettleItem, SettleOutcome, SettledVoucher};
+pub use failover::Failover;
+pub use fees::{FeeCaps, Fees, ResendPolicy, SendPolicy, bump, choose_fees};
 pub use finality::{Finality, tx_finality};
 pub use logscan::LogScanner;
 pub use network::{Network, SHIPPED_NETWORKS};
 pub use oracle::{Consumer, FulfillOutcome, InferenceRequest, Oracle, OracleRequest, RequestWatcher};
-pub use registry::{
-    ModelPrice, NodeInfo, PendingChange, PendingDelayChange, Registry, SignerHistory,
-};
+pub use registry::{ModelPrice, NodeInfo, PendingChange, PendingDelayChange, Registry, SignerHistory};
 pub use revert::decode_revert;
 pub use token::{Token, format_amount, parse_amount};
 
@@ -88,26 +91,33 @@ pub fn sign_digest(signer: &PrivateKeySigner, digest: &B256) -> Result<[u8; 65]>
 
 /// A read-only provider for `rpc_url`.
 pub fn read_provider(rpc_url: &str) -> Result<DynProvider> {
-    let url: alloy::transports::http::reqwest::Url = rpc_url
-        .parse()
-        .map_err(|_| ChainError::BadRpcUrl(rpc_url.to_owned()))?;
-    Ok(ProviderBuilder::new().connect_http(url).erased())
+    read_provider_on(Failover::new(&[rpc_url], SendPolicy::default())?)
+}
+
+/// A read-only provider over a [`Failover`] transport (several endpoints).
+pub fn read_provider_on(transport: Failover) -> Result<DynProvider> {
+    Ok(ProviderBuilder::new()
+        .connect_client(transport.into_client())
+        .erased())
 }
 
 /// A provider that signs and sends as `signer`: gas estimation, chain id, and nonces read from
 /// the node's pending count for every transaction. (alloy's default nonce cache skips a nonce
 /// when gas estimation of a reverting call fails, and every later transaction then waits forever.)
 pub fn wallet_provider(rpc_url: &str, signer: PrivateKeySigner) -> Result<DynProvider> {
-    let url: alloy::transports::http::reqwest::Url = rpc_url
-        .parse()
-        .map_err(|_| ChainError::BadRpcUrl(rpc_url.to_owned()))?;
+    wallet_provider_on(Failover::new(&[rpc_url], SendPolicy::default())?, signer)
+}
+
+/// [`wallet_provider`] over a [`Failover`] transport, whose [`SendPolicy`] every transaction this
+/// crate sends through it follows.
+pub fn wallet_provider_on(transport: Failover, signer: PrivateKeySigner) -> Result<DynProvider> {
     Ok(ProviderBuilder::new()
         .disable_recommended_fillers()
         .with_gas_estimation()
         .with_simple_nonce_management()
         .fetch_chain_id()
         .wallet(EthereumWallet::from(signer))
-        .connect_http(url)
+        .connect_client(transport.into_client())
         .erased())
 }
 
@@ -148,9 +158,10 @@ impl Chain {
     /// Connects and checks that the endpoint serves `config.chain_id`.
     pub async fn connect(config: ChainConfig, signer: Option<PrivateKeySigner>) -> Result<Self> {
         let from = signer.as_ref().map(|s| s.address());
+        let transport = Failover::new(&config.rpc_urls(), config.send_policy())?;
         let provider = match signer {
-            Some(signer) => wallet_provider(&config.rpc_url, signer)?,
-            None => read_provider(&config.rpc_url)?,
+            Some(signer) => wallet_provider_on(transport, signer)?,
+            None => read_provider_on(transport)?,
         };
         let actual = provider.get_chain_id().await?;
         if actual != config.chain_id {
@@ -283,14 +294,30 @@ fn nonzero(a: Address, what: &'static str) -> Result<Address> {
     }
 }
 
-/// Sends a prepared call, waits for its receipt, and fails by name if it reverted.
+/// Sends a prepared call, waits for its receipt, and fails by name if it reverted. The fees are
+/// explicit and within the connection's caps ([`fees::choose_fees`]); a transaction without a
+/// receipt after the policy's `resend.after_secs` is replaced (same nonce, fees [`fees::bump`]ed),
+/// and whichever of those mines is the outcome.
 pub(crate) async fn send<P, D>(call: alloy::contract::CallBuilder<P, D>) -> Result<TxOutcome>
 where
-    P: Provider,
+    P: Provider + Clone,
     D: alloy::contract::CallDecoder,
 {
-    let pending = call.send().await.map_err(revert::from_contract)?;
-    let receipt = wait_for_receipt(pending.provider(), *pending.tx_hash()).await?;
+    let provider = call.provider.clone();
+    let policy = failover::failover_of(&provider)
+        .map(|f| *f.policy())
+        .unwrap_or_default();
+    let mut request = call.into_transaction_request();
+    let fees = fees::choose_fees(&provider, policy.caps).await?;
+    request.gas_price = None;
+    request.max_fee_per_gas = Some(fees.max_fee_per_gas);
+    request.max_priority_fee_per_gas = Some(fees.max_priority_fee_per_gas);
+    let first = *provider
+        .send_transaction(request.clone())
+        .await
+        .map_err(|e| revert::from_contract(alloy::contract::Error::TransportError(e)))?
+        .tx_hash();
+    let receipt = resend::wait_or_replace(&provider, request, first, fees, &policy).await?;
     if !receipt.status() {
         return Err(ChainError::TxFailed {
             tx_hash: receipt.transaction_hash,

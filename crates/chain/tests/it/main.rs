@@ -6,6 +6,8 @@
 
 mod deploy;
 mod escrow;
+mod failover;
+mod fees;
 mod finality;
 mod governance;
 mod logscan;
