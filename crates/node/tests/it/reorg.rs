@@ -4,7 +4,8 @@
 //! `evm_revert`, `anvil_reorg`) is noticed and its voucher sent again; one that a reorg moves to
 //! another block is followed there and not sent again. The operator is paid the cumulative amount
 //! exactly once, a further round pays nothing, and the contract itself refuses the voucher again
-//! (`VoucherAlreadySettled`). Without anvil these tests print why and pass, unless
+//! (`VoucherAlreadySettled`). anvil stopped mid-settlement and restarted from its state is caught up
+//! with. Without anvil these tests print why and pass, unless
 //! `CLOISTER_REQUIRE_ANVIL=1`.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use cloister_attest::collect::simulated::SimulatedAttester;
 use cloister_chain::alloy::providers::Provider as _;
-use cloister_chain::devnet::{Devnet, TOKEN};
+use cloister_chain::devnet::{Devnet, DevnetOptions, TOKEN};
 use cloister_chain::{Chain, Escrow, Network, SettleItem};
 use cloister_crypto::EnclaveKey;
 use cloister_node::billing::{Ledger, Voucher};
@@ -26,7 +27,8 @@ const CONFIRMATIONS: u64 = 3;
 
 /// A registered node on a devnet that asks for [`CONFIRMATIONS`], with one metered voucher.
 struct Finality {
-    _anvil: Devnet,
+    /// The chain (taken out to stop and restart it).
+    anvil: Option<Devnet>,
     node: OnChainNode,
     ledger: Arc<Ledger>,
     escrow: Escrow,
@@ -107,7 +109,7 @@ async fn setup() -> Option<Finality> {
     let operator = file.account("operator").unwrap().address;
     let before = direct.token_balance(operator).await.unwrap();
     Some(Finality {
-        _anvil: anvil,
+        anvil: Some(anvil),
         node,
         ledger,
         escrow,
@@ -342,6 +344,72 @@ async fn a_settle_transaction_reorged_out_is_sent_again_and_one_moved_is_followe
     );
     assert_eq!(f.paid().await, f.amount);
     bury(&f, &mut settler).await;
+    f.paid_exactly_once(&mut settler, &voucher).await;
+    f.node.shutdown().await;
+}
+
+/// anvil stopped (its state dumped) while a settle transaction waits for its confirmations, then
+/// restarted from that state on the same port: rounds during the outage fail and change nothing
+/// (the voucher stays unsettled, nothing more is sent), and after the restart the settler follows
+/// its transaction to finality and the operator is paid exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anvil_stopped_mid_settlement_and_restarted_with_its_state_is_caught_up() {
+    let Some(mut f) = setup().await else {
+        return;
+    };
+    let mut settler = Settler::new(f.escrow.clone(), Arc::clone(&f.ledger));
+    let voucher = send(&f, &mut settler).await;
+    let sent = f.ledger.settlements().await.unwrap().len();
+    let state: serde_json::Value = f
+        .direct
+        .provider()
+        .raw_request("anvil_dumpState".into(), ())
+        .await
+        .unwrap();
+    let anvil = f.anvil.take().unwrap();
+    let port: u16 = anvil.rpc_url().rsplit(':').next().unwrap().parse().unwrap();
+    let chain_id = anvil.chain_id();
+    anvil.stop();
+
+    // The chain is unreachable: every round fails, and nothing changes.
+    for _ in 0..2 {
+        let err = settler.round().await.unwrap_err();
+        eprintln!("round during the outage: {err}");
+        assert!(f.pending().await.is_some(), "still unsettled");
+        assert_eq!(
+            f.ledger.settlements().await.unwrap().len(),
+            sent,
+            "nothing sent while the chain was down"
+        );
+    }
+
+    // Back on the same port, from the dumped state.
+    let anvil = Devnet::spawn(DevnetOptions {
+        port: Some(port),
+        chain_id: Some(chain_id),
+        anvil: None,
+    })
+    .await
+    .unwrap();
+    let loaded: bool = f
+        .direct
+        .provider()
+        .raw_request("anvil_loadState".into(), (state,))
+        .await
+        .unwrap();
+    assert!(loaded);
+    f.anvil = Some(anvil);
+    assert_eq!(
+        f.settled_at_tip().await,
+        f.amount,
+        "the restarted chain holds the settlement"
+    );
+    bury(&f, &mut settler).await;
+    assert_eq!(
+        f.ledger.settlements().await.unwrap().len(),
+        sent,
+        "the transaction in flight was followed, not sent again"
+    );
     f.paid_exactly_once(&mut settler, &voucher).await;
     f.node.shutdown().await;
 }
