@@ -261,7 +261,10 @@ mod tests {
         assert!(!text.contains("vendor"), "{text}");
         assert!(!text.contains("Unsupported"), "{text}");
         // dcap-qvl: "Certificate chain is too short in quote" (the empty PCK chain).
-        assert!(text.contains("Certificate chain"), "refused at the PCK chain: {text}");
+        assert!(
+            text.contains("Certificate chain"),
+            "refused at the PCK chain: {text}"
+        );
     }
 
     #[test]

@@ -29,13 +29,16 @@ pub struct RequestOptions {
     pub authorization: Option<String>,
 }
 
-/// What the client needs from a chat request body.
+/// What the client needs from a request body, and the node path it goes to.
 struct RequestHead {
     model: String,
     stream: bool,
+    /// `wire::CHAT_COMPLETIONS_PATH` or `wire::COMPLETIONS_PATH`: the path posted to and bound in
+    /// the E2EE AAD.
+    path: &'static str,
 }
 
-fn parse_request(body: &[u8]) -> Result<RequestHead> {
+fn parse_request(body: &[u8], path: &'static str) -> Result<RequestHead> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| Error::InvalidRequest(format!("the body is not JSON: {e}")))?;
     let model = value
@@ -44,7 +47,7 @@ fn parse_request(body: &[u8]) -> Result<RequestHead> {
         .ok_or_else(|| Error::InvalidRequest("the body has no string `model`".into()))?
         .to_owned();
     let stream = value.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
-    Ok(RequestHead { model, stream })
+    Ok(RequestHead { model, stream, path })
 }
 
 /// A client for one node.
@@ -115,9 +118,10 @@ mod tests {
 
     #[test]
     fn request_head() {
-        let h = parse_request(br#"{"model":"m","stream":true}"#).ok();
+        let path = cloister_types::wire::CHAT_COMPLETIONS_PATH;
+        let h = parse_request(br#"{"model":"m","stream":true}"#, path).ok();
         assert_eq!(h.map(|h| (h.model, h.stream)), Some(("m".to_owned(), true)));
-        assert!(parse_request(b"{}").is_err());
-        assert!(parse_request(b"nope").is_err());
+        assert!(parse_request(b"{}", path).is_err());
+        assert!(parse_request(b"nope", path).is_err());
     }
 }

@@ -59,27 +59,36 @@ impl NodePool {
 
     /// Sends a non-streamed chat to the first node that verifies and answers.
     pub async fn chat(&self, body: Bytes, opts: &RequestOptions) -> Result<VerifiedResponse> {
-        let mut errors = Vec::new();
-        for node in self.order() {
-            match node.chat(body.clone(), opts).await {
-                Ok(r) => return Ok(r),
-                Err(e) if e.is_failover() => {
-                    tracing::warn!(node = %node.url(), code = e.code(), "failing over: {e}");
-                    errors.push((node.url().to_owned(), e));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(collapse(errors))
+        self.first(|node| node.chat(body.clone(), opts)).await
     }
 
     /// Opens a streamed chat on the first node that verifies and starts answering. Once a stream
     /// has started, its errors are the stream's (a half-sent answer cannot move to another node).
     pub async fn chat_stream(&self, body: Bytes, opts: &RequestOptions) -> Result<ChatStream> {
+        self.first(|node| node.chat_stream(body.clone(), opts)).await
+    }
+
+    /// [`NodePool::chat`] for a legacy text completion (`POST /v1/completions`).
+    pub async fn completion(&self, body: Bytes, opts: &RequestOptions) -> Result<VerifiedResponse> {
+        self.first(|node| node.completion(body.clone(), opts)).await
+    }
+
+    /// [`NodePool::chat_stream`] for a streamed legacy text completion (`POST /v1/completions`).
+    pub async fn completion_stream(&self, body: Bytes, opts: &RequestOptions) -> Result<ChatStream> {
+        self.first(|node| node.completion_stream(body.clone(), opts))
+            .await
+    }
+
+    /// The first answer of `send` over the nodes in order, failing over on the errors that allow it.
+    async fn first<'a, T, F, Fut>(&'a self, send: F) -> Result<T>
+    where
+        F: Fn(&'a NodeClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let mut errors = Vec::new();
         for node in self.order() {
-            match node.chat_stream(body.clone(), opts).await {
-                Ok(s) => return Ok(s),
+            match send(node).await {
+                Ok(r) => return Ok(r),
                 Err(e) if e.is_failover() => {
                     tracing::warn!(node = %node.url(), code = e.code(), "failing over: {e}");
                     errors.push((node.url().to_owned(), e));

@@ -38,12 +38,14 @@ use crate::{NodePool, RequestOptions};
 use answer::{error_response, openai_error, stream_item, verified_headers};
 
 /// The proxy's routes over `pool`: `GET /v1/models` (the union of the verified nodes' models),
-/// `POST /v1/chat/completions` (plain or streamed) and `GET /health`. The pool's policy decides
+/// `POST /v1/chat/completions` and `POST /v1/completions` (plain or streamed, each checked the same
+/// way) and `GET /health`. The pool's policy decides
 /// which nodes verify.
 pub fn router(pool: NodePool) -> Router {
     Router::new()
         .route(wire::MODELS_PATH, get(models))
         .route(wire::CHAT_COMPLETIONS_PATH, post(chat))
+        .route(wire::COMPLETIONS_PATH, post(completions))
         .route(wire::HEALTH_PATH, get(|| async { "ok" }))
         .with_state(Arc::new(pool))
 }
@@ -79,6 +81,15 @@ async fn models(State(pool): State<Arc<NodePool>>) -> Response {
 }
 
 async fn chat(State(pool): State<Arc<NodePool>>, headers: HeaderMap, body: Bytes) -> Response {
+    forward(&pool, &headers, body, wire::CHAT_COMPLETIONS_PATH).await
+}
+
+async fn completions(State(pool): State<Arc<NodePool>>, headers: HeaderMap, body: Bytes) -> Response {
+    forward(&pool, &headers, body, wire::COMPLETIONS_PATH).await
+}
+
+/// One request to `path` (chat or text completions), plain or streamed by its `stream` field.
+async fn forward(pool: &NodePool, headers: &HeaderMap, body: Bytes, path: &'static str) -> Response {
     let opts = RequestOptions {
         authorization: headers
             .get(header::AUTHORIZATION)
@@ -93,15 +104,26 @@ async fn chat(State(pool): State<Arc<NodePool>>, headers: HeaderMap, body: Bytes
             "the request body is not JSON",
         );
     };
+    let text = path == wire::COMPLETIONS_PATH;
     if value.get("stream").and_then(|s| s.as_bool()).unwrap_or(false) {
-        chat_stream(&pool, body, &opts).await
+        let opened = if text {
+            pool.completion_stream(body, &opts).await
+        } else {
+            pool.chat_stream(body, &opts).await
+        };
+        chat_stream(opened)
     } else {
-        chat_plain(&pool, body, &opts).await
+        let answered = if text {
+            pool.completion(body, &opts).await
+        } else {
+            pool.chat(body, &opts).await
+        };
+        chat_plain(answered)
     }
 }
 
-async fn chat_plain(pool: &NodePool, body: Bytes, opts: &RequestOptions) -> Response {
-    let r = match pool.chat(body, opts).await {
+fn chat_plain(answered: crate::Result<crate::VerifiedResponse>) -> Response {
+    let r = match answered {
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
@@ -126,8 +148,8 @@ async fn chat_plain(pool: &NodePool, body: Bytes, opts: &RequestOptions) -> Resp
     resp
 }
 
-async fn chat_stream(pool: &NodePool, body: Bytes, opts: &RequestOptions) -> Response {
-    let s = match pool.chat_stream(body, opts).await {
+fn chat_stream(opened: crate::Result<crate::ChatStream>) -> Response {
+    let s = match opened {
         Ok(s) => s,
         Err(e) => return error_response(&e),
     };

@@ -27,21 +27,23 @@
 //! # Ok(()) }
 //! ```
 
+mod completion;
 pub(crate) mod params;
+mod prompt;
 mod template;
 mod text;
 mod worker;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cloister_types::openai::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice, Delta,
-    Usage,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
+    CompletionRequest, Delta, TextCompletion, Usage,
 };
 use futures::StreamExt;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -55,7 +57,7 @@ use tracing::{debug, info};
 use self::params::{GenParams, Sampling};
 use self::template::ChatTemplate;
 use self::worker::{Event, Job, WorkerConfig};
-use crate::{ChunkStream, Engine, Error, ModelCard, Result};
+use crate::{ChunkStream, Engine, Error, ModelCard, Result, TextChunkStream};
 
 /// Tokens per decode call: prompt chunks share it with the running sequences' tokens.
 const N_BATCH: u32 = 512;
@@ -387,25 +389,7 @@ impl BuiltinEngine {
         let params = self.check_request(req)?;
         let inner = Arc::clone(&self.inner);
         let messages = req.messages.clone();
-        let tokenize = move || inner.prompt_tokens(&messages);
-        // Long prompts take a while to tokenize: keep that off the async threads when there are any.
-        let prompt = match tokio::runtime::Handle::try_current() {
-            Ok(handle) => handle
-                .spawn_blocking(tokenize)
-                .await
-                .map_err(|e| Error::Inference(format!("tokenizer task failed: {e}")))??,
-            Err(_) => tokenize()?,
-        };
-        let (events, rx) = unbounded_channel();
-        match self.inner.jobs.try_send(Job {
-            prompt,
-            params,
-            events,
-        }) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(Error::Overloaded(self.inner.config.max_queue)),
-            Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
-        }
+        self.enqueue(move || inner.prompt_tokens(&messages), params).await
     }
 }
 
@@ -431,19 +415,7 @@ impl Inner {
     /// The prompt tokens of a conversation, checked against the slot context.
     fn prompt_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>> {
         let text = self.template.render(messages)?;
-        let tokens = self.tokenize(&text)?;
-        if tokens.is_empty() {
-            return Err(Error::InvalidRequest("the prompt is empty".into()));
-        }
-        let context = self.config.ctx_per_slot as usize;
-        // At least one generated token must fit.
-        if tokens.len() >= context {
-            return Err(Error::ContextOverflow {
-                prompt: tokens.len(),
-                context,
-            });
-        }
-        Ok(tokens)
+        self.fit(self.tokenize(&text)?)
     }
 }
 
@@ -582,5 +554,17 @@ impl Engine for BuiltinEngine {
     async fn stream(&self, req: ChatCompletionRequest) -> Result<ChunkStream> {
         let rx = self.submit(&req).await?;
         Ok(chunk_stream(rx, self.inner.card.id.clone()))
+    }
+
+    async fn complete_text(&self, req: CompletionRequest) -> Result<TextCompletion> {
+        completion::collect(self.stream_text(req).await?).await
+    }
+
+    async fn stream_text(&self, req: CompletionRequest) -> Result<TextChunkStream> {
+        let rx = self.submit_text(&req).await?;
+        Ok(completion::text_stream(chunk_stream(
+            rx,
+            self.inner.card.id.clone(),
+        )))
     }
 }

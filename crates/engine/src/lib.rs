@@ -58,13 +58,20 @@ pub mod upstream;
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use cloister_types::openai::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
+use cloister_types::openai::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CompletionRequest, TextCompletion,
+};
 use futures::Stream;
 
 pub use error::{Error, Result};
 
 /// A stream of chat-completion chunks.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatCompletionChunk>> + Send>>;
+
+/// A stream of text-completion chunks (`text_completion` objects), under the same contract as
+/// [`ChunkStream`] except that there is no role chunk: text in order, `finish_reason` on the last
+/// content chunk, then one chunk with empty `choices` and `usage` set.
+pub type TextChunkStream = Pin<Box<dyn Stream<Item = Result<TextCompletion>> + Send>>;
 
 /// A model an engine serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,4 +95,22 @@ pub trait Engine: Send + Sync {
 
     /// A streamed completion (see the crate docs for the stream contract). `req.stream` is ignored.
     async fn stream(&self, req: ChatCompletionRequest) -> Result<ChunkStream>;
+
+    /// One whole legacy text completion (`/v1/completions`): the raw prompt, no chat template.
+    /// `req.stream` is ignored. Engines that cannot serve it answer [`Error::InvalidRequest`].
+    async fn complete_text(&self, req: CompletionRequest) -> Result<TextCompletion> {
+        Err(text_unsupported(&req))
+    }
+
+    /// A streamed legacy text completion (see [`TextChunkStream`]). `req.stream` is ignored.
+    async fn stream_text(&self, req: CompletionRequest) -> Result<TextChunkStream> {
+        Err(text_unsupported(&req))
+    }
+}
+
+fn text_unsupported(req: &CompletionRequest) -> Error {
+    Error::InvalidRequest(format!(
+        "text completions (/v1/completions) are not supported for model `{}`; use /v1/chat/completions",
+        req.model
+    ))
 }

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod completion;
 pub(crate) mod sse;
 
 use std::collections::VecDeque;
@@ -27,8 +28,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cloister_types::http::{ReadError, read_limited};
 use cloister_types::openai::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta, ModelList, StreamOptions,
-    Usage,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, CompletionRequest, Delta,
+    ModelList, StreamOptions, TextCompletion, Usage,
 };
 use cloister_types::wire;
 use futures::{Stream, StreamExt};
@@ -36,7 +37,7 @@ use serde_json::Value;
 use tracing::debug;
 
 use self::sse::SseParser;
-use crate::{ChunkStream, Engine, Error, ModelCard, Result};
+use crate::{ChunkStream, Engine, Error, ModelCard, Result, TextChunkStream};
 
 /// Largest upstream body (non-streamed answer, model list) or single stream event accepted.
 pub const MAX_UPSTREAM_BODY: usize = 16 << 20;
@@ -161,11 +162,8 @@ impl UpstreamEngine {
         }
     }
 
-    fn post(&self, body: &ChatCompletionRequest) -> reqwest::RequestBuilder {
-        let mut req = self
-            .client
-            .post(wire::api_url(&self.base, wire::CHAT_COMPLETIONS_PATH))
-            .json(body);
+    fn post(&self, path: &str, body: &impl serde::Serialize) -> reqwest::RequestBuilder {
+        let mut req = self.client.post(wire::api_url(&self.base, path)).json(body);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
         }
@@ -468,7 +466,7 @@ impl Engine for UpstreamEngine {
         body.stream = false;
         body.stream_options = None;
         let resp = self
-            .post(&body)
+            .post(wire::CHAT_COMPLETIONS_PATH, &body)
             .timeout(self.timeout)
             .send()
             .await
@@ -486,7 +484,7 @@ impl Engine for UpstreamEngine {
         body.stream = true;
         body.stream_options = Some(StreamOptions { include_usage: true });
         let resp = self
-            .post(&body)
+            .post(wire::CHAT_COMPLETIONS_PATH, &body)
             .header(reqwest::header::ACCEPT, wire::EVENT_STREAM_CONTENT_TYPE)
             .send()
             .await
@@ -494,6 +492,14 @@ impl Engine for UpstreamEngine {
         let resp = check_status(resp).await?;
         let state = Passthrough::new(Box::pin(resp.bytes_stream()), model);
         Ok(Box::pin(futures::stream::unfold(state, Passthrough::next_item)))
+    }
+
+    async fn complete_text(&self, req: CompletionRequest) -> Result<TextCompletion> {
+        self.complete_text_upstream(req).await
+    }
+
+    async fn stream_text(&self, req: CompletionRequest) -> Result<TextChunkStream> {
+        self.stream_text_upstream(req).await
     }
 }
 

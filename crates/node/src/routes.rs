@@ -3,6 +3,7 @@
 mod aci;
 mod attestation;
 mod chat;
+mod completions;
 mod e2ee;
 mod health;
 mod metrics;
@@ -21,8 +22,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cloister_types::wire::{
-    ACI_ATTESTATION_PATH, ACI_RECEIPT_ROUTE, ATTESTATION_REPORT_PATH, CHAT_COMPLETIONS_PATH, HEALTH_PATH,
-    METRICS_PATH, METRICS_V1_PATH, MODELS_PATH, SIGNATURE_ROUTE,
+    ACI_ATTESTATION_PATH, ACI_RECEIPT_ROUTE, ATTESTATION_REPORT_PATH, CHAT_COMPLETIONS_PATH,
+    COMPLETIONS_PATH, HEALTH_PATH, METRICS_PATH, METRICS_V1_PATH, MODELS_PATH, SIGNATURE_ROUTE,
 };
 use http_body::{Frame, SizeHint};
 use tower_http::trace::TraceLayer;
@@ -39,6 +40,7 @@ pub(crate) fn router(state: AppState) -> Router {
     // operator can still see a saturated node.
     let api = Router::new()
         .route(CHAT_COMPLETIONS_PATH, post(chat::chat_completions))
+        .route(COMPLETIONS_PATH, post(completions::completions))
         .route(MODELS_PATH, get(models::list_models))
         .route(ATTESTATION_REPORT_PATH, get(attestation::report))
         .route(SIGNATURE_ROUTE, get(signature::get_signature))

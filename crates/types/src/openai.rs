@@ -1,10 +1,14 @@
-//! OpenAI chat-completions wire types.
+//! OpenAI chat-completions wire types, and legacy text completions ([`CompletionRequest`]).
 //!
 //! Fields this crate does not name are kept in `extra` so a request or an upstream answer passes
 //! through without losing anything.
 
+mod completions;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use self::completions::{CompletionRequest, TextChoice, TextCompletion};
 
 /// `POST /v1/chat/completions` body.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@
 pub const API_PREFIX: &str = "/v1";
 /// OpenAI chat completions (plain or streamed, signed, optionally sealed).
 pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
-/// OpenAI legacy completions (served by some upstreams; not by the node).
+/// OpenAI legacy text completions (plain or streamed, signed, optionally sealed, like chat).
 pub const COMPLETIONS_PATH: &str = "/v1/completions";
 /// OpenAI model list.
 pub const MODELS_PATH: &str = "/v1/models";

@@ -233,7 +233,10 @@ mod tests {
         assert!(matches!(s.usable(), Err(GpuError::NotReady { count: 2 })));
         s.cc_mode = Some(CcMode::ProtectedPcie);
         let err = s.usable().unwrap_err();
-        assert!(matches!(err, GpuError::ProtectedPcieUnsupported { count: 2 }), "{err}");
+        assert!(
+            matches!(err, GpuError::ProtectedPcieUnsupported { count: 2 }),
+            "{err}"
+        );
         assert!(err.to_string().contains("NVSwitch"), "{err}");
         s.cc_mode = Some(CcMode::Off);
         assert!(matches!(s.usable(), Err(GpuError::CcOff { count: 2 })));

@@ -61,7 +61,21 @@ impl NodeClient {
     /// returns the opened, signature-checked answer. An error status from the node is
     /// [`Error::NodeStatus`] with the opened body.
     pub async fn chat(&self, body: Bytes, opts: &RequestOptions) -> Result<VerifiedResponse> {
-        let head = parse_request(&body)?;
+        self.plain(body, opts, wire::CHAT_COMPLETIONS_PATH).await
+    }
+
+    /// [`NodeClient::chat`] for a legacy text completion (`POST /v1/completions`), checked the same way.
+    pub async fn completion(&self, body: Bytes, opts: &RequestOptions) -> Result<VerifiedResponse> {
+        self.plain(body, opts, wire::COMPLETIONS_PATH).await
+    }
+
+    async fn plain(
+        &self,
+        body: Bytes,
+        opts: &RequestOptions,
+        path: &'static str,
+    ) -> Result<VerifiedResponse> {
+        let head = parse_request(&body, path)?;
         if head.stream {
             return Err(Error::InvalidRequest(
                 "a `stream: true` request goes through chat_stream".into(),

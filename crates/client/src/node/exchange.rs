@@ -45,7 +45,7 @@ impl NodeClient {
         let mut node = self.verified().await?;
         let mut retried = false;
         loop {
-            let (resp, keys) = self.send(&node, body, &head.model, opts).await?;
+            let (resp, keys) = self.send(&node, body, head, opts).await?;
             let sent = Sent {
                 node: Arc::clone(&node),
                 resp,
@@ -67,10 +67,11 @@ impl NodeClient {
         &self,
         node: &VerifiedNode,
         body: &Bytes,
-        model: &str,
+        head: &RequestHead,
         opts: &RequestOptions,
     ) -> Result<(reqwest::Response, Option<ClientResponseKeys>)> {
-        let endpoint = format!("{}{}", self.inner.base, wire::CHAT_COMPLETIONS_PATH);
+        let model = head.model.as_str();
+        let endpoint = format!("{}{}", self.inner.base, head.path);
         // Streams: the signature event inline after `[DONE]`, which `stream.rs` requires (the node
         // reads the header only on streams).
         let mut req = self
@@ -98,7 +99,7 @@ impl NodeClient {
                 let model_header = HeaderValue::from_str(model)
                     .map_err(|_| Error::InvalidRequest("the model id is not a valid header value".into()))?;
                 let ts = unix_now();
-                let aad = request_aad("POST", wire::CHAT_COMPLETIONS_PATH, ts, model);
+                let aad = request_aad("POST", head.path, ts, model);
                 // A bound HPKE key implies an ecdsa signer (the binding is EIP-191 signed).
                 let signer = node.signer.address().ok_or(Error::E2eeUnavailable)?;
                 let (sealed, keys) = seal_request(&key.public_key, &signer, body, &aad)?;

@@ -84,7 +84,21 @@ impl NodeClient {
     /// Sends a `stream: true` chat request and returns the answer as it arrives: opened events,
     /// then the end-of-stream proof (end marker, signature from the attested signer).
     pub async fn chat_stream(&self, body: Bytes, opts: &RequestOptions) -> Result<ChatStream> {
-        let head = parse_request(&body)?;
+        self.open_stream(body, opts, wire::CHAT_COMPLETIONS_PATH).await
+    }
+
+    /// [`NodeClient::chat_stream`] for a streamed legacy text completion (`POST /v1/completions`).
+    pub async fn completion_stream(&self, body: Bytes, opts: &RequestOptions) -> Result<ChatStream> {
+        self.open_stream(body, opts, wire::COMPLETIONS_PATH).await
+    }
+
+    async fn open_stream(
+        &self,
+        body: Bytes,
+        opts: &RequestOptions,
+        path: &'static str,
+    ) -> Result<ChatStream> {
+        let head = parse_request(&body, path)?;
         if !head.stream {
             return Err(Error::InvalidRequest(
                 "chat_stream needs a `stream: true` request".into(),

@@ -13,7 +13,9 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
-use cloister_types::openai::{ChatCompletionRequest, Usage};
+use cloister_types::openai::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, TextCompletion, Usage,
+};
 use cloister_types::wire::{
     CHAT_COMPLETIONS_PATH, EVENT_STREAM_CONTENT_TYPE, INLINE_SIGNATURE_HEADER, JSON_CONTENT_TYPE,
     RECEIPT_HEADER, SIGNATURE_HEADER, SIGNATURE_ID_HEADER, SIGNING_ADDRESS_HEADER,
@@ -22,7 +24,7 @@ use cloister_types::{sha256_hex, signature_text};
 use futures::StreamExt as _;
 
 use super::e2ee;
-use super::sse::{Inline, SseStream};
+use super::sse::{Chunks, Inline, SseStream};
 use crate::billing::{Payer, Receipt};
 use crate::error::{ApiError, engine_error_kind};
 use crate::state::AppState;
@@ -35,6 +37,8 @@ pub(super) struct Exchange {
     pub(super) model: String,
     /// The model id as requested (the price key).
     pub(super) requested_model: String,
+    /// The route served (`/v1/chat/completions`, `/v1/completions`), named in the ACI receipt.
+    pub(super) endpoint: &'static str,
     /// Who pays, when billing is on.
     pub(super) payer: Option<Payer>,
     /// When the request arrived.
@@ -48,7 +52,7 @@ impl Exchange {
     pub(super) fn receipt_meta(&self) -> crate::aci::ReceiptMeta<'_> {
         crate::aci::ReceiptMeta {
             model: &self.requested_model,
-            endpoint: CHAT_COMPLETIONS_PATH,
+            endpoint: self.endpoint,
             credential: self.credential,
         }
     }
@@ -84,7 +88,7 @@ pub(super) async fn chat_completions(
     if !e2ee::is_sealed(&headers) {
         return chat(state, &headers, &raw, started).await;
     }
-    let (plaintext, keys) = e2ee::open(&state, &headers, &raw)?;
+    let (plaintext, keys) = e2ee::open(&state, &headers, &raw, CHAT_COMPLETIONS_PATH)?;
     let response = match chat(state, &headers, &plaintext, started).await {
         Ok(response) => response,
         Err(err) => {
@@ -102,26 +106,92 @@ async fn chat(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = serde_json::from_slice(raw).map_err(|e| ApiError::from_json(&e))?;
-    let payer = match &state.billing {
-        Some(billing) => Some(billing.authorize(headers, &req.model).await?),
-        None => None,
-    };
-    let model = state.model_label(&req.model);
-    state.metrics().chat_request(&model, req.stream);
-    let exchange = Exchange {
-        id: completion_id(),
-        model,
-        requested_model: req.model.clone(),
-        payer,
+    let exchange = Exchange::open(
+        &state,
+        headers,
+        &req.model,
+        req.stream,
+        CHAT_COMPLETIONS_PATH,
         started,
-        credential: bearer_token(headers).map(crate::aci::credential_digest),
-    };
+    )
+    .await?;
+    let engine = Arc::clone(&state.engine);
     if req.stream {
-        stream(state, raw, req, exchange, inline_signature(headers)).await
+        let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        let opened = async move { engine.stream(req).await };
+        stream(
+            state,
+            raw,
+            opened,
+            include_usage,
+            exchange,
+            inline_signature(headers),
+        )
+        .await
     } else {
-        complete(state, raw, req, exchange).await
+        complete(state, raw, engine.complete(req), exchange).await
     }
 }
+
+impl Exchange {
+    /// Authorizes the payer (when billing is on), counts the request and names the exchange.
+    pub(super) async fn open(
+        state: &AppState,
+        headers: &HeaderMap,
+        requested_model: &str,
+        stream: bool,
+        endpoint: &'static str,
+        started: Instant,
+    ) -> Result<Self, ApiError> {
+        let payer = match &state.billing {
+            Some(billing) => Some(billing.authorize(headers, requested_model).await?),
+            None => None,
+        };
+        let model = state.model_label(requested_model);
+        state.metrics().chat_request(&model, stream);
+        Ok(Self {
+            id: completion_id(endpoint),
+            model,
+            requested_model: requested_model.to_owned(),
+            endpoint,
+            payer,
+            started,
+            credential: bearer_token(headers).map(crate::aci::credential_digest),
+        })
+    }
+}
+
+/// What signing needs of an answer object: a whole completion or one stream chunk, chat or text.
+pub(super) trait Answer: serde::Serialize + Send + 'static {
+    /// Puts the node's id in place of the engine's.
+    fn set_id(&mut self, id: &str);
+    /// The usage it carries.
+    fn usage(&self) -> Option<Usage>;
+    /// Whether it carries any choice (a usage-only stream chunk does not).
+    fn has_choices(&self) -> bool;
+    /// Drops its usage (a client that did not ask for usage in a stream).
+    fn clear_usage(&mut self);
+}
+
+macro_rules! answer {
+    ($($ty:ty),*) => {$(
+        impl Answer for $ty {
+            fn set_id(&mut self, id: &str) {
+                self.id = id.to_owned();
+            }
+            fn usage(&self) -> Option<Usage> {
+                self.usage
+            }
+            fn has_choices(&self) -> bool {
+                !self.choices.is_empty()
+            }
+            fn clear_usage(&mut self) {
+                self.usage = None;
+            }
+        }
+    )*};
+}
+answer!(ChatCompletion, ChatCompletionChunk, TextCompletion);
 
 /// The bearer token of `Authorization`, if any.
 pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -133,7 +203,7 @@ pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn body_error(state: &AppState, rejection: &BytesRejection) -> ApiError {
+pub(super) fn body_error(state: &AppState, rejection: &BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge {
             limit: state.config.body_limit,
@@ -145,7 +215,7 @@ fn body_error(state: &AppState, rejection: &BytesRejection) -> ApiError {
 
 /// Whether the request asks for the signature event inside the stream: `x-cloister-inline-signature`
 /// set to `1` or `true` (any case). On a sealed request it is read from the outer, clear headers.
-fn inline_signature(headers: &HeaderMap) -> Inline {
+pub(super) fn inline_signature(headers: &HeaderMap) -> Inline {
     let on = headers
         .get(INLINE_SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -154,10 +224,16 @@ fn inline_signature(headers: &HeaderMap) -> Inline {
     if on { Inline::Yes } else { Inline::No }
 }
 
-/// A fresh completion id. The node never reuses an engine's or upstream's id: ids key signatures,
-/// so a colliding or attacker-chosen id must not overwrite another answer's signature.
-fn completion_id() -> String {
-    format!("chatcmpl-{}", hex::encode(rand::random::<[u8; 16]>()))
+/// A fresh completion id (`chatcmpl-`, or `cmpl-` for text completions, then 32 hex). The node never
+/// reuses an engine's or upstream's id: ids key signatures, so a colliding or attacker-chosen id
+/// must not overwrite another answer's signature.
+fn completion_id(endpoint: &str) -> String {
+    let prefix = if endpoint == CHAT_COMPLETIONS_PATH {
+        "chatcmpl"
+    } else {
+        "cmpl"
+    };
+    format!("{prefix}-{}", hex::encode(rand::random::<[u8; 16]>()))
 }
 
 /// Counts an engine failure and wraps it.
@@ -183,25 +259,27 @@ fn set_header(response: &mut Response, name: &'static str, value: &str) -> Resul
     Ok(())
 }
 
-async fn complete(
+/// A whole answer: waits for `answer` (within the request timeout), then meters, signs and sends it.
+pub(super) async fn complete<A: Answer>(
     state: AppState,
     raw: &[u8],
-    req: ChatCompletionRequest,
+    answer: impl Future<Output = cloister_engine::Result<A>>,
     exchange: Exchange,
 ) -> Result<Response, ApiError> {
     let limit = state.config.request_timeout;
-    let mut completion = match tokio::time::timeout(limit, state.engine.complete(req)).await {
+    let mut completion = match tokio::time::timeout(limit, answer).await {
         Err(_) => return Err(timed_out(&state, limit)),
         Ok(result) => result.map_err(|e| engine_failed(&state, e))?,
     };
-    completion.id.clone_from(&exchange.id);
-    if let Some(usage) = &completion.usage {
+    completion.set_id(&exchange.id);
+    let usage = completion.usage();
+    if let Some(usage) = &usage {
         state.metrics().usage(&exchange.model, usage);
     }
     // Serialised once: these bytes are hashed, signed and sent, unchanged.
     let body = serde_json::to_vec(&completion)
         .map_err(|e| ApiError::Internal(format!("serialising a completion: {e}")))?;
-    let receipt = exchange.charge(&state, completion.usage.as_ref()).await?;
+    let receipt = exchange.charge(&state, usage.as_ref()).await?;
     let record = state.sign_and_store(&exchange.id, signature_text(raw, &body), exchange.receipt_meta());
     state.metrics().chat_duration(exchange.started.elapsed());
     tracing::debug!(id = %exchange.id, bytes = body.len(), "completion signed");
@@ -221,20 +299,21 @@ async fn complete(
     Ok(response)
 }
 
-async fn stream(
+/// A streamed answer: opens the engine's stream (`open`) and answers with its SSE body, hashed and
+/// signed as it goes (see `super::sse`).
+pub(super) async fn stream<C: Answer>(
     state: AppState,
     raw: &[u8],
-    req: ChatCompletionRequest,
+    open: impl Future<Output = cloister_engine::Result<Chunks<C>>> + Send + 'static,
+    include_usage: bool,
     exchange: Exchange,
     inline: Inline,
 ) -> Result<Response, ApiError> {
-    let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let limit = state.config.request_timeout;
-    let engine = Arc::clone(&state.engine);
     // Wait for the first chunk before answering: until then a failure can still be an HTTP
     // status (404 unknown model, 502 upstream down) rather than an error event.
     let opened = tokio::time::timeout(limit, async move {
-        let mut chunks = engine.stream(req).await?;
+        let mut chunks = open.await?;
         let first = chunks.next().await.transpose()?;
         Ok::<_, cloister_engine::Error>((chunks, first))
     })
@@ -277,8 +356,9 @@ mod tests {
 
     #[test]
     fn ids_are_fresh_and_well_formed() {
-        let a = completion_id();
-        let b = completion_id();
+        let a = completion_id(CHAT_COMPLETIONS_PATH);
+        let b = completion_id(CHAT_COMPLETIONS_PATH);
+        assert!(completion_id(cloister_types::wire::COMPLETIONS_PATH).starts_with("cmpl-"));
         assert_ne!(a, b);
         let hex_part = a.strip_prefix("chatcmpl-").unwrap_or_default();
         assert_eq!(hex_part.len(), 32);

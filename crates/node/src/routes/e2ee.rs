@@ -1,7 +1,7 @@
-//! The E2EE layer of `POST /v1/chat/completions` (`docs/protocol.md` §8).
+//! The E2EE layer of `POST /v1/chat/completions` and `POST /v1/completions` (`docs/protocol.md` §8).
 //!
 //! A request carrying `x-cloister-e2ee: v1` is opened here before the chat handler sees it: the
-//! body is the base64 envelope, the AAD binds method, path, timestamp and model header, the
+//! body is the base64 envelope, the AAD binds method, path (the route's own), timestamp and model header, the
 //! timestamp must be within [`MAX_CLOCK_SKEW_SECS`] of the node's clock, and an encapsulated key
 //! already accepted is refused. The chat handler then runs on the plaintext exactly as for an
 //! unencrypted request (so the signature covers the plaintext bodies), and its response is sealed
@@ -18,7 +18,7 @@ use cloister_types::e2ee::{
     E2EE_VERSION, HEADER_E2EE, HEADER_E2EE_TIMESTAMP, HEADER_MODEL, MAX_CLOCK_SKEW_SECS, SEALED_CONTENT_TYPE,
     request_aad,
 };
-use cloister_types::wire::{CHAT_COMPLETIONS_PATH, EVENT_STREAM_CONTENT_TYPE};
+use cloister_types::wire::EVENT_STREAM_CONTENT_TYPE;
 use futures::StreamExt as _;
 use serde::Deserialize;
 
@@ -36,6 +36,7 @@ pub(super) fn open(
     state: &AppState,
     headers: &HeaderMap,
     raw: &[u8],
+    path: &str,
 ) -> Result<(Bytes, NodeResponseKeys), ApiError> {
     let version = header_str(headers, HEADER_E2EE)?;
     if version != E2EE_VERSION {
@@ -53,7 +54,7 @@ pub(super) fn open(
     let text = std::str::from_utf8(raw).map_err(|_| E2eeRefusal::Malformed("body is not base64 text"))?;
     let sealed =
         SealedRequest::from_base64(text).map_err(|_| E2eeRefusal::Malformed("body is not an envelope"))?;
-    let aad = request_aad("POST", CHAT_COMPLETIONS_PATH, timestamp, model);
+    let aad = request_aad("POST", path, timestamp, model);
     let address = state.key.address();
     let (plaintext, keys) = open_request(&state.e2ee, &address, &sealed, &aad).map_err(|e| match e {
         cloister_crypto::Error::MalformedEnvelope(what) => E2eeRefusal::Malformed(what),

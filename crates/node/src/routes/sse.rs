@@ -20,15 +20,16 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use std::pin::Pin;
+
 use axum::body::Bytes;
-use cloister_engine::ChunkStream;
-use cloister_types::openai::{ChatCompletionChunk, Usage};
+use cloister_types::openai::Usage;
 use cloister_types::wire::{SIGNATURE_EVENT, SSE_DONE_EVENT};
 use futures::{Stream, StreamExt as _};
 use sha2::{Digest, Sha256};
 
 use super::SignatureEvent;
-use super::chat::{Exchange, engine_failed, timed_out};
+use super::chat::{Answer, Exchange, engine_failed, timed_out};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -50,12 +51,15 @@ enum Phase {
     Done,
 }
 
+/// An engine's chunks: chat (`chat.completion.chunk`) or text (`text_completion`) ones.
+pub(super) type Chunks<C> = Pin<Box<dyn Stream<Item = cloister_engine::Result<C>> + Send>>;
+
 /// The state of one streamed answer.
-pub(super) struct SseStream {
+pub(super) struct SseStream<C> {
     state: AppState,
-    chunks: ChunkStream,
+    chunks: Chunks<C>,
     /// The first chunk, already taken from the engine before the headers went out.
-    pending: Option<ChatCompletionChunk>,
+    pending: Option<C>,
     request_hash: String,
     sent: Sha256,
     include_usage: bool,
@@ -68,11 +72,11 @@ pub(super) struct SseStream {
     phase: Phase,
 }
 
-impl SseStream {
+impl<C: Answer> SseStream<C> {
     pub(super) fn new(
         state: AppState,
-        chunks: ChunkStream,
-        first: Option<ChatCompletionChunk>,
+        chunks: Chunks<C>,
+        first: Option<C>,
         request_hash: String,
         include_usage: bool,
         exchange: Exchange,
@@ -128,7 +132,7 @@ impl SseStream {
         }
     }
 
-    async fn next_chunk(&mut self) -> Result<Option<ChatCompletionChunk>, ApiError> {
+    async fn next_chunk(&mut self) -> Result<Option<C>, ApiError> {
         let idle: Duration = self.state.config.stream_idle_timeout;
         match tokio::time::timeout(idle, self.chunks.next()).await {
             Err(_) => Err(timed_out(&self.state, idle)),
@@ -139,16 +143,16 @@ impl SseStream {
     }
 
     /// The event for one chunk, or `None` for a usage-only chunk the client did not ask for.
-    fn chunk_event(&mut self, mut chunk: ChatCompletionChunk) -> Option<Bytes> {
-        chunk.id.clone_from(&self.exchange.id);
-        if let Some(usage) = chunk.usage {
+    fn chunk_event(&mut self, mut chunk: C) -> Option<Bytes> {
+        chunk.set_id(&self.exchange.id);
+        if let Some(usage) = chunk.usage() {
             self.usage = Some(usage);
             self.billed = Some(usage);
             if !self.include_usage {
-                if chunk.choices.is_empty() {
+                if !chunk.has_choices() {
                     return None;
                 }
-                chunk.usage = None;
+                chunk.clear_usage();
             }
         }
         match serde_json::to_vec(&chunk) {
@@ -211,7 +215,9 @@ impl SseStream {
         }
         Bytes::from_static(DONE)
     }
+}
 
+impl<C> SseStream<C> {
     fn meter_usage(&mut self) {
         if let Some(usage) = self.usage.take() {
             self.state.metrics().usage(&self.exchange.model, &usage);
@@ -219,7 +225,7 @@ impl SseStream {
     }
 }
 
-impl Drop for SseStream {
+impl<C> Drop for SseStream<C> {
     /// A stream cut short (client gone, engine error) still meters what the engine reported.
     fn drop(&mut self) {
         self.meter_usage();

@@ -10,6 +10,7 @@
 mod aci;
 mod chat;
 mod common;
+mod completions;
 mod concurrency;
 mod e2ee;
 mod errors;

@@ -40,8 +40,7 @@ async fn replayed_gpu_evidence_passes_attest_verify_and_the_proxy_for_its_nonce_
     let Some(capture) = capture() else { return };
     let capture = capture.to_string_lossy().into_owned();
     let dir = tempfile::tempdir().unwrap();
-    let (_node, url) =
-        start_node_with(&dir, &["--gpu", "required", "--dev-gpu-replay", &capture]).await;
+    let (_node, url) = start_node_with(&dir, &["--gpu", "required", "--dev-gpu-replay", &capture]).await;
 
     // attest verify, the table: every GPU check is named in the output, and the node verifies.
     let (code, table) = attest(&url, &["--allow-simulated", "--nonce", CAPTURED_NONCE]).await;
@@ -81,7 +80,13 @@ async fn replayed_gpu_evidence_passes_attest_verify_and_the_proxy_for_its_nonce_
     let http = reqwest::Client::new();
     let (_proxy, proxy_url) = start_proxy(
         &dir,
-        &["--node", &url, "--allow-simulated", "--dev-fixed-nonce", CAPTURED_NONCE],
+        &[
+            "--node",
+            &url,
+            "--allow-simulated",
+            "--dev-fixed-nonce",
+            CAPTURED_NONCE,
+        ],
         "proxy-fixed",
     )
     .await;
