@@ -75,19 +75,26 @@ pub fn simulated_measurement() -> Result<B256> {
 }
 
 /// Where the anvil binary is: `$CLOISTER_ANVIL`, else the repository's
-/// `contracts/node_modules/.bin/anvil`, else `anvil` on `PATH`. `None` if none exists.
+/// `contracts/node_modules/.bin/anvil` in the working directory or one above it, or above the
+/// running executable (`target/debug/cloister`, a test binary), else `anvil` on `PATH`. `None` if
+/// none exists. (Found at run time: the binary embeds no build path, so release builds stay
+/// reproducible.)
 pub fn find_anvil() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(ANVIL_ENV) {
         let p = PathBuf::from(p);
         return p.exists().then_some(p);
     }
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../contracts/node_modules/.bin/anvil");
-    if repo.exists() {
-        return Some(repo);
-    }
-    let cwd = PathBuf::from("contracts/node_modules/.bin/anvil");
-    if cwd.exists() {
-        return Some(cwd);
+    let rel = std::path::Path::new("contracts/node_modules/.bin/anvil");
+    let cwd = std::env::current_dir().ok();
+    let exe = std::env::current_exe().ok();
+    if let Some(found) = cwd
+        .iter()
+        .chain(exe.iter())
+        .flat_map(|base| base.ancestors())
+        .map(|dir| dir.join(rel))
+        .find(|p| p.exists())
+    {
+        return Some(found);
     }
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
