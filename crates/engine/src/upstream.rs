@@ -169,6 +169,37 @@ impl UpstreamEngine {
         }
         req
     }
+
+    /// `POST {base}{path}` with `body`, not streamed: the whole answer, parsed as `R` (`what`
+    /// names it in the error when it does not parse).
+    async fn post_whole<R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        what: &str,
+    ) -> Result<R> {
+        let resp = self
+            .post(path, body)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let resp = check_status(resp).await?;
+        let bytes = read_body(resp, MAX_UPSTREAM_BODY).await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::UpstreamProtocol(format!("not a {what}: {e}")))
+    }
+
+    /// `POST {base}{path}` with `body`, asking for an event stream: the accepted answer's body.
+    async fn post_stream(&self, path: &str, body: &impl serde::Serialize) -> Result<ByteStream> {
+        let resp = self
+            .post(path, body)
+            .header(reqwest::header::ACCEPT, wire::EVENT_STREAM_CONTENT_TYPE)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let resp = check_status(resp).await?;
+        Ok(Box::pin(resp.bytes_stream()))
+    }
 }
 
 /// Maps a transport failure: the upstream could not be reached or went away.
@@ -465,16 +496,8 @@ impl Engine for UpstreamEngine {
         let mut body = req;
         body.stream = false;
         body.stream_options = None;
-        let resp = self
-            .post(wire::CHAT_COMPLETIONS_PATH, &body)
-            .timeout(self.timeout)
-            .send()
+        self.post_whole(wire::CHAT_COMPLETIONS_PATH, &body, "chat completion")
             .await
-            .map_err(transport_error)?;
-        let resp = check_status(resp).await?;
-        let bytes = read_body(resp, MAX_UPSTREAM_BODY).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::UpstreamProtocol(format!("not a chat completion: {e}")))
     }
 
     async fn stream(&self, req: ChatCompletionRequest) -> Result<ChunkStream> {
@@ -483,14 +506,8 @@ impl Engine for UpstreamEngine {
         let mut body = req;
         body.stream = true;
         body.stream_options = Some(StreamOptions { include_usage: true });
-        let resp = self
-            .post(wire::CHAT_COMPLETIONS_PATH, &body)
-            .header(reqwest::header::ACCEPT, wire::EVENT_STREAM_CONTENT_TYPE)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let resp = check_status(resp).await?;
-        let state = Passthrough::new(Box::pin(resp.bytes_stream()), model);
+        let body = self.post_stream(wire::CHAT_COMPLETIONS_PATH, &body).await?;
+        let state = Passthrough::new(body, model);
         Ok(Box::pin(futures::stream::unfold(state, Passthrough::next_item)))
     }
 

@@ -10,10 +10,7 @@ use cloister_types::wire;
 use futures::StreamExt as _;
 
 use super::sse::SseParser;
-use super::{
-    ByteStream, MAX_UPSTREAM_BODY, UpstreamEngine, check_status, read_body, stream_event_error,
-    transport_error,
-};
+use super::{ByteStream, MAX_UPSTREAM_BODY, UpstreamEngine, stream_event_error, transport_error};
 use crate::{Error, Result, TextChunkStream};
 
 impl UpstreamEngine {
@@ -23,16 +20,8 @@ impl UpstreamEngine {
         let mut body = req;
         body.stream = false;
         body.stream_options = None;
-        let resp = self
-            .post(wire::COMPLETIONS_PATH, &body)
-            .timeout(self.timeout)
-            .send()
+        self.post_whole(wire::COMPLETIONS_PATH, &body, "text completion")
             .await
-            .map_err(transport_error)?;
-        let resp = check_status(resp).await?;
-        let bytes = read_body(resp, MAX_UPSTREAM_BODY).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::UpstreamProtocol(format!("not a text completion: {e}")))
     }
 
     /// `POST {base}/completions`, streamed, usage asked for.
@@ -42,14 +31,8 @@ impl UpstreamEngine {
         let mut body = req;
         body.stream = true;
         body.stream_options = Some(StreamOptions { include_usage: true });
-        let resp = self
-            .post(wire::COMPLETIONS_PATH, &body)
-            .header(reqwest::header::ACCEPT, wire::EVENT_STREAM_CONTENT_TYPE)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let resp = check_status(resp).await?;
-        let state = TextPassthrough::new(Box::pin(resp.bytes_stream()), model);
+        let body = self.post_stream(wire::COMPLETIONS_PATH, &body).await?;
+        let state = TextPassthrough::new(body, model);
         Ok(Box::pin(futures::stream::unfold(
             state,
             TextPassthrough::next_item,
