@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use cloister_types::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, TextCompletion, Usage,
 };
@@ -85,18 +85,14 @@ pub(super) async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let raw = body.map_err(|rejection| body_error(&state, &rejection))?;
-    if !e2ee::is_sealed(&headers) {
-        return chat(state, &headers, &raw, started).await;
-    }
-    let (plaintext, keys) = e2ee::open(&state, &headers, &raw, CHAT_COMPLETIONS_PATH)?;
-    let response = match chat(state, &headers, &plaintext, started).await {
-        Ok(response) => response,
-        Err(err) => {
-            err.log();
-            err.into_response()
-        }
-    };
-    Ok(e2ee::seal(response, keys).await)
+    e2ee::plain_or_sealed(
+        state,
+        &headers,
+        &raw,
+        CHAT_COMPLETIONS_PATH,
+        async |state, body| chat(state, &headers, body, started).await,
+    )
+    .await
 }
 
 async fn chat(

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 use cloister_types::openai::CompletionRequest;
 use cloister_types::wire::COMPLETIONS_PATH;
 
@@ -28,18 +28,10 @@ pub(super) async fn completions(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let raw = body.map_err(|rejection| body_error(&state, &rejection))?;
-    if !e2ee::is_sealed(&headers) {
-        return text(state, &headers, &raw, started).await;
-    }
-    let (plaintext, keys) = e2ee::open(&state, &headers, &raw, COMPLETIONS_PATH)?;
-    let response = match text(state, &headers, &plaintext, started).await {
-        Ok(response) => response,
-        Err(err) => {
-            err.log();
-            err.into_response()
-        }
-    };
-    Ok(e2ee::seal(response, keys).await)
+    e2ee::plain_or_sealed(state, &headers, &raw, COMPLETIONS_PATH, async |state, body| {
+        text(state, &headers, body, started).await
+    })
+    .await
 }
 
 async fn text(

@@ -12,7 +12,7 @@ use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use cloister_crypto::e2ee::{NodeResponseKeys, SealedRequest, encode_base64, open_request};
 use cloister_types::e2ee::{
     E2EE_VERSION, HEADER_E2EE, HEADER_E2EE_TIMESTAMP, HEADER_MODEL, MAX_CLOCK_SKEW_SECS, SEALED_CONTENT_TYPE,
@@ -24,6 +24,33 @@ use serde::Deserialize;
 
 use crate::error::{ApiError, E2eeRefusal};
 use crate::state::AppState;
+
+/// Runs `handle` on the request body of the endpoint at `path`: as it is when plain; opened first,
+/// and its answer (error answers too) sealed on the way out, when sealed. Shared by every endpoint
+/// that takes sealed requests.
+pub(super) async fn plain_or_sealed<F>(
+    state: AppState,
+    headers: &HeaderMap,
+    raw: &[u8],
+    path: &str,
+    handle: F,
+) -> Result<Response, ApiError>
+where
+    F: AsyncFnOnce(AppState, &[u8]) -> Result<Response, ApiError>,
+{
+    if !is_sealed(headers) {
+        return handle(state, raw).await;
+    }
+    let (plaintext, keys) = open(&state, headers, raw, path)?;
+    let response = match handle(state, &plaintext).await {
+        Ok(response) => response,
+        Err(err) => {
+            err.log();
+            err.into_response()
+        }
+    };
+    Ok(seal(response, keys).await)
+}
 
 /// Whether the request asks for E2EE.
 pub(super) fn is_sealed(headers: &HeaderMap) -> bool {
