@@ -10,6 +10,7 @@ mod chat_cmd;
 mod demo;
 mod demo_chain;
 mod deploy_cmd;
+mod gateway_cmd;
 mod governance_cmd;
 mod measure_cmd;
 mod node_cmd;
@@ -52,6 +53,9 @@ enum Command {
     /// A local OpenAI-compatible endpoint that sends each request, sealed, only to nodes that verify,
     /// and checks every answer's signature.
     Proxy(proxy_cmd::ProxyArgs),
+    /// The network's shared front door: discovers and verifies the registered nodes, and forwards
+    /// requests sealed to a node byte for byte (it never sees a prompt).
+    Gateway(gateway_cmd::GatewayArgs),
     /// Benchmarks: node overhead against its upstream, built-in engine against llama.cpp, quote
     /// verification against dcap-qvl.
     #[command(subcommand)]
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             Command::Chat(args) => chat_cmd::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Proxy(args) => proxy_cmd::run(args).await,
+            Command::Gateway(args) => gateway_cmd::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Deploy(args) => deploy_cmd::run(args).await,
             Command::Devnet(cmd) => chain_cmd::devnet(cmd).await,

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use cloister_chain::alloy::primitives::U256;
 use cloister_client::discover::{Discovery, RegistryConfig, discover_with_limits};
+use cloister_client::wallet::{Wallet, WalletConfig};
 use cloister_client::{E2eeMode, NodePool, proxy};
 use serde::Deserialize;
 
@@ -56,6 +58,85 @@ pub(crate) struct ProxyArgs {
     /// --dev-gpu-replay`) through the proxy. Never use it in production.
     #[arg(long)]
     pub dev_fixed_nonce: Option<String>,
+    /// Reach nodes through this gateway (`cloister gateway`): it lists the nodes for each model
+    /// and forwards sealed requests; every node is still verified here, end to end.
+    #[arg(long, conflicts_with_all = ["nodes", "network"])]
+    pub gateway: Option<String>,
+    /// With --gateway: the client's private key (hex, or a file holding it; also
+    /// CLOISTER_WALLET_KEY). The proxy signs a spend authorization for each node it routes to,
+    /// within --budget, so one wallet pays any node.
+    #[arg(long, env = "CLOISTER_WALLET_KEY", hide_env_values = true, requires_all = ["gateway", "budget"])]
+    pub wallet: Option<String>,
+    /// With --wallet: the most all authorizations together may allow (token base units).
+    #[arg(long, requires = "wallet")]
+    pub budget: Option<U256>,
+    /// With --wallet: the cap of one authorization [default: a quarter of --budget].
+    #[arg(long, requires = "wallet")]
+    pub node_budget: Option<U256>,
+    /// With --wallet: days until the authorizations expire.
+    #[arg(long, default_value_t = 30, requires = "wallet")]
+    pub authorization_days: u64,
+}
+
+/// The wallet key: hex text, or a file holding it.
+fn wallet_secret(text: &str) -> anyhow::Result<[u8; 32]> {
+    let path = Path::new(text);
+    let hex_text = if path.is_file() {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    } else {
+        text.to_owned()
+    };
+    let bytes = hex::decode(hex_text.trim().trim_start_matches("0x"))
+        .context("--wallet: not hex, and not a file holding hex")?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("--wallet: a private key is 32 bytes"))
+}
+
+/// The wallet the flags describe, on the escrow of `--chain` or else the one the gateway names.
+async fn wallet(
+    args: &ProxyArgs,
+    gateway: &cloister_client::gateway::GatewayRoute,
+) -> anyhow::Result<Option<Wallet>> {
+    let (Some(key), Some(budget)) = (&args.wallet, args.budget) else {
+        return Ok(None);
+    };
+    let (chain_id, escrow) = match &args.chain {
+        Some(path) => {
+            let config = cloister_chain::ChainConfig::load(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            (config.chain_id, config.escrow)
+        }
+        None => {
+            let network = gateway
+                .network()
+                .await
+                .context("asking the gateway for its escrow")?;
+            let escrow = network
+                .escrow
+                .context("the gateway names no escrow; give --chain FILE")?
+                .parse()
+                .context("the gateway's escrow address")?;
+            (network.chain_id, escrow)
+        }
+    };
+    let per_node = args
+        .node_budget
+        .unwrap_or(budget / U256::from(4u64))
+        .max(U256::from(1u64));
+    let wallet = Wallet::new(WalletConfig {
+        secret: wallet_secret(key)?,
+        chain_id,
+        escrow,
+        budget,
+        per_node,
+        expiry: cloister_client::unix_now().saturating_add(args.authorization_days.saturating_mul(86_400)),
+    })?;
+    eprintln!(
+        "wallet {:#x}: budget {budget}, at most {per_node} per authorization, escrow {escrow:#x} on chain {chain_id}",
+        wallet.client()
+    );
+    Ok(Some(wallet))
 }
 
 /// Reads the registry named in the chain file at `path`.
@@ -138,6 +219,16 @@ async fn pool(args: &ProxyArgs) -> anyhow::Result<NodePool> {
         // An empty on-chain list refuses everything (see `Discovery::allowlist`).
         policy.allowed_measurements = found.allowlist();
     }
+    if let Some(url) = &args.gateway {
+        let pool = NodePool::via_gateway(url, Arc::new(policy))?;
+        let Some(route) = pool.gateway() else {
+            bail!("a gateway pool without its gateway");
+        };
+        return Ok(match wallet(args, route).await? {
+            Some(w) => pool.with_wallet(Arc::new(w)),
+            None => pool,
+        });
+    }
     let discovered = on_chain.map(|c| c.active_endpoints()).unwrap_or_default();
     Ok(NodePool::new(node_urls(args, &discovered)?, Arc::new(policy))?)
 }
@@ -160,6 +251,12 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?;
     for node in pool.nodes() {
         tracing::info!(node = %node.url(), "proxying to node");
+    }
+    if let Some(gw) = pool.gateway() {
+        eprintln!(
+            "routing through the gateway at {} (every node verified here)",
+            gw.url()
+        );
     }
     eprintln!("cloister proxy listening on http://{addr}/v1");
     proxy::serve(listener, pool, crate::shutdown::shutdown_signal())
@@ -187,6 +284,11 @@ mod tests {
             verdict_ttl_secs: 300,
             chain: None,
             dev_fixed_nonce: None,
+            gateway: None,
+            wallet: None,
+            budget: None,
+            node_budget: None,
+            authorization_days: 30,
         }
     }
 

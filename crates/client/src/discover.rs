@@ -91,7 +91,7 @@ pub struct RegistryConfig {
     pub registry: Address,
 }
 
-/// A node as the registry lists it (prices left out).
+/// A node as the registry lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegisteredNode {
     /// Operator (registry key, payee).
@@ -108,10 +108,34 @@ pub struct RegisteredNode {
     pub active: bool,
     /// The models it lists.
     pub models: Vec<String>,
+    /// Each listed model with its prices, in the order of `models`.
+    pub prices: Vec<ModelPrice>,
+    /// The stake it holds (token base units).
+    pub stake: U256,
+}
+
+/// A model's prices as the registry lists them (token base units per token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelPrice {
+    /// Model id.
+    pub id: String,
+    /// Price per prompt token.
+    pub input: U256,
+    /// Price per generated token.
+    pub output: U256,
 }
 
 impl From<NodeRegistry::NodeInfo> for RegisteredNode {
     fn from(n: NodeRegistry::NodeInfo) -> Self {
+        let prices: Vec<ModelPrice> = n
+            .models
+            .iter()
+            .map(|m| ModelPrice {
+                id: m.id.clone(),
+                input: m.inputPrice,
+                output: m.outputPrice,
+            })
+            .collect();
         Self {
             operator: n.operator,
             signer: n.signer,
@@ -120,6 +144,8 @@ impl From<NodeRegistry::NodeInfo> for RegisteredNode {
             attested_at: n.attestedAt,
             active: n.active,
             models: n.models.into_iter().map(|m| m.id).collect(),
+            prices,
+            stake: n.stake,
         }
     }
 }
@@ -346,6 +372,8 @@ mod tests {
             attested_at: 1,
             active,
             models: vec!["m".into()],
+            prices: Vec::new(),
+            stake: U256::ZERO,
         };
         Discovery {
             registry: Address::repeat_byte(9),

@@ -130,6 +130,22 @@ pub enum Error {
     /// A configuration file (allowlist, collateral) could not be used.
     #[error("configuration: {0}")]
     Config(String),
+    /// Through a gateway, the node that answered the report is not the node the client named.
+    #[error("the gateway routed to {attested} instead of the named node {named}")]
+    GatewayMisrouted {
+        /// The signing address the client named.
+        named: String,
+        /// The one the report attests.
+        attested: String,
+    },
+    /// Paying a new node would take the spend authorizations past the wallet's budget.
+    #[error("budget exhausted: {allocated} of {budget} already authorized to nodes")]
+    BudgetExhausted {
+        /// The overall budget (token base units).
+        budget: String,
+        /// What the authorizations signed so far allow in total.
+        allocated: String,
+    },
     /// An encryption error that fits no other variant.
     #[error("E2EE: {0}")]
     Crypto(#[from] cloister_crypto::Error),
@@ -161,6 +177,8 @@ impl Error {
             Self::NoNodeForModel { .. } => "no_node_for_model",
             Self::AllNodesFailed { errors } => errors.last().map_or("all_nodes_failed", |(_, e)| e.code()),
             Self::Config(_) => "config",
+            Self::GatewayMisrouted { .. } => "gateway_misrouted",
+            Self::BudgetExhausted { .. } => "budget_exhausted",
             Self::Crypto(_) => "e2ee_error",
         }
     }
@@ -169,7 +187,8 @@ impl Error {
     /// verification. A client error (4xx) would fail on every node and is returned as is.
     pub fn is_failover(&self) -> bool {
         match self {
-            Self::NodeStatus { status, .. } => *status >= 500,
+            // 429: the node (or the gateway in front of it) is busy; another node may not be.
+            Self::NodeStatus { status, .. } => *status >= 500 || *status == 429,
             Self::InvalidRequest(_) | Self::Config(_) | Self::NoNodeForModel { .. } => false,
             _ => true,
         }
@@ -185,6 +204,7 @@ impl Error {
                 | Self::InvalidRequest(_)
                 | Self::Config(_)
                 | Self::NoNodeForModel { .. }
+                | Self::BudgetExhausted { .. }
         )
     }
 

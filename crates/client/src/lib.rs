@@ -56,6 +56,7 @@ pub mod discover;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gateway;
 mod node;
 pub mod policy;
 mod pool;
@@ -63,10 +64,12 @@ pub mod proxy;
 pub mod report;
 pub mod signature;
 mod sse;
+pub mod wallet;
 
 pub use error::{Error, Result};
 pub use node::{
-    ChatStream, NodeClient, RequestOptions, StreamEvent, StreamProof, VerifiedResponse, default_http_client,
+    ChatStream, NodeClient, ProofObserver, RequestOptions, StreamEvent, StreamProof, VerifiedResponse,
+    default_http_client,
 };
 pub use policy::{CollateralFile, CollateralSource, E2eeMode, MeasurementAllowlist, NrasPolicy, Policy};
 pub use pool::NodePool;

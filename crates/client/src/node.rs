@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 pub use chat::VerifiedResponse;
-pub use stream::{ChatStream, StreamEvent, StreamProof};
+pub use stream::{ChatStream, ProofObserver, StreamEvent, StreamProof};
 
 use crate::policy::Policy;
 use crate::report::VerifiedNode;
@@ -50,6 +50,12 @@ fn parse_request(body: &[u8], path: &'static str) -> Result<RequestHead> {
     Ok(RequestHead { model, stream, path })
 }
 
+/// The `model` of a request body (the pool routes by it).
+pub(crate) fn model_of(body: &[u8]) -> Result<String> {
+    // The path is irrelevant here: only the model is read.
+    parse_request(body, cloister_types::wire::CHAT_COMPLETIONS_PATH).map(|h| h.model)
+}
+
 /// A client for one node.
 #[derive(Clone, Debug)]
 pub struct NodeClient {
@@ -62,6 +68,9 @@ struct Inner {
     http: reqwest::Client,
     policy: Arc<Policy>,
     cached: Mutex<Option<Arc<VerifiedNode>>>,
+    /// Through a gateway: the signing address named in every request (the gateway routes by it),
+    /// which the verified report must attest.
+    routed_to: Option<alloy_primitives::Address>,
 }
 
 /// The HTTP client used when none is given: 10 s to connect, 10 minutes per exchange.
@@ -90,8 +99,49 @@ impl NodeClient {
                 http,
                 policy,
                 cached: Mutex::new(None),
+                routed_to: None,
             }),
         }
+    }
+
+    /// A client for the node with signing address `signer`, reached through the gateway at
+    /// `gateway_url`: every request names the node in [`wire::GATEWAY_NODE_HEADER`], and the node
+    /// is verified end to end as if it were reached directly (the gateway sees sealed bytes only).
+    /// A report attesting any other signer is refused ([`Error::GatewayMisrouted`]).
+    ///
+    /// [`wire::GATEWAY_NODE_HEADER`]: cloister_types::wire::GATEWAY_NODE_HEADER
+    pub fn via_gateway(
+        gateway_url: &str,
+        signer: alloy_primitives::Address,
+        policy: Arc<Policy>,
+    ) -> Result<Self> {
+        let named = reqwest::header::HeaderValue::from_str(&format!("{signer:#x}"))
+            .map_err(|e| Error::Config(format!("a signing address as a header: {e}")))?;
+        let headers = reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::HeaderName::from_static(cloister_types::wire::GATEWAY_NODE_HEADER),
+            named,
+        )]);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(600))
+            .tls_info(true)
+            .default_headers(headers)
+            .build()
+            .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                base: node_base(gateway_url),
+                http,
+                policy,
+                cached: Mutex::new(None),
+                routed_to: Some(signer),
+            }),
+        })
+    }
+
+    /// The signing address this client names to a gateway, when it goes through one.
+    pub fn routed_to(&self) -> Option<alloy_primitives::Address> {
+        self.inner.routed_to
     }
 
     /// The node's base URL.

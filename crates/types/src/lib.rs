@@ -15,6 +15,7 @@
 pub mod e2ee;
 pub mod eip712;
 mod error;
+pub mod gateway;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod logscan;

@@ -39,6 +39,15 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Prometheus metrics under the API prefix (the node serves both; same text as [`METRICS_PATH`]).
 pub const METRICS_V1_PATH: &str = "/v1/metrics";
 
+/// Gateway: the verified nodes it routes to, best first (`?model=` narrows them to one model).
+pub const GATEWAY_NODES_PATH: &str = "/v1/gateway/nodes";
+/// Gateway: the chain it reads (chain id, `NodeRegistry`, `Escrow`) and its counts.
+pub const GATEWAY_NETWORK_PATH: &str = "/v1/gateway/network";
+/// Gateway: its own attestation report (`?nonce=`), for clients that choose to trust it for routing.
+pub const GATEWAY_ATTESTATION_PATH: &str = "/v1/gateway/attestation";
+/// Gateway: the explorer page (server-rendered HTML).
+pub const EXPLORER_PATH: &str = "/explorer";
+
 /// `GET` path of the stored signature of response `id`.
 pub fn signature_path(id: &str) -> String {
     format!("{SIGNATURE_PATH_PREFIX}{id}")
@@ -134,5 +143,8 @@ pub const MEASUREMENT_HEADER: &str = "x-cloister-measurement";
 pub const SIGNATURE_VERIFIED_HEADER: &str = "x-cloister-signature-verified";
 /// Value of [`SIGNATURE_VERIFIED_HEADER`] on streams (checked when the stream ends).
 pub const SIGNATURE_VERIFIED_AT_END: &str = "at-end-of-stream";
+/// Request header to a gateway: the signing address (`0x` hex) of the node to forward to. A sealed
+/// request can only go to the node it was sealed to, so the client names it.
+pub const GATEWAY_NODE_HEADER: &str = "x-cloister-gateway-node";
 /// The node (base URL) that answered.
 pub const NODE_HEADER: &str = "x-cloister-node";

@@ -1,8 +1,10 @@
 //! Integration tests of the `cloister` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
 
+mod chaos;
 mod commands;
 mod deploy;
+mod gateway;
 mod governance;
 mod measure;
 mod proxy;

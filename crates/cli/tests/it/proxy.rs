@@ -9,7 +9,7 @@
 
 mod gpu;
 mod onchain;
-mod stack;
+pub(crate) mod stack;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -25,7 +25,7 @@ use stack::{MODEL, Stack, chat_body, start_node, start_stack};
 /// The interpreter with the OpenAI SDK: `$CLOISTER_PYTHON`, else the venv of
 /// `scripts/setup-test-clients.sh`; None (with a printed reason) when neither exists, unless
 /// `CLOISTER_REQUIRE_CLIENTS=1`.
-fn python() -> Option<PathBuf> {
+pub(crate) fn python() -> Option<PathBuf> {
     let path = std::env::var_os("CLOISTER_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("tools/pyclients/venv/bin/python"));

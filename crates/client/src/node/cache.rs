@@ -35,7 +35,7 @@ impl NodeClient {
     pub async fn adopt(&self, proof: ReportProof) -> Result<Arc<VerifiedNode>> {
         let mut cached = self.inner.cached.lock().await;
         *cached = None;
-        let node = accept(proof, &self.inner.policy)?;
+        let node = self.check_route(accept(proof, &self.inner.policy)?)?;
         *cached = Some(Arc::clone(&node));
         Ok(node)
     }
@@ -56,7 +56,7 @@ impl NodeClient {
             .dev_fixed_nonce
             .unwrap_or_else(|| Nonce(rand::random()));
         let proof = self.fetch_proof(nonce).await?;
-        let node = accept(proof, &self.inner.policy);
+        let node = accept(proof, &self.inner.policy).and_then(|n| self.check_route(n));
         match &node {
             Ok(n) => tracing::debug!(node = %self.inner.base, signer = %n.signer_hex, "node verified"),
             Err(e) => tracing::warn!(node = %self.inner.base, code = e.code(), "node refused: {e}"),
@@ -77,6 +77,17 @@ impl NodeClient {
         let node = self.verify_locked().await?;
         *cached = Some(Arc::clone(&node));
         Ok(node)
+    }
+
+    /// Through a gateway, the verified node must be the one named.
+    fn check_route(&self, node: Arc<VerifiedNode>) -> Result<Arc<VerifiedNode>> {
+        match self.inner.routed_to {
+            Some(named) if node.signer.address() != Some(named) => Err(Error::GatewayMisrouted {
+                named: format!("{named:#x}"),
+                attested: node.signer_hex.clone(),
+            }),
+            _ => Ok(node),
+        }
     }
 
     /// Forgets the cached verdict.

@@ -61,6 +61,19 @@ pub struct ChatStream {
     /// The node's signature id.
     pub signature_id: Option<String>,
     events: ReceiverStream<Result<StreamEvent>>,
+    on_proof: Option<ProofObserver>,
+}
+
+/// Called with the proof that ends a verified stream (see [`ChatStream::on_proof`]).
+pub type ProofObserver = Arc<dyn Fn(&StreamProof) + Send + Sync>;
+
+impl ChatStream {
+    /// Calls `observer` with the end-of-stream proof when it arrives (a wallet collects the
+    /// stream's metering receipt this way).
+    pub fn on_proof(mut self, observer: ProofObserver) -> Self {
+        self.on_proof = Some(observer);
+        self
+    }
 }
 
 impl std::fmt::Debug for ChatStream {
@@ -76,7 +89,11 @@ impl Stream for ChatStream {
     type Item = Result<StreamEvent>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.events).poll_next(cx)
+        let next = Pin::new(&mut self.events).poll_next(cx);
+        if let (Poll::Ready(Some(Ok(StreamEvent::Done(proof)))), Some(observer)) = (&next, &self.on_proof) {
+            observer(proof);
+        }
+        next
     }
 }
 
@@ -159,6 +176,7 @@ impl NodeClient {
             sealed,
             signature_id: header_text(&headers, wire::SIGNATURE_ID_HEADER),
             events: ReceiverStream::new(rx),
+            on_proof: None,
         })
     }
 }

@@ -44,6 +44,18 @@ pub(super) fn error_response(e: &Error) -> Response {
         Error::InvalidRequest(m) => {
             openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", e.code(), m)
         }
+        Error::NoNodeForModel { .. } => openai_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            e.code(),
+            &e.to_string(),
+        ),
+        Error::BudgetExhausted { .. } => openai_error(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_quota",
+            e.code(),
+            &e.to_string(),
+        ),
         _ => openai_error(
             StatusCode::BAD_GATEWAY,
             "cloister_verification_error",

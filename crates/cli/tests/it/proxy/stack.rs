@@ -12,7 +12,7 @@ use cloister_types::wire;
 
 use crate::{cloister, serve_in_thread};
 
-pub(super) const MODEL: &str = "echo-model";
+pub(crate) const MODEL: &str = "echo-model";
 
 /// The last user message of an OpenAI chat request.
 fn last_user_text(body: &[u8]) -> String {
@@ -26,7 +26,7 @@ fn last_user_text(body: &[u8]) -> String {
 }
 
 /// A zero-work OpenAI-compatible upstream that answers `echo: <last user message>`.
-pub(super) fn start_echo_upstream() -> SocketAddr {
+pub(crate) fn start_echo_upstream() -> SocketAddr {
     use axum::routing::{get, post};
     let app = axum::Router::new()
         .route(
@@ -68,13 +68,13 @@ pub(super) fn start_echo_upstream() -> SocketAddr {
 }
 
 /// A `cloister` subprocess with its stdout and stderr (debug logging) in a file; killed on drop.
-pub(super) struct Proc {
-    pub(super) child: Child,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
     pub(super) log: PathBuf,
 }
 
 impl Proc {
-    pub(super) fn spawn(args: &[&str], log: PathBuf) -> Self {
+    pub(crate) fn spawn(args: &[&str], log: PathBuf) -> Self {
         let file = std::fs::File::create(&log).unwrap();
         let child = cloister()
             .args(args)
@@ -87,7 +87,7 @@ impl Proc {
         Self { child, log }
     }
 
-    pub(super) fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
 }
@@ -99,7 +99,7 @@ impl Drop for Proc {
     }
 }
 
-pub(super) fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -107,7 +107,7 @@ pub(super) fn free_port() -> u16 {
         .port()
 }
 
-pub(super) async fn wait_ready(url: &str, proc: &mut Proc) {
+pub(crate) async fn wait_ready(url: &str, proc: &mut Proc) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let http = reqwest::Client::new();
     while Instant::now() < deadline {
@@ -125,10 +125,10 @@ pub(super) async fn wait_ready(url: &str, proc: &mut Proc) {
 }
 
 /// A TCP relay recording every byte in each direction.
-pub(super) struct Relay {
-    pub(super) addr: SocketAddr,
-    pub(super) to_node: Arc<Mutex<Vec<u8>>>,
-    pub(super) from_node: Arc<Mutex<Vec<u8>>>,
+pub(crate) struct Relay {
+    pub(crate) addr: SocketAddr,
+    pub(crate) to_node: Arc<Mutex<Vec<u8>>>,
+    pub(crate) from_node: Arc<Mutex<Vec<u8>>>,
 }
 
 fn pipe(mut from: TcpStream, mut to: TcpStream, record: Arc<Mutex<Vec<u8>>>) {
@@ -151,7 +151,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, record: Arc<Mutex<Vec<u8>>>) {
     });
 }
 
-fn start_relay(target: SocketAddr) -> Relay {
+pub(crate) fn start_relay(target: SocketAddr) -> Relay {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let to_node = Arc::new(Mutex::new(Vec::new()));
@@ -217,7 +217,7 @@ pub(super) async fn start_node_with(dir: &tempfile::TempDir, extra: &[&str]) -> 
 
 /// Starts `cloister proxy --listen <free port> FLAGS..` (logging to `dir/NAME.log`) and waits
 /// until it answers.
-pub(super) async fn start_proxy(dir: &tempfile::TempDir, flags: &[&str], name: &str) -> (Proc, String) {
+pub(crate) async fn start_proxy(dir: &tempfile::TempDir, flags: &[&str], name: &str) -> (Proc, String) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec!["proxy", "--listen", &listen];
@@ -244,7 +244,7 @@ pub(super) async fn start_stack() -> Stack {
     }
 }
 
-pub(super) fn chat_body(content: &str, stream: bool) -> serde_json::Value {
+pub(crate) fn chat_body(content: &str, stream: bool) -> serde_json::Value {
     serde_json::json!({
         "model": MODEL,
         "messages": [{"role": "user", "content": content}],

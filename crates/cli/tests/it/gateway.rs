@@ -1,0 +1,337 @@
+//! `cloister gateway` on a devnet with two paid nodes, and `cloister proxy --gateway --wallet` in
+//! front of it: the gateway discovers and verifies the nodes, two replicas agree, requests reach
+//! the nodes sealed and byte for byte (a canary prompt is in neither the gateway's traffic nor its
+//! log), one wallet pays both nodes, and when a node dies the proxy re-seals to the other.
+
+use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions, TOKEN};
+use cloister_chain::{Chain, DevnetFile, parse_private_key};
+use cloister_types::gateway::{GatewayNetwork, GatewayNodeList};
+use cloister_types::wire;
+use serde_json::Value;
+
+use crate::proxy::stack::{
+    MODEL, Proc, chat_body, free_port, start_echo_upstream, start_proxy, start_relay, wait_ready,
+};
+
+/// A paid node in upstream mode, registered by dev account `role` at `price` (`IN:OUT`).
+async fn paid_node(
+    dir: &tempfile::TempDir,
+    devnet_json: &str,
+    file: &DevnetFile,
+    role: &str,
+    price: &str,
+) -> (Proc, String) {
+    let upstream = start_echo_upstream();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{listen}");
+    let ledger = dir.path().join(format!("{role}.sqlite"));
+    let key = file.account(role).unwrap().private_key.clone();
+    let mut node = Proc::spawn(
+        &[
+            "node",
+            "run",
+            "--upstream",
+            &format!("http://{upstream}/v1"),
+            "--upstream-model",
+            MODEL,
+            "--dev-simulated-tee",
+            "--listen",
+            &listen,
+            "--chain",
+            devnet_json,
+            "--operator-key",
+            &key,
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--price",
+            &format!("{MODEL}={price}"),
+        ],
+        dir.path().join(format!("node-{role}.log")),
+    );
+    wait_ready(&url, &mut node).await;
+    (node, url)
+}
+
+async fn start_gateway(dir: &tempfile::TempDir, devnet_json: &str, name: &str) -> (Proc, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{listen}");
+    let mut gw = Proc::spawn(
+        &[
+            "gateway",
+            "--listen",
+            &listen,
+            "--chain",
+            devnet_json,
+            "--allow-simulated",
+            "--dev-simulated-tee",
+            "--refresh-secs",
+            "2",
+        ],
+        dir.path().join(format!("{name}.log")),
+    );
+    wait_ready(&url, &mut gw).await;
+    (gw, url)
+}
+
+async fn get<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: String) -> T {
+    let resp = http.get(&url).send().await.unwrap();
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_routes_sealed_paid_requests_across_nodes_without_seeing_them() {
+    if devnet::find_anvil().is_none() {
+        assert!(
+            std::env::var("CLOISTER_REQUIRE_ANVIL").as_deref() != Ok("1"),
+            "anvil not found and CLOISTER_REQUIRE_ANVIL=1"
+        );
+        eprintln!("SKIP: anvil not found (run `npm ci --prefix contracts`)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let anvil = Devnet::spawn(DevnetOptions::default()).await.unwrap();
+    let file = devnet::deploy_devnet(anvil.rpc_url(), &DeployParams::default())
+        .await
+        .unwrap();
+    let devnet_json = dir.path().join("devnet.json");
+    file.save(&devnet_json).unwrap();
+    let devnet_arg = devnet_json.to_str().unwrap();
+
+    // The client deposits once; its wallet will pay both nodes.
+    let client_key = file.account("client").unwrap().private_key.clone();
+    let client = Chain::connect(file.chain_config(), Some(parse_private_key(&client_key).unwrap()))
+        .await
+        .unwrap();
+    client.escrow().unwrap().deposit(TOKEN).await.unwrap();
+
+    // Two nodes of two operators: the cheap one is preferred while both are idle.
+    let (mut cheap, _) = paid_node(&dir, devnet_arg, &file, "operator", "1000:2000").await;
+    let (_dear, _) = paid_node(&dir, devnet_arg, &file, "requester", "5000:5000").await;
+
+    // Two gateway replicas over one registry see the same network, in the same order.
+    let (gw1, gw1_url) = start_gateway(&dir, devnet_arg, "gateway-1").await;
+    let (_gw2, gw2_url) = start_gateway(&dir, devnet_arg, "gateway-2").await;
+    let http = reqwest::Client::new();
+    let list1: GatewayNodeList = get(
+        &http,
+        format!("{gw1_url}{}?model={MODEL}", wire::GATEWAY_NODES_PATH),
+    )
+    .await;
+    let list2: GatewayNodeList = get(
+        &http,
+        format!("{gw2_url}{}?model={MODEL}", wire::GATEWAY_NODES_PATH),
+    )
+    .await;
+    let order = |l: &GatewayNodeList| {
+        l.data
+            .iter()
+            .map(|n| n.signing_address.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list1.data.len(), 2, "{list1:?}\n{}", gw1.log_text());
+    assert_eq!(order(&list1), order(&list2));
+    assert!(list1.data.iter().all(|n| n.verified && n.measurement_allowed));
+    let cheap_signer = list1.data[0].signing_address.clone();
+    let dear_signer = list1.data[1].signing_address.clone();
+    assert_eq!(list1.data[0].model(MODEL).unwrap().input_price, "1000");
+    let models: Value = get(&http, format!("{gw1_url}{}", wire::MODELS_PATH)).await;
+    assert_eq!(models["data"][0]["id"], MODEL);
+    assert_eq!(models["data"][0]["nodes"], 2);
+    let network: GatewayNetwork = get(&http, format!("{gw2_url}{}", wire::GATEWAY_NETWORK_PATH)).await;
+    assert_eq!(network.chain_id, file.chain_id);
+    assert_eq!(network.escrow, Some(format!("{:#x}", file.contracts.escrow)));
+    assert_eq!((network.nodes, network.verified), (2, 2));
+
+    // A node's report comes through with the client's nonce; the gateway's own report binds its signer.
+    let nonce = "ab".repeat(32);
+    let report: Value = get(
+        &http,
+        format!(
+            "{gw1_url}{}?{}={dear_signer}&{}={nonce}",
+            wire::ATTESTATION_REPORT_PATH,
+            wire::QUERY_SIGNING_ADDRESS,
+            wire::QUERY_NONCE
+        ),
+    )
+    .await;
+    assert_eq!(report["request_nonce"], nonce);
+    assert_eq!(
+        report["signing_address"].as_str().unwrap().to_lowercase(),
+        dear_signer
+    );
+    let own: Value = get(
+        &http,
+        format!(
+            "{gw2_url}{}?{}={nonce}",
+            wire::GATEWAY_ATTESTATION_PATH,
+            wire::QUERY_NONCE
+        ),
+    )
+    .await;
+    assert_eq!(own["request_nonce"], nonce);
+    assert_eq!(
+        own["signing_address"].as_str().unwrap().to_lowercase(),
+        network.gateway_signer
+    );
+    assert_eq!(own["info"]["role"], "gateway");
+    assert!(
+        own["hpke_public_key"].is_null(),
+        "nothing is ever sealed to the gateway"
+    );
+
+    // The gateway carries no prompt in clear, and names what is wrong with a request.
+    let resp = http
+        .post(format!("{gw1_url}{}", wire::CHAT_COMPLETIONS_PATH))
+        .header(wire::GATEWAY_NODE_HEADER, &cheap_signer)
+        .json(&chat_body("in clear", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "plaintext_refused"
+    );
+    let resp = http
+        .post(format!("{gw1_url}{}", wire::CHAT_COMPLETIONS_PATH))
+        .header(wire::E2EE_HEADER, wire::E2EE_VERSION)
+        .header(
+            wire::GATEWAY_NODE_HEADER,
+            format!("{:#x}", cloister_types::Address::repeat_byte(7)),
+        )
+        .body("sealed-looking")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "node_not_found"
+    );
+
+    // The proxy reaches gateway 1 through a recording relay, and pays from one wallet.
+    let relay = start_relay(gw1_url.trim_start_matches("http://").parse().unwrap());
+    let relay_url = format!("http://{}", relay.addr);
+    let (proxy, proxy_url) = start_proxy(
+        &dir,
+        &[
+            "--gateway",
+            &relay_url,
+            "--chain",
+            devnet_arg,
+            "--allow-simulated",
+            "--wallet",
+            &client_key,
+            "--budget",
+            "1000000000",
+        ],
+        "proxy",
+    )
+    .await;
+    let canary = "CANARY-d41d8cd98f00b204e980";
+    let mut receipts = Vec::new();
+    for stream in [false, true] {
+        let resp = http
+            .post(format!("{proxy_url}{}", wire::CHAT_COMPLETIONS_PATH))
+            .json(&chat_body(canary, stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", proxy.log_text());
+        assert_eq!(resp.headers()[wire::VERIFIED_HEADER], "true");
+        assert_eq!(
+            resp.headers()[wire::SIGNER_HEADER]
+                .to_str()
+                .unwrap()
+                .to_lowercase(),
+            cheap_signer
+        );
+        if !stream {
+            receipts.push(resp.headers()[wire::RECEIPT_HEADER].to_str().unwrap().to_owned());
+        }
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(canary), "{text}");
+    }
+
+    // The OpenAI Python SDK, pointed at the proxy, gets verified sealed answers (when installed).
+    if let Some(python) = crate::proxy::python() {
+        let script = crate::workspace_root().join("crates/cli/tests/it/openai_client.py");
+        let base = format!("{proxy_url}/v1");
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(&python)
+                .arg(&script)
+                .args([base.as_str(), MODEL])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(v["models"], serde_json::json!([MODEL]), "{v}");
+        assert_eq!(v["chat"]["content"], "echo: Say hello.", "{v}");
+        assert_eq!(v["chat"]["verified"], "true", "{v}");
+        assert_eq!(v["chat"]["e2ee"], "sealed", "{v}");
+        assert_eq!(v["stream"]["content"], "echo: Count to three.", "{v}");
+        assert_eq!(v["error"]["status"], 404, "{v}");
+        assert_eq!(v["error"]["code"], "no_node_for_model", "{v}");
+    }
+
+    // The cheap node dies: the gateway answers 502 for it, and the proxy re-seals to the other.
+    let _ = cheap.child.kill();
+    let _ = cheap.child.wait();
+    let resp = http
+        .post(format!("{proxy_url}{}", wire::CHAT_COMPLETIONS_PATH))
+        .json(&chat_body(canary, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", proxy.log_text());
+    assert_eq!(
+        resp.headers()[wire::SIGNER_HEADER]
+            .to_str()
+            .unwrap()
+            .to_lowercase(),
+        dear_signer
+    );
+    receipts.push(resp.headers()[wire::RECEIPT_HEADER].to_str().unwrap().to_owned());
+
+    // One wallet, two authorizations (one per operator), each node billing its own.
+    let receipts: Vec<Value> = receipts
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+    assert_ne!(receipts[0]["authorization"], receipts[1]["authorization"]);
+    for r in &receipts {
+        assert_ne!(r["cumulative_amount"], "0", "{r}");
+    }
+
+    // What the gateway saw: sealed bytes. The canary is in neither direction of its traffic nor
+    // in its (debug-level) log, although the client got it back in every answer.
+    let seen = |bytes: &[u8]| bytes.windows(canary.len()).any(|w| w == canary.as_bytes());
+    assert!(
+        !seen(&relay.to_node.lock().unwrap()),
+        "a prompt crossed the gateway in clear"
+    );
+    assert!(
+        !seen(&relay.from_node.lock().unwrap()),
+        "an answer crossed the gateway in clear"
+    );
+    assert!(
+        relay.to_node.lock().unwrap().len() > 1000,
+        "the traffic was recorded"
+    );
+    let log = gw1.log_text();
+    assert!(
+        log.contains("forwarded"),
+        "the gateway logs what it forwards:\n{log}"
+    );
+    assert!(!log.contains(canary), "the gateway logged a prompt");
+    drop(anvil);
+}
