@@ -6,7 +6,7 @@
 //! - [`load`]: the load generator ([`load::load_round`], [`load::post_json`]).
 //! - [`stats`]: the one percentile helper, medians, call timing.
 //! - [`node::BenchNode`]: a node in front of the reference upstream, on loopback.
-//! - [`overhead`], [`e2ee`], [`quote`], [`engine`]: the four benchmarks.
+//! - [`overhead`], [`e2ee`], [`quote`], [`engine`], [`gateway`]: the five benchmarks.
 //!
 //! ```no_run
 //! # async fn demo() -> cloister_bench::Result<()> {
@@ -24,6 +24,7 @@ mod error;
 
 pub mod e2ee;
 pub mod engine;
+pub mod gateway;
 pub mod load;
 pub mod node;
 pub mod overhead;

@@ -16,6 +16,8 @@ use crate::{Error, NodeClient, Policy, Result, node_base};
 
 /// How long a node list is reused before the gateway is asked again.
 const LIST_TTL: Duration = Duration::from_secs(2);
+/// How long a node that failed is tried last.
+const DEMOTED_FOR: Duration = Duration::from_secs(10);
 /// Most nodes taken from one list.
 const MAX_CANDIDATES: usize = 64;
 
@@ -37,10 +39,20 @@ pub struct GatewayRoute {
     policy: Arc<Policy>,
     clients: Mutex<HashMap<Address, NodeClient>>,
     lists: Mutex<HashMap<String, CachedList>>,
+    turn: std::sync::atomic::AtomicUsize,
+    demoted: Mutex<HashMap<Address, Instant>>,
 }
 
 /// A node list as fetched: when, and each node's (signer, operator).
-type CachedList = (Instant, Vec<(Address, Address)>);
+type CachedList = (Instant, Vec<Listed>);
+
+/// One listed node: signer, operator, and its input+output price for the model.
+#[derive(Clone, Copy, Debug)]
+struct Listed {
+    signer: Address,
+    operator: Address,
+    price: alloy_primitives::U256,
+}
 
 impl GatewayRoute {
     /// Routes through the gateway at `url`; nodes are verified under `policy`.
@@ -51,6 +63,8 @@ impl GatewayRoute {
             policy,
             clients: Mutex::new(HashMap::new()),
             lists: Mutex::new(HashMap::new()),
+            turn: std::sync::atomic::AtomicUsize::new(0),
+            demoted: Mutex::new(HashMap::new()),
         })
     }
 
@@ -64,42 +78,68 @@ impl GatewayRoute {
         self.get_json(wire::GATEWAY_NETWORK_PATH, &[]).await
     }
 
-    /// The candidates for `model`, in the gateway's order (cached for a moment).
+    /// The candidates for `model`, in the gateway's order (cached for a moment), except that
+    /// requests take turns over the leading nodes of equal price: the gateway's load view is as old
+    /// as the cached list, so this spreads load between its refreshes.
     pub async fn candidates(&self, model: &str) -> Result<Vec<Candidate>> {
         let cached = lock(&self.lists)
             .get(model)
             .filter(|(at, _)| at.elapsed() < LIST_TTL)
             .map(|(_, list)| list.clone());
-        let list = match cached {
+        let mut list = match cached {
             Some(list) => list,
             None => {
                 let got: GatewayNodeList = self
                     .get_json(wire::GATEWAY_NODES_PATH, &[(wire::QUERY_MODEL, model)])
                     .await?;
-                let list: Vec<(Address, Address)> = got
+                let list: Vec<Listed> = got
                     .data
                     .iter()
                     .take(MAX_CANDIDATES)
-                    .filter_map(|n| Some((n.signing_address.parse().ok()?, n.operator.parse().ok()?)))
+                    .filter_map(|n| {
+                        let m = n.model(model)?;
+                        let input: alloy_primitives::U256 = m.input_price.parse().ok()?;
+                        let output: alloy_primitives::U256 = m.output_price.parse().ok()?;
+                        Some(Listed {
+                            signer: n.signing_address.parse().ok()?,
+                            operator: n.operator.parse().ok()?,
+                            price: input.saturating_add(output),
+                        })
+                    })
                     .collect();
                 lock(&self.lists).insert(model.to_owned(), (Instant::now(), list.clone()));
                 list
             }
         };
+        let tier = list.first().map_or(0, |best| {
+            list.iter().take_while(|n| n.price == best.price).count()
+        });
+        if tier > 1 {
+            let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            list[..tier].rotate_left(turn % tier);
+        }
+        // Nodes that just failed go last (stable: the order among the others is kept).
+        {
+            let mut demoted = lock(&self.demoted);
+            demoted.retain(|_, at| at.elapsed() < DEMOTED_FOR);
+            if !demoted.is_empty() {
+                list.sort_by_key(|n| demoted.contains_key(&n.signer));
+            }
+        }
         let mut clients = lock(&self.clients);
         let mut out = Vec::with_capacity(list.len());
-        for (signer, operator) in list {
-            let client = match clients.get(&signer) {
+        for listed in list {
+            let client = match clients.get(&listed.signer) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = NodeClient::via_gateway(&self.base, signer, Arc::clone(&self.policy))?;
-                    clients.insert(signer, c.clone());
+                    let c = NodeClient::via_gateway(&self.base, listed.signer, Arc::clone(&self.policy))?;
+                    clients.insert(listed.signer, c.clone());
                     c
                 }
             };
             out.push(Candidate {
                 client,
-                operator: Some(operator),
+                operator: Some(listed.operator),
             });
         }
         if out.is_empty() {
@@ -108,6 +148,11 @@ impl GatewayRoute {
             });
         }
         Ok(out)
+    }
+
+    /// Tries node `signer` last for a while: it just failed (unreachable, 5xx, 429 or refused).
+    pub fn demote(&self, signer: Address) {
+        lock(&self.demoted).insert(signer, Instant::now());
     }
 
     /// Forgets the cached list for `model` (after every candidate failed).

@@ -22,6 +22,8 @@ use crate::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct NodePool {
     nodes: Vec<NodeClient>,
+    /// Each node's operator, where known (a wallet pays it).
+    operators: Vec<Option<alloy_primitives::Address>>,
     next: Arc<AtomicUsize>,
     gateway: Option<Arc<GatewayRoute>>,
     wallet: Option<Arc<Wallet>>,
@@ -48,7 +50,20 @@ impl NodePool {
     /// A pool over existing clients.
     pub fn from_clients(nodes: Vec<NodeClient>) -> Self {
         Self {
+            operators: vec![None; nodes.len()],
             nodes,
+            next: Arc::new(AtomicUsize::new(0)),
+            gateway: None,
+            wallet: None,
+        }
+    }
+
+    /// A pool over clients whose operators are known (so a [`Wallet`] can pay them).
+    pub fn from_candidates(candidates: Vec<Candidate>) -> Self {
+        let (nodes, operators) = candidates.into_iter().map(|c| (c.client, c.operator)).unzip();
+        Self {
+            nodes,
+            operators,
             next: Arc::new(AtomicUsize::new(0)),
             gateway: None,
             wallet: None,
@@ -59,6 +74,7 @@ impl NodePool {
     pub fn via_gateway(url: &str, policy: Arc<Policy>) -> Result<Self> {
         Ok(Self {
             nodes: Vec::new(),
+            operators: Vec::new(),
             next: Arc::new(AtomicUsize::new(0)),
             gateway: Some(Arc::new(GatewayRoute::new(url, policy)?)),
             wallet: None,
@@ -67,7 +83,8 @@ impl NodePool {
 
     /// Pays every node from `wallet`: each request carries the API key the wallet signed for the
     /// node's operator (replacing the caller's `Authorization`), and each receipt is recorded.
-    /// Only a gateway pool knows the operators; a pool of URLs sends the caller's key as it is.
+    /// Only a pool that knows the operators (through a gateway, or [`NodePool::from_candidates`])
+    /// pays this way; a pool of URLs sends the caller's key as it is.
     pub fn with_wallet(mut self, wallet: Arc<Wallet>) -> Self {
         self.wallet = Some(wallet);
         self
@@ -98,7 +115,7 @@ impl NodePool {
         Ok((0..n)
             .map(|i| Candidate {
                 client: self.nodes[(start + i) % n].clone(),
-                operator: None,
+                operator: self.operators.get((start + i) % n).copied().flatten(),
             })
             .collect())
     }
@@ -198,6 +215,9 @@ impl NodePool {
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_failover() => {
                     tracing::warn!(node = %candidate.client.url(), code = e.code(), "failing over: {e}");
+                    if let (Some(gw), Some(signer)) = (&self.gateway, candidate.client.routed_to()) {
+                        gw.demote(signer);
+                    }
                     errors.push((node_label(&candidate.client), e));
                 }
                 Err(e) => return Err(e),
