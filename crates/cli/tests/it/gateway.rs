@@ -79,6 +79,39 @@ async fn get<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: String
     resp.json().await.unwrap()
 }
 
+/// Runs the OpenAI Python SDK client script against the proxy; the signer of its chat answer, or
+/// `None` when the SDK is not installed.
+async fn python_sdk(proxy_url: &str) -> Option<String> {
+    let python = crate::proxy::python()?;
+    let script = crate::workspace_root().join("crates/cli/tests/it/openai_client.py");
+    let base = format!("{proxy_url}/v1");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(&script)
+            .args([base.as_str(), MODEL])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["models"], serde_json::json!([MODEL]), "{v}");
+    assert_eq!(v["chat"]["content"], "echo: Say hello.", "{v}");
+    assert_eq!(v["chat"]["verified"], "true", "{v}");
+    assert_eq!(v["chat"]["signature_verified"], "true", "{v}");
+    assert_eq!(v["chat"]["e2ee"], "sealed", "{v}");
+    assert_eq!(v["stream"]["content"], "echo: Count to three.", "{v}");
+    assert_eq!(v["error"]["status"], 404, "{v}");
+    assert_eq!(v["error"]["code"], "no_node_for_model", "{v}");
+    Some(v["chat"]["signer"].as_str().unwrap().to_lowercase())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_routes_sealed_paid_requests_across_nodes_without_seeing_them() {
     if devnet::find_anvil().is_none() {
@@ -254,33 +287,10 @@ async fn a_gateway_routes_sealed_paid_requests_across_nodes_without_seeing_them(
         assert!(text.contains(canary), "{text}");
     }
 
-    // The OpenAI Python SDK, pointed at the proxy, gets verified sealed answers (when installed).
-    if let Some(python) = crate::proxy::python() {
-        let script = crate::workspace_root().join("crates/cli/tests/it/openai_client.py");
-        let base = format!("{proxy_url}/v1");
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(&python)
-                .arg(&script)
-                .args([base.as_str(), MODEL])
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_str(stdout.trim()).unwrap();
-        assert_eq!(v["models"], serde_json::json!([MODEL]), "{v}");
-        assert_eq!(v["chat"]["content"], "echo: Say hello.", "{v}");
-        assert_eq!(v["chat"]["verified"], "true", "{v}");
-        assert_eq!(v["chat"]["e2ee"], "sealed", "{v}");
-        assert_eq!(v["stream"]["content"], "echo: Count to three.", "{v}");
-        assert_eq!(v["error"]["status"], 404, "{v}");
-        assert_eq!(v["error"]["code"], "no_node_for_model", "{v}");
+    // The OpenAI Python SDK, pointed at the proxy, gets verified sealed paid answers (when installed).
+    let python_signer = python_sdk(&proxy_url).await;
+    if let Some(signer) = &python_signer {
+        assert_eq!(signer, &cheap_signer);
     }
 
     // The cheap node dies: the gateway answers 502 for it, and the proxy re-seals to the other.
@@ -301,6 +311,12 @@ async fn a_gateway_routes_sealed_paid_requests_across_nodes_without_seeing_them(
         dear_signer
     );
     receipts.push(resp.headers()[wire::RECEIPT_HEADER].to_str().unwrap().to_owned());
+    if python_signer.is_some() {
+        assert_eq!(
+            python_sdk(&proxy_url).await.as_deref(),
+            Some(dear_signer.as_str())
+        );
+    }
 
     // One wallet, two authorizations (one per operator), each node billing its own.
     let receipts: Vec<Value> = receipts
