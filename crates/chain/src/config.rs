@@ -319,10 +319,7 @@ impl ChainConfig {
 
     /// The network's EIP-1559 caps; `None` (estimates used as they are) when no network was named.
     pub fn fee_caps(&self) -> Option<FeeCaps> {
-        self.network.as_ref().map(|n| FeeCaps {
-            max_fee_per_gas: u128::from(n.max_fee_per_gas_wei),
-            max_priority_fee_per_gas: u128::from(n.max_priority_fee_per_gas_wei),
-        })
+        self.network.as_ref().map(crate::Network::fee_caps)
     }
 
     /// What sending follows on this chain: [`ChainConfig::fee_caps`] and [`ChainConfig::resend`].

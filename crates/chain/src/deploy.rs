@@ -2,7 +2,9 @@
 //! verifier adapter, `NodeRegistry`, `Escrow` and `InferenceOracle`, paid in an existing ERC-20,
 //! written as a chain file that `node run --chain`, `proxy --chain` and the escrow/key commands
 //! read (with the network's confirmations, log range and fee caps, and the deployment block that
-//! log scans start from).
+//! log scans start from). Every deployment transaction is sent the way every other transaction is
+//! ([`crate::send`]): EIP-1559 fees within the network's caps (a base fee above the cap sends
+//! nothing), replaced at a higher fee when stuck.
 
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider as _;
@@ -10,8 +12,7 @@ use alloy::signers::local::PrivateKeySigner;
 
 use crate::bindings::automata::AutomataDcapAdapter;
 use crate::bindings::{Escrow, InferenceOracle, NodeRegistry};
-use crate::revert::from_contract;
-use crate::{ChainConfig, ChainError, Network, Result, wallet_provider};
+use crate::{ChainConfig, ChainError, Failover, Network, Result, SendPolicy, send, wallet_provider_on};
 
 /// What a deployment is made with besides the network.
 #[derive(Clone, Debug)]
@@ -60,7 +61,11 @@ pub async fn deploy_network(
         .or(network.automata_dcap_verifier)
         .ok_or_else(|| ChainError::NoQuoteVerifier(network.name.clone()))?;
     let governance = spec.governance.unwrap_or_else(|| deployer.address());
-    let p = wallet_provider(&spec.rpc_url, deployer)?;
+    let policy = SendPolicy {
+        caps: Some(network.fee_caps()),
+        resend: crate::ResendPolicy::default(),
+    };
+    let p = wallet_provider_on(Failover::new(&[spec.rpc_url.as_str()], policy)?, deployer)?;
     let actual = p.get_chain_id().await?;
     if actual != network.chain_id {
         return Err(ChainError::WrongChain {
@@ -70,42 +75,67 @@ pub async fn deploy_network(
     }
     let deploy_block = p.get_block_number().await?;
 
-    let verifier = AutomataDcapAdapter::deploy(&p, automata)
-        .await
-        .map_err(from_contract)?;
-    let registry = NodeRegistry::deploy(
-        &p,
-        governance,
-        spec.token,
-        *verifier.address(),
-        spec.min_stake,
-        spec.max_age,
-        spec.unbonding_delay,
-        spec.measurement_delay,
-    )
-    .await
-    .map_err(from_contract)?;
-    let escrow = Escrow::deploy(&p, spec.token, *registry.address(), spec.withdraw_delay)
-        .await
-        .map_err(from_contract)?;
-    let oracle = InferenceOracle::deploy(&p, spec.token, *registry.address(), spec.oracle_timeout)
-        .await
-        .map_err(from_contract)?;
+    let verifier = created(
+        send(AutomataDcapAdapter::deploy_builder(&p, automata)).await?,
+        "AutomataDcapAdapter",
+    )?;
+    let registry = created(
+        send(NodeRegistry::deploy_builder(
+            &p,
+            governance,
+            spec.token,
+            verifier,
+            spec.min_stake,
+            spec.max_age,
+            spec.unbonding_delay,
+            spec.measurement_delay,
+        ))
+        .await?,
+        "NodeRegistry",
+    )?;
+    let escrow = created(
+        send(Escrow::deploy_builder(
+            &p,
+            spec.token,
+            registry,
+            spec.withdraw_delay,
+        ))
+        .await?,
+        "Escrow",
+    )?;
+    let oracle = created(
+        send(InferenceOracle::deploy_builder(
+            &p,
+            spec.token,
+            registry,
+            spec.oracle_timeout,
+        ))
+        .await?,
+        "InferenceOracle",
+    )?;
 
     Ok(Deployment {
         config: ChainConfig {
             rpc_url: spec.rpc_url.clone(),
             chain_id: network.chain_id,
             token: spec.token,
-            registry: *registry.address(),
-            escrow: *escrow.address(),
-            oracle: *oracle.address(),
+            registry,
+            escrow,
+            oracle,
             consumer: None,
             deploy_block,
             network: Some(network.clone()),
             rpc_urls_fallback: Vec::new(),
             resend: crate::ResendPolicy::default(),
         },
-        quote_verifier: *verifier.address(),
+        quote_verifier: verifier,
     })
+}
+
+/// The address a deployment transaction created.
+fn created(outcome: crate::TxOutcome, name: &'static str) -> Result<Address> {
+    outcome
+        .receipt
+        .contract_address
+        .ok_or(ChainError::NoContractAddress(name))
 }

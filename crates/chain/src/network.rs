@@ -56,6 +56,14 @@ pub struct Network {
 }
 
 impl Network {
+    /// The network's EIP-1559 caps (`max_fee_per_gas_wei`, `max_priority_fee_per_gas_wei`).
+    pub fn fee_caps(&self) -> crate::FeeCaps {
+        crate::FeeCaps {
+            max_fee_per_gas: u128::from(self.max_fee_per_gas_wei),
+            max_priority_fee_per_gas: u128::from(self.max_priority_fee_per_gas_wei),
+        }
+    }
+
     /// A shipped network by name (`base`, `base-sepolia`, `op-mainnet`, `op-sepolia`).
     pub fn named(name: &str) -> Result<Self> {
         let (_, text) =

@@ -78,6 +78,33 @@ async fn deploys_to_each_network_and_writes_a_chain_file() {
         assert_eq!(resolved.log_scan_limits().from_block, config.deploy_block);
     }
 
+    // Deployment transactions follow the network's fee caps: with the base fee above the cap of
+    // the network the endpoint now is, nothing is sent.
+    let (last, _) = SHIPPED_NETWORKS[SHIPPED_NETWORKS.len() - 1];
+    let last = Network::named(last).unwrap();
+    let high = format!("{:#x}", u128::from(last.max_fee_per_gas_wei) * 10);
+    let _: serde_json::Value = p
+        .raw_request(
+            "anvil_setNextBlockBaseFeePerGas".into(),
+            serde_json::json!([high]),
+        )
+        .await
+        .unwrap();
+    let _: serde_json::Value = p
+        .raw_request("evm_mine".into(), serde_json::json!([]))
+        .await
+        .unwrap();
+    let nonce = p.get_transaction_count(deployer.address()).await.unwrap();
+    let err = deploy_network(&last, &spec(dn.rpc_url(), token), deployer.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ChainError::BaseFeeAboveCap { .. }), "{err}");
+    assert_eq!(
+        p.get_transaction_count(deployer.address()).await.unwrap(),
+        nonce,
+        "nothing was sent"
+    );
+
     // The endpoint is now OP Sepolia's chain: Base is refused before anything is sent.
     let base = Network::named("base").unwrap();
     let err = deploy_network(&base, &spec(dn.rpc_url(), token), deployer.clone())
