@@ -318,6 +318,41 @@ async fn a_gateway_routes_sealed_paid_requests_across_nodes_without_seeing_them(
         );
     }
 
+    // The gateway says so honestly: the dead node is unreachable (502), and after three failures in
+    // a row, or once its refresh cannot verify it, unavailable (503, Retry-After).
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let resp = http
+            .post(format!("{gw1_url}{}", wire::CHAT_COMPLETIONS_PATH))
+            .header(wire::E2EE_HEADER, wire::E2EE_VERSION)
+            .header(wire::GATEWAY_NODE_HEADER, &cheap_signer)
+            .body("sealed-looking")
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().get("retry-after").is_some();
+        let code = resp.json::<Value>().await.unwrap()["error"]["code"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        codes.push((status, code, retry_after));
+    }
+    // (Which of the two the first answers are depends on how many failures this gateway already
+    // saw, and on whether its refresh already found the node unverifiable.)
+    assert!(
+        codes
+            .iter()
+            .all(|c| *c == (502, "node_unreachable".to_owned(), false)
+                || *c == (503, "node_unavailable".to_owned(), true)),
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.last().unwrap(),
+        &(503, "node_unavailable".to_owned(), true),
+        "{codes:?}"
+    );
+
     // One wallet, two authorizations (one per operator), each node billing its own.
     let receipts: Vec<Value> = receipts
         .iter()
