@@ -87,6 +87,14 @@ pub async fn detect(opts: &DetectOptions) -> Result<Arc<dyn Attester>> {
              SECURE, prove nothing, and every verifier refuses them unless told to accept simulated \
              evidence. Never use this in production."
         );
+        if let Some(variant) = simulated::SimulatedConfigAttester::from_env()? {
+            tracing::warn!(
+                mr_config_id = %hex::encode(variant.mr_config_id),
+                "DEVELOPMENT ONLY: the simulated TEE carries the MR_CONFIG_ID of {}",
+                simulated::DEV_CONFIG_ID_ENV
+            );
+            return Ok(Arc::new(variant));
+        }
         return Ok(Arc::new(simulated::SimulatedAttester));
     }
     Err(Error::NoTee)

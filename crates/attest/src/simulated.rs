@@ -71,6 +71,13 @@ pub fn dev_measurement(label: &str) -> [u8; 48] {
 
 /// Builds a simulated TDX v4 quote carrying `report_data`.
 pub fn simulated_quote(report_data: &ReportData) -> Vec<u8> {
+    simulated_quote_with_config_id(report_data, &[0u8; 48])
+}
+
+/// DEVELOPMENT ONLY: [`simulated_quote`] with `mr_config_id` in MR_CONFIG_ID instead of zeros, so
+/// its measurement digest differs (tests of governance allowing one simulated image and not
+/// another). It proves nothing, like every simulated quote.
+pub fn simulated_quote_with_config_id(report_data: &ReportData, mr_config_id: &[u8; 48]) -> Vec<u8> {
     let mut q = Vec::with_capacity(HEADER_LEN + TD_REPORT10_LEN + 4 + 1024);
     // Header.
     q.extend_from_slice(&4u16.to_le_bytes()); // version
@@ -87,7 +94,7 @@ pub fn simulated_quote(report_data: &ReportData) -> Vec<u8> {
     q.extend_from_slice(&SIMULATED_TD_ATTRIBUTES);
     q.extend_from_slice(&[0xe7, 0x02, 0x06, 0x00, 0x00, 0x00, 0x00, 0x00]); // xfam
     q.extend_from_slice(&dev_measurement("mr_td"));
-    q.extend_from_slice(&[0u8; 48]); // mr_config_id
+    q.extend_from_slice(mr_config_id);
     q.extend_from_slice(&[0u8; 48]); // mr_owner
     q.extend_from_slice(&[0u8; 48]); // mr_owner_config
     for label in ["rtmr0", "rtmr1", "rtmr2", "rtmr3"] {

@@ -13,7 +13,7 @@ use cloister_client::E2eeMode;
 use cloister_client::discover::RegistryConfig;
 use cloister_gateway::{Gateway, GatewayConfig};
 
-use crate::proof::VerifyOpts;
+use crate::proof::PolicyArgs;
 
 /// `cloister gateway`.
 #[derive(Debug, Args)]
@@ -31,21 +31,9 @@ pub(crate) struct GatewayArgs {
     /// Requests forwarded to one node at once; more are answered 429.
     #[arg(long, default_value_t = 64)]
     pub max_in_flight: u32,
-    /// File of allowed measurement digests [default: the ones governance allows on chain].
-    #[arg(long)]
-    pub allowed_measurements: Option<PathBuf>,
-    /// TCB statuses to accept (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "UpToDate")]
-    pub accept_tcb: Vec<String>,
-    /// DEVELOPMENT ONLY: route to nodes with a SIMULATED TEE.
-    #[arg(long)]
-    pub allow_simulated: bool,
-    /// Collateral JSON file(s) instead of fetching from a PCCS.
-    #[arg(long)]
-    pub collateral: Vec<PathBuf>,
-    /// PCCS or Intel PCS base URL for collateral.
-    #[arg(long, default_value = cloister_attest::collateral::PHALA_PCCS_URL)]
-    pub pccs: String,
+    /// Which nodes to route to (with the registry's allowlist unless --allowed-measurements).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// DEVELOPMENT ONLY: serve the gateway's own attestation report from a SIMULATED TEE when no
     /// real one is found.
     #[arg(long)]
@@ -70,21 +58,13 @@ async fn attester(args: &GatewayArgs) -> Option<Arc<dyn Attester>> {
 }
 
 pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
-    if args.allow_simulated {
+    if args.policy.allow_simulated {
         eprintln!("!!! cloister gateway: --allow-simulated is DEVELOPMENT ONLY: nodes with a SIMULATED TEE");
         eprintln!("!!! are listed as verified. Clients still verify every node under their own policy.");
     }
     let chain = cloister_chain::ChainConfig::load(&args.chain)
         .with_context(|| format!("reading {}", args.chain.display()))?;
-    let opts = VerifyOpts {
-        collateral: args.collateral.clone(),
-        pccs: args.pccs.clone(),
-        accept_tcb: args.accept_tcb.clone(),
-        allow_simulated: args.allow_simulated,
-        allowed_measurements: args.allowed_measurements.clone(),
-        ..VerifyOpts::dev_simulated()
-    };
-    let policy = opts.client_policy(E2eeMode::Required)?;
+    let policy = args.policy.verify_opts().client_policy(E2eeMode::Required)?;
     let mut config = GatewayConfig::new(RegistryConfig {
         rpc_url: chain.rpc_url.clone(),
         chain_id: chain.chain_id,
@@ -93,7 +73,7 @@ pub(crate) async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     config.log_limits = chain.log_scan_limits();
     config.escrow = Some(chain.escrow);
     config.policy = policy;
-    config.own_allowlist = args.allowed_measurements.is_some();
+    config.own_allowlist = args.policy.allowed_measurements.is_some();
     config.refresh = Duration::from_secs(args.refresh_secs.max(1));
     config.max_in_flight = args.max_in_flight.max(1);
     let attester = attester(&args).await;

@@ -16,6 +16,42 @@ pub(crate) use cloister_client::node_base;
 /// A verified (or refused) attestation report.
 pub(crate) type NodeProof = cloister_client::ReportProof;
 
+/// The node-acceptance flags `proxy` and `gateway` share.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PolicyArgs {
+    /// File of allowed measurement digests (one hex digest per line, `#` comments) [default: any
+    /// measurement whose quote verifies, or with --chain the ones governance allows there].
+    #[arg(long)]
+    pub allowed_measurements: Option<PathBuf>,
+    /// TCB statuses to accept (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "UpToDate")]
+    pub accept_tcb: Vec<String>,
+    /// DEVELOPMENT ONLY: accept nodes with a SIMULATED TEE (no hardware protects them at all).
+    #[arg(long)]
+    pub allow_simulated: bool,
+    /// Collateral JSON file(s) instead of fetching from a PCCS.
+    #[arg(long)]
+    pub collateral: Vec<PathBuf>,
+    /// PCCS or Intel PCS base URL for collateral.
+    #[arg(long, default_value = cloister_attest::collateral::PHALA_PCCS_URL)]
+    pub pccs: String,
+}
+
+impl PolicyArgs {
+    /// The verification options these flags give (the rest as `VerifyOpts::dev_simulated`, whose
+    /// `allow_simulated` these flags replace).
+    pub(crate) fn verify_opts(&self) -> VerifyOpts {
+        VerifyOpts {
+            collateral: self.collateral.clone(),
+            pccs: self.pccs.clone(),
+            accept_tcb: self.accept_tcb.clone(),
+            allow_simulated: self.allow_simulated,
+            allowed_measurements: self.allowed_measurements.clone(),
+            ..VerifyOpts::dev_simulated()
+        }
+    }
+}
+
 /// Flags that say how to verify a node.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct VerifyOpts {

@@ -15,7 +15,7 @@ use cloister_client::wallet::{Wallet, WalletConfig};
 use cloister_client::{E2eeMode, NodePool, proxy};
 use serde::Deserialize;
 
-use crate::proof::VerifyOpts;
+use crate::proof::{PolicyArgs, VerifyOpts};
 
 /// `cloister proxy`.
 #[derive(Debug, Args)]
@@ -29,22 +29,9 @@ pub(crate) struct ProxyArgs {
     /// JSON file listing node URLs: `["http://..", ..]` or `{"nodes": ["http://..", ..]}`.
     #[arg(long)]
     pub network: Option<PathBuf>,
-    /// File of allowed measurement digests (one hex digest per line, `#` comments) [default: any
-    /// measurement whose quote verifies].
-    #[arg(long)]
-    pub allowed_measurements: Option<PathBuf>,
-    /// TCB statuses to accept (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "UpToDate")]
-    pub accept_tcb: Vec<String>,
-    /// DEVELOPMENT ONLY: accept nodes with a SIMULATED TEE (no hardware protects them at all).
-    #[arg(long)]
-    pub allow_simulated: bool,
-    /// Collateral JSON file(s) instead of fetching from a PCCS.
-    #[arg(long)]
-    pub collateral: Vec<PathBuf>,
-    /// PCCS or Intel PCS base URL for collateral.
-    #[arg(long, default_value = cloister_attest::collateral::PHALA_PCCS_URL)]
-    pub pccs: String,
+    /// Which nodes to accept.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Seconds a node's verified report is trusted before it is verified again.
     #[arg(long, default_value_t = 300)]
     pub verdict_ttl_secs: u64,
@@ -200,13 +187,8 @@ async fn pool(args: &ProxyArgs) -> anyhow::Result<NodePool> {
         None => None,
     };
     let opts = VerifyOpts {
-        collateral: args.collateral.clone(),
-        pccs: args.pccs.clone(),
-        accept_tcb: args.accept_tcb.clone(),
-        allow_simulated: args.allow_simulated,
-        allowed_measurements: args.allowed_measurements.clone(),
         nonce: args.dev_fixed_nonce.clone(),
-        ..VerifyOpts::dev_simulated()
+        ..args.policy.verify_opts()
     };
     let mut policy = opts.client_policy(E2eeMode::Required)?;
     policy.verdict_ttl = Duration::from_secs(args.verdict_ttl_secs);
@@ -214,7 +196,7 @@ async fn pool(args: &ProxyArgs) -> anyhow::Result<NodePool> {
         policy.dev_fixed_nonce = Some(opts.nonce().context("--dev-fixed-nonce")?);
     }
     if let Some(found) = &on_chain
-        && args.allowed_measurements.is_none()
+        && args.policy.allowed_measurements.is_none()
     {
         // An empty on-chain list refuses everything (see `Discovery::allowlist`).
         policy.allowed_measurements = found.allowlist();
@@ -234,7 +216,7 @@ async fn pool(args: &ProxyArgs) -> anyhow::Result<NodePool> {
 }
 
 pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    if args.allow_simulated {
+    if args.policy.allow_simulated {
         eprintln!("!!! cloister proxy: --allow-simulated is DEVELOPMENT ONLY: nodes with a SIMULATED TEE");
         eprintln!(
             "!!! are accepted; nothing protects prompts or answers on them. Never use it in production."
@@ -276,11 +258,13 @@ mod tests {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             nodes: nodes.iter().map(|s| (*s).to_owned()).collect(),
             network,
-            allowed_measurements: None,
-            accept_tcb: vec!["UpToDate".into()],
-            allow_simulated: false,
-            collateral: Vec::new(),
-            pccs: String::new(),
+            policy: PolicyArgs {
+                allowed_measurements: None,
+                accept_tcb: vec!["UpToDate".into()],
+                allow_simulated: false,
+                collateral: Vec::new(),
+                pccs: String::new(),
+            },
             verdict_ttl_secs: 300,
             chain: None,
             dev_fixed_nonce: None,
@@ -333,8 +317,8 @@ mod tests {
         let list = dir.join("allowed.txt");
         let _ = std::fs::write(&list, format!("# another build\n{}\n", "ab".repeat(32)));
         let mut a = args(&["http://x:9"], None);
-        a.allow_simulated = true;
-        a.allowed_measurements = Some(list);
+        a.policy.allow_simulated = true;
+        a.policy.allowed_measurements = Some(list);
         a.verdict_ttl_secs = 7;
         let pinned = pool(&a).await.unwrap_or_else(|e| panic!("{e:#}"));
         let policy = pinned.nodes()[0].policy();

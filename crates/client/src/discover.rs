@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod escrow;
 mod rpc;
 
 use alloy_primitives::{Address, B256, U256};
@@ -280,6 +281,7 @@ async fn allowed_measurements(
         registry,
         NodeRegistry::MeasurementSet::SIGNATURE_HASH,
         limits,
+        (MAX_MEASUREMENT_EVENTS, "MeasurementSet events"),
     )
     .await?;
     let mut allowed: Vec<B256> = Vec::new();
@@ -306,14 +308,28 @@ async fn allowed_measurements(
 }
 
 /// Every `topic0` log of `address` from `limits.from_block` to the latest block, in bounded
-/// windows: a window the endpoint refuses as too wide is halved and asked again.
+/// windows: a window the endpoint refuses as too wide is halved and asked again. More than
+/// `max.0` logs (`max.1` names them) is an error.
 async fn scan_logs(
     rpc: &Rpc<'_>,
     address: Address,
     topic0: B256,
     limits: LogScanLimits,
+    max: (usize, &'static str),
 ) -> Result<Vec<rpc::RawLog>, DiscoverError> {
     let latest = rpc.block_number().await?;
+    scan_logs_to(rpc, address, topic0, limits, latest, max).await
+}
+
+/// [`scan_logs`] up to block `latest`.
+async fn scan_logs_to(
+    rpc: &Rpc<'_>,
+    address: Address,
+    topic0: B256,
+    limits: LogScanLimits,
+    latest: u64,
+    (max_events, what): (usize, &'static str),
+) -> Result<Vec<rpc::RawLog>, DiscoverError> {
     let mut plan = limits.plan();
     let mut out = Vec::new();
     let mut calls = 0u64;
@@ -329,10 +345,10 @@ async fn scan_logs(
             Ok(logs) => {
                 plan.answered(range);
                 out.extend(logs);
-                if out.len() > MAX_MEASUREMENT_EVENTS {
+                if out.len() > max_events {
                     return Err(DiscoverError::TooMany {
-                        what: "MeasurementSet events",
-                        limit: MAX_MEASUREMENT_EVENTS as u64,
+                        what,
+                        limit: max_events as u64,
                     });
                 }
             }

@@ -9,10 +9,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
+use cloister_attest::check::Check;
 use cloister_client::discover::{Discovery, RegisteredNode, discover_with_limits};
 use cloister_client::{NodeClient, Policy};
 use cloister_types::gateway::{GatewayModel, GatewayNode};
-use cloister_types::unix_now;
+use cloister_types::{Nonce, unix_now};
 
 use crate::GatewayConfig;
 
@@ -98,6 +99,9 @@ pub struct NodeEntry {
     /// `Ok`: the gateway's last verification passed, with the measurement it attested; `Err`: the
     /// refusal's code and message.
     pub verdict: Result<Option<String>, String>,
+    /// Each named check of the gateway's last verification (the report's, the quote's and the
+    /// policy's), passing or refused; empty when no report was read (unreachable, inactive).
+    pub checks: Vec<Check>,
     /// When it was verified (unix seconds).
     pub checked_at: u64,
     /// Live figures.
@@ -265,11 +269,20 @@ impl Directory {
         found: &Discovery,
     ) -> Arc<NodeEntry> {
         let measurement_allowed = found.allowed_measurements.contains(&node.measurement);
+        let mut checks = Vec::new();
         let verdict = if !node.active {
             Err("inactive: the registry lists it as deregistered".to_owned())
         } else {
+            let nonce = policy.dev_fixed_nonce.unwrap_or_else(|| Nonce(rand::random()));
             let client = NodeClient::with_http(&node.endpoint, policy, self.http.clone());
-            match tokio::time::timeout(self.config.verify_timeout, client.verify_now()).await {
+            // The proof is read first so that its named checks are kept whatever the verdict;
+            // `adopt` then applies the policy exactly as `verify_now` would.
+            let verify = async {
+                let proof = client.fetch_proof(nonce).await?;
+                checks = proof.verdict.checks.as_slice().to_vec();
+                client.adopt(proof).await
+            };
+            match tokio::time::timeout(self.config.verify_timeout, verify).await {
                 Err(_) => Err(format!(
                     "node_unreachable: no verified report within {:?}",
                     self.config.verify_timeout
@@ -293,6 +306,7 @@ impl Directory {
             registered: node,
             measurement_allowed,
             verdict,
+            checks,
             checked_at: unix_now(),
             stats,
         })
@@ -363,6 +377,7 @@ mod tests {
             },
             measurement_allowed: true,
             verdict: if verified { Ok(None) } else { Err("x".into()) },
+            checks: Vec::new(),
             checked_at: 0,
             stats: Arc::new(stats),
         }

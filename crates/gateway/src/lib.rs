@@ -32,6 +32,7 @@
 
 pub mod attested;
 pub mod directory;
+pub mod explorer;
 mod forward;
 pub mod routes;
 

@@ -41,6 +41,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route(wire::SIGNATURE_ROUTE, get(to_named))
         .route(wire::ACI_ATTESTATION_PATH, get(to_named))
         .route(wire::ACI_RECEIPT_ROUTE, get(to_named))
+        .merge(crate::explorer::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(gateway)
 }

@@ -3,75 +3,12 @@
 //! the nodes sealed and byte for byte (a canary prompt is in neither the gateway's traffic nor its
 //! log), one wallet pays both nodes, and when a node dies the proxy re-seals to the other.
 
-use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions, TOKEN};
-use cloister_chain::{Chain, DevnetFile, parse_private_key};
 use cloister_types::gateway::{GatewayNetwork, GatewayNodeList};
 use cloister_types::wire;
 use serde_json::Value;
 
-use crate::proxy::stack::{
-    MODEL, Proc, chat_body, free_port, start_echo_upstream, start_proxy, start_relay, wait_ready,
-};
-
-/// A paid node in upstream mode, registered by dev account `role` at `price` (`IN:OUT`).
-async fn paid_node(
-    dir: &tempfile::TempDir,
-    devnet_json: &str,
-    file: &DevnetFile,
-    role: &str,
-    price: &str,
-) -> (Proc, String) {
-    let upstream = start_echo_upstream();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let url = format!("http://{listen}");
-    let ledger = dir.path().join(format!("{role}.sqlite"));
-    let key = file.account(role).unwrap().private_key.clone();
-    let mut node = Proc::spawn(
-        &[
-            "node",
-            "run",
-            "--upstream",
-            &format!("http://{upstream}/v1"),
-            "--upstream-model",
-            MODEL,
-            "--dev-simulated-tee",
-            "--listen",
-            &listen,
-            "--chain",
-            devnet_json,
-            "--operator-key",
-            &key,
-            "--ledger",
-            ledger.to_str().unwrap(),
-            "--price",
-            &format!("{MODEL}={price}"),
-        ],
-        dir.path().join(format!("node-{role}.log")),
-    );
-    wait_ready(&url, &mut node).await;
-    (node, url)
-}
-
-async fn start_gateway(dir: &tempfile::TempDir, devnet_json: &str, name: &str) -> (Proc, String) {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let url = format!("http://{listen}");
-    let mut gw = Proc::spawn(
-        &[
-            "gateway",
-            "--listen",
-            &listen,
-            "--chain",
-            devnet_json,
-            "--allow-simulated",
-            "--dev-simulated-tee",
-            "--refresh-secs",
-            "2",
-        ],
-        dir.path().join(format!("{name}.log")),
-    );
-    wait_ready(&url, &mut gw).await;
-    (gw, url)
-}
+use crate::paid::PaidNet;
+use crate::proxy::stack::{MODEL, chat_body, start_proxy, start_relay};
 
 async fn get<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: String) -> T {
     let resp = http.get(&url).send().await.unwrap();
@@ -79,34 +16,10 @@ async fn get<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: String
     resp.json().await.unwrap()
 }
 
-/// Runs the OpenAI Python SDK client script against the proxy; the signer of its chat answer, or
-/// `None` when the SDK is not installed.
+/// The OpenAI Python SDK through the proxy: the checks every answer passes, a model no node serves
+/// is 404 `no_node_for_model`; returns the signer of its chat answer (`None` without the SDK).
 async fn python_sdk(proxy_url: &str) -> Option<String> {
-    let python = crate::proxy::python()?;
-    let script = crate::workspace_root().join("crates/cli/tests/it/openai_client.py");
-    let base = format!("{proxy_url}/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python)
-            .arg(&script)
-            .args([base.as_str(), MODEL])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(v["models"], serde_json::json!([MODEL]), "{v}");
-    assert_eq!(v["chat"]["content"], "echo: Say hello.", "{v}");
-    assert_eq!(v["chat"]["verified"], "true", "{v}");
-    assert_eq!(v["chat"]["signature_verified"], "true", "{v}");
-    assert_eq!(v["chat"]["e2ee"], "sealed", "{v}");
-    assert_eq!(v["stream"]["content"], "echo: Count to three.", "{v}");
+    let v = crate::proxy::openai_sdk_through(proxy_url).await?;
     assert_eq!(v["error"]["status"], 404, "{v}");
     assert_eq!(v["error"]["code"], "no_node_for_model", "{v}");
     Some(v["chat"]["signer"].as_str().unwrap().to_lowercase())
@@ -114,37 +27,22 @@ async fn python_sdk(proxy_url: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_routes_sealed_paid_requests_across_nodes_without_seeing_them() {
-    if devnet::find_anvil().is_none() {
-        assert!(
-            std::env::var("CLOISTER_REQUIRE_ANVIL").as_deref() != Ok("1"),
-            "anvil not found and CLOISTER_REQUIRE_ANVIL=1"
-        );
-        eprintln!("SKIP: anvil not found (run `npm ci --prefix contracts`)");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let anvil = Devnet::spawn(DevnetOptions::default()).await.unwrap();
-    let file = devnet::deploy_devnet(anvil.rpc_url(), &DeployParams::default())
-        .await
-        .unwrap();
-    let devnet_json = dir.path().join("devnet.json");
-    file.save(&devnet_json).unwrap();
-    let devnet_arg = devnet_json.to_str().unwrap();
-
+    let Some(net) = PaidNet::start(&dir).await else {
+        return;
+    };
+    let file = &net.file;
     // The client deposits once; its wallet will pay both nodes.
-    let client_key = file.account("client").unwrap().private_key.clone();
-    let client = Chain::connect(file.chain_config(), Some(parse_private_key(&client_key).unwrap()))
-        .await
-        .unwrap();
-    client.escrow().unwrap().deposit(TOKEN).await.unwrap();
+    let client_key = net.key("client");
+    net.deposit("client").await;
 
     // Two nodes of two operators: the cheap one is preferred while both are idle.
-    let (mut cheap, _) = paid_node(&dir, devnet_arg, &file, "operator", "1000:2000").await;
-    let (_dear, _) = paid_node(&dir, devnet_arg, &file, "requester", "5000:5000").await;
+    let (mut cheap, _) = net.node(&dir, "operator", "1000:2000", &[], &[]).await;
+    let (_dear, _) = net.node(&dir, "requester", "5000:5000", &[], &[]).await;
 
     // Two gateway replicas over one registry see the same network, in the same order.
-    let (gw1, gw1_url) = start_gateway(&dir, devnet_arg, "gateway-1").await;
-    let (_gw2, gw2_url) = start_gateway(&dir, devnet_arg, "gateway-2").await;
+    let (gw1, gw1_url) = net.gateway(&dir, "gateway-1").await;
+    let (_gw2, gw2_url) = net.gateway(&dir, "gateway-2").await;
     let http = reqwest::Client::new();
     let list1: GatewayNodeList = get(
         &http,
@@ -252,7 +150,7 @@ async fn a_gateway_routes_sealed_paid_requests_across_nodes_without_seeing_them(
             "--gateway",
             &relay_url,
             "--chain",
-            devnet_arg,
+            net.chain_arg(),
             "--allow-simulated",
             "--wallet",
             &client_key,
@@ -384,5 +282,4 @@ async fn a_gateway_routes_sealed_paid_requests_across_nodes_without_seeing_them(
         "the gateway logs what it forwards:\n{log}"
     );
     assert!(!log.contains(canary), "the gateway logged a prompt");
-    drop(anvil);
 }

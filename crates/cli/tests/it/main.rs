@@ -4,9 +4,11 @@
 mod chaos;
 mod commands;
 mod deploy;
+mod explorer;
 mod gateway;
 mod governance;
 mod measure;
+mod paid;
 mod proxy;
 mod third_party;
 mod verify_quote;

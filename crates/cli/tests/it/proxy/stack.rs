@@ -75,15 +75,22 @@ pub(crate) struct Proc {
 
 impl Proc {
     pub(crate) fn spawn(args: &[&str], log: PathBuf) -> Self {
+        Self::spawn_env(args, &[], log)
+    }
+
+    /// [`Proc::spawn`] with extra environment variables.
+    pub(crate) fn spawn_env(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Self {
         let file = std::fs::File::create(&log).unwrap();
-        let child = cloister()
-            .args(args)
+        let mut cmd = cloister();
+        cmd.args(args)
             .env("RUST_LOG", "debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::from(file));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
         Self { child, log }
     }
 
