@@ -14,8 +14,10 @@ import {IInferenceConsumer} from "./IInferenceConsumer.sol";
 ///         any active node serving the model may fulfil it before the deadline with an output signed
 ///         by its enclave key as EIP-712 `InferenceResult{requestId, outputHash, model}`; the node's
 ///         operator is paid `maxFee`, then the callback runs with exactly `callbackGasLimit` gas.
-///         Unfulfilled requests are refundable after the deadline. Inputs are public unless the
-///         requester seals them to a node's HPKE key.
+///         `requestFor` designates one node (by operator address): only it may fulfil, so the input
+///         can be sealed to that node's attested HPKE key (docs/protocol.md §9, "Sealed oracle
+///         inputs"). Unfulfilled requests are refundable after the deadline. Inputs are public
+///         unless sealed; outputs are always public.
 contract InferenceOracle is EIP712("Cloister InferenceOracle", "1"), ReentrancyGuard {
     using SafeERC20 for IERC20;
 
@@ -37,7 +39,8 @@ contract InferenceOracle is EIP712("Cloister InferenceOracle", "1"), ReentrancyG
 
     /// @notice One request. `status`: 0 none, 1 pending, 2 fulfilled, 3 refunded. The node that
     ///         fulfilled it is in the `InferenceFulfilled` event (not stored: saves a fresh slot).
-    ///         Field order packs storage (4 fresh slots per request).
+    ///         `node`: the only operator that may fulfil it, or zero for any. Field order packs
+    ///         storage: 4 fresh slots per open request; `node` takes a fifth, written only when set.
     struct Request {
         address requester;
         uint8 status;
@@ -46,6 +49,7 @@ contract InferenceOracle is EIP712("Cloister InferenceOracle", "1"), ReentrancyG
         uint32 callbackGasLimit;
         uint256 maxFee;
         string model;
+        address node;
     }
 
     /// @notice Payment token.
@@ -62,6 +66,7 @@ contract InferenceOracle is EIP712("Cloister InferenceOracle", "1"), ReentrancyG
     event InferenceRequested(
         uint256 indexed id,
         address indexed requester,
+        address indexed node,
         string model,
         bytes input,
         uint256 maxFee,
@@ -72,10 +77,12 @@ contract InferenceOracle is EIP712("Cloister InferenceOracle", "1"), ReentrancyG
     event InferenceFulfilled(uint256 indexed id, address indexed node, bytes32 outputHash, bool callbackOk);
     event Refunded(uint256 indexed id, address indexed requester, uint256 amount);
 
-    /// @notice The caller is not an active node.
+    /// @notice The caller (or, at `requestFor`, the designated node) is not an active node.
     error NodeNotActive();
-    /// @notice The caller does not serve the request's model.
+    /// @notice The caller (or, at `requestFor`, the designated node) does not serve the model.
     error ModelNotServed();
+    /// @notice The request is designated to `node`; no other caller may fulfil it.
+    error NotDesignatedNode(address node);
     /// @notice The result is not signed by the caller's current signer.
     error BadResultSignature();
     /// @notice The request is not pending (unknown, fulfilled or refunded).
@@ -103,9 +110,10 @@ contract InferenceOracle is EIP712("Cloister InferenceOracle", "1"), ReentrancyG
         timeout = timeout_;
     }
 
-    /// @notice Requests an inference; pulls `maxFee` from the caller (approve first).
+    /// @notice Requests an inference any active node serving `model` may fulfil; pulls `maxFee` from
+    ///         the caller (approve first).
     /// @param model Model id as nodes list it in the registry.
-    /// @param input Request body (public unless sealed to a node's HPKE key).
+    /// @param input Request body (public: any node may answer, so none can be sealed to).
     /// @param maxFee Fee paid to the fulfilling node's operator.
     /// @param callback IInferenceConsumer to call with the result, or zero for none.
     /// @param callbackGasLimit Exact gas for the callback.
@@ -117,6 +125,42 @@ contract InferenceOracle is EIP712("Cloister InferenceOracle", "1"), ReentrancyG
         address callback,
         uint32 callbackGasLimit
     ) external nonReentrant returns (uint256 id) {
+        id = _request(address(0), model, input, maxFee, callback, callbackGasLimit);
+    }
+
+    /// @notice Requests an inference only `node` may fulfil; pulls `maxFee` from the caller.
+    ///         `node` must be active and serve `model` now (it may still stop before fulfilling;
+    ///         the fee is then refundable after the deadline).
+    /// @param node The designated node's operator address (its registry key).
+    /// @param model Model id as nodes list it in the registry.
+    /// @param input Request body: plain text, or sealed to the node's attested HPKE key.
+    /// @param maxFee Fee paid to the node's operator.
+    /// @param callback IInferenceConsumer to call with the result, or zero for none.
+    /// @param callbackGasLimit Exact gas for the callback.
+    /// @return id The request id.
+    function requestFor(
+        address node,
+        string calldata model,
+        bytes calldata input,
+        uint256 maxFee,
+        address callback,
+        uint32 callbackGasLimit
+    ) external nonReentrant returns (uint256 id) {
+        if (node == address(0)) revert ZeroAddress();
+        if (!registry.isActive(node)) revert NodeNotActive();
+        (bool served,,) = registry.priceOf(node, model);
+        if (!served) revert ModelNotServed();
+        id = _request(node, model, input, maxFee, callback, callbackGasLimit);
+    }
+
+    function _request(
+        address node,
+        string calldata model,
+        bytes calldata input,
+        uint256 maxFee,
+        address callback,
+        uint32 callbackGasLimit
+    ) private returns (uint256 id) {
         uint256 mlen = bytes(model).length;
         if (mlen == 0 || mlen > MAX_MODEL_LENGTH) revert BadModel();
         if (callbackGasLimit > MAX_CALLBACK_GAS) revert CallbackGasTooHigh(callbackGasLimit);
@@ -130,11 +174,14 @@ contract InferenceOracle is EIP712("Cloister InferenceOracle", "1"), ReentrancyG
         r.status = STATUS_PENDING;
         r.maxFee = maxFee;
         r.model = model;
+        // Open requests leave the slot untouched (zero): they pay no fifth slot.
+        if (node != address(0)) r.node = node;
         if (maxFee > 0) token.safeTransferFrom(msg.sender, address(this), maxFee);
-        emit InferenceRequested(id, msg.sender, model, input, maxFee, callback, callbackGasLimit, deadline);
+        emit InferenceRequested(id, msg.sender, node, model, input, maxFee, callback, callbackGasLimit, deadline);
     }
 
-    /// @notice Fulfils request `id` (caller: an active node operator serving the model).
+    /// @notice Fulfils request `id` (caller: an active node operator serving the model, and the
+    ///         designated node when the request names one).
     /// @param output The result bytes.
     /// @param signature EIP-712 signature of `resultDigest(id, keccak256(output), model)` by the
     ///        caller's registered signer.
@@ -191,6 +238,8 @@ contract InferenceOracle is EIP712("Cloister InferenceOracle", "1"), ReentrancyG
     {
         if (r.status != STATUS_PENDING) revert RequestNotPending(id);
         if (block.timestamp > r.deadline) revert RequestExpired(id);
+        address node = r.node;
+        if (node != address(0) && node != msg.sender) revert NotDesignatedNode(node);
         if (!registry.isActive(msg.sender)) revert NodeNotActive();
         string memory model = r.model;
         (bool served,,) = registry.priceOf(msg.sender, model);

@@ -52,6 +52,7 @@ contract InferenceOracleTest is Fixture {
     event InferenceRequested(
         uint256 indexed id,
         address indexed requester,
+        address indexed node,
         string model,
         bytes input,
         uint256 maxFee,
@@ -116,7 +117,7 @@ contract InferenceOracleTest is Fixture {
     function test_request() public {
         uint64 deadline = uint64(block.timestamp) + TIMEOUT;
         vm.expectEmit(address(oracle));
-        emit InferenceRequested(1, requester, MODEL, "hello", FEE, address(0), 0, deadline);
+        emit InferenceRequested(1, requester, address(0), MODEL, "hello", FEE, address(0), 0, deadline);
         uint256 id = ask(address(0), 0);
         assertEq(id, 1, "first id");
         assertEq(token.balanceOf(address(oracle)), FEE, "fee escrowed");
@@ -126,6 +127,7 @@ contract InferenceOracleTest is Fixture {
         assertEq(uint256(r.status), 1, "pending");
         assertEq(r.maxFee, FEE, "fee");
         assertEq(r.model, MODEL, "model");
+        assertEq(r.node, address(0), "open: no designated node");
         assertEq(ask(address(0), 0), 2, "ids increase");
     }
 
@@ -351,4 +353,150 @@ contract InferenceOracleTest is Fixture {
         assertEq(token.balanceOf(address(oracle)), 0, "oracle keeps nothing");
         assertEq(token.balanceOf(requester) + token.balanceOf(operator), 100 ether, "conserved");
     }
+
+    function askFor(address node) internal returns (uint256 id) {
+        vm.prank(requester);
+        id = oracle.requestFor(node, MODEL, "sealed", FEE, address(0), 0);
+    }
+
+    function test_requestFor() public {
+        uint64 deadline = uint64(block.timestamp) + TIMEOUT;
+        vm.expectEmit(address(oracle));
+        emit InferenceRequested(1, requester, operator, MODEL, "sealed", FEE, address(0), 0, deadline);
+        uint256 id = askFor(operator);
+        assertEq(id, 1, "shares the id sequence");
+        InferenceOracle.Request memory r = oracle.getRequest(id);
+        assertEq(r.node, operator, "designated node stored");
+        assertEq(r.requester, requester, "requester");
+        assertEq(uint256(r.status), 1, "pending");
+        assertEq(token.balanceOf(address(oracle)), FEE, "fee escrowed");
+    }
+
+    function test_requestFor_onlyTheDesignatedNodeFulfils() public {
+        address op2 = registerNode(0x0BE6, 0x5167E6);
+        uint256 id = askFor(operator);
+        // Another active node serving the model, with a valid signature of its own, is refused.
+        bytes memory s2 = resultSig(0x5167E6, id, "x");
+        vm.prank(op2);
+        vm.expectRevert(abi.encodeWithSelector(InferenceOracle.NotDesignatedNode.selector, operator));
+        oracle.fulfill(id, "x", s2);
+        // So is anyone submitting the designated node's own signed result.
+        bytes memory s = resultSig(SIGNER_PK, id, "x");
+        vm.prank(client);
+        vm.expectRevert(abi.encodeWithSelector(InferenceOracle.NotDesignatedNode.selector, operator));
+        oracle.fulfill(id, "x", s);
+        vm.expectEmit(address(oracle));
+        emit InferenceFulfilled(id, operator, keccak256("x"), false);
+        fulfillAs(operator, SIGNER_PK, id, "x");
+        assertEq(token.balanceOf(operator), FEE, "designated node paid");
+        assertEq(token.balanceOf(op2), 0, "other node unpaid");
+    }
+
+    /// Designation adds a check; the others still apply to the designated node.
+    function test_requestFor_designatedNodeStillChecked() public {
+        uint256 id = askFor(operator);
+        bytes memory bad = resultSig(OPERATOR_PK, id, "x");
+        vm.prank(operator);
+        vm.expectRevert(InferenceOracle.BadResultSignature.selector);
+        oracle.fulfill(id, "x", bad);
+        bytes memory s = resultSig(SIGNER_PK, id, "x");
+        vm.prank(operator);
+        registry.deregister();
+        vm.prank(operator);
+        vm.expectRevert(InferenceOracle.NodeNotActive.selector);
+        oracle.fulfill(id, "x", s);
+    }
+
+    function test_requestFor_refundAfterDeadline() public {
+        address op2 = registerNode(0x0BE6, 0x5167E6);
+        uint256 id = askFor(op2);
+        uint64 deadline = oracle.getRequest(id).deadline;
+        vm.expectRevert(abi.encodeWithSelector(InferenceOracle.NotExpired.selector, deadline));
+        oracle.refund(id);
+        vm.warp(uint256(deadline) + 1);
+        vm.expectEmit(address(oracle));
+        emit Refunded(id, requester, FEE);
+        oracle.refund(id);
+        assertEq(token.balanceOf(requester), 100 ether, "refunded");
+    }
+
+    function test_revert_requestFor() public {
+        vm.startPrank(requester);
+        vm.expectRevert(InferenceOracle.ZeroAddress.selector);
+        oracle.requestFor(address(0), MODEL, "x", FEE, address(0), 0);
+        vm.expectRevert(InferenceOracle.NodeNotActive.selector);
+        oracle.requestFor(client, MODEL, "x", FEE, address(0), 0); // never registered
+        vm.expectRevert(InferenceOracle.ModelNotServed.selector);
+        oracle.requestFor(operator, "other-model", "x", FEE, address(0), 0);
+        vm.expectRevert(InferenceOracle.ModelNotServed.selector); // no node serves an empty id
+        oracle.requestFor(operator, "", "x", FEE, address(0), 0);
+        vm.expectRevert(abi.encodeWithSelector(InferenceOracle.CallbackGasTooHigh.selector, uint32(5_000_001)));
+        oracle.requestFor(operator, MODEL, "x", FEE, address(0), 5_000_001);
+        vm.stopPrank();
+        vm.prank(operator);
+        registry.deregister();
+        vm.prank(requester);
+        vm.expectRevert(InferenceOracle.NodeNotActive.selector);
+        oracle.requestFor(operator, MODEL, "x", FEE, address(0), 0);
+        vm.warp(block.timestamp + MAX_AGE + 1);
+        registerNode(0x0BE6, 0x5167E6);
+        vm.warp(block.timestamp + MAX_AGE + 1); // its attestation goes stale
+        vm.prank(requester);
+        vm.expectRevert(InferenceOracle.NodeNotActive.selector);
+        oracle.requestFor(vm.addr(0x0BE6), MODEL, "x", FEE, address(0), 0);
+        assertEq(token.balanceOf(address(oracle)), 0, "nothing escrowed");
+    }
+
+    /// What designation costs, open against designated, in one run: logged, and bounded. Before
+    /// each measured call every account it touches is cooled (`vm.cool`), as in a transaction of
+    /// its own; both requests find the oracle's token balance non-zero and both fulfilments the
+    /// operator's, so the difference is designation alone: at request the node's fresh slot and the
+    /// registry reads (`isActive`, `priceOf`); at fulfil only a comparison (both read the node's slot).
+    function test_gas_designatedAgainstOpen() public {
+        ask(address(0), 0); // keeps the oracle's balance non-zero
+        fulfillAs(operator, SIGNER_PK, ask(address(0), 0), "x"); // makes the operator's non-zero
+        coolAll();
+        vm.prank(requester);
+        uint256 g = gasleft();
+        uint256 open = oracle.request(MODEL, "sealed", FEE, address(0), 0);
+        uint256 gOpen = g - gasleft();
+        coolAll();
+        vm.prank(requester);
+        g = gasleft();
+        uint256 designated = oracle.requestFor(operator, MODEL, "sealed", FEE, address(0), 0);
+        uint256 gDesignated = g - gasleft();
+        emit log_named_uint("request (open)", gOpen);
+        emit log_named_uint("requestFor (designated)", gDesignated);
+        assertGe(gDesignated, gOpen + 22_100, "designation stores the node in a fresh slot");
+        assertLe(gDesignated, gOpen + 50_000, "one fresh slot and two registry reads");
+
+        bytes memory s = resultSig(SIGNER_PK, open, "x");
+        coolAll();
+        vm.prank(operator);
+        g = gasleft();
+        oracle.fulfill(open, "x", s);
+        uint256 fOpen = g - gasleft();
+        s = resultSig(SIGNER_PK, designated, "x");
+        coolAll();
+        vm.prank(operator);
+        g = gasleft();
+        oracle.fulfill(designated, "x", s);
+        uint256 fDesignated = g - gasleft();
+        emit log_named_uint("fulfill (open)", fOpen);
+        emit log_named_uint("fulfill (designated)", fDesignated);
+        // Both read the node's slot (zero for an open request); only the comparison differs.
+        assertGe(fDesignated, fOpen, "compares the caller with the node");
+        assertLe(fDesignated, fOpen + 100, "no other work");
+    }
+
+    function coolAll() internal {
+        CoolVm(address(vm)).cool(address(oracle));
+        CoolVm(address(vm)).cool(address(registry));
+        CoolVm(address(vm)).cool(address(token));
+    }
+}
+
+/// The one cheatcode this file needs beyond `Test.sol`'s `Vm`.
+interface CoolVm {
+    function cool(address target) external;
 }

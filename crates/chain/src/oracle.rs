@@ -17,9 +17,12 @@ pub struct InferenceRequest {
     pub id: U256,
     /// Who asked (the consumer contract, when asked through one).
     pub requester: Address,
+    /// The only operator that may fulfil it (`requestFor`), or zero for any (`request`).
+    pub node: Address,
     /// Model id.
     pub model: String,
-    /// Input bytes (public unless sealed to a node's HPKE key).
+    /// Input bytes: plain text, or (designated requests) sealed to the node's HPKE key
+    /// (`cloister_types::e2ee::ORACLE_SEALED_MAGIC` then the envelope).
     pub input: Bytes,
     /// Fee paid to the fulfilling operator.
     pub max_fee: U256,
@@ -50,6 +53,8 @@ pub struct OracleRequest {
     pub max_fee: U256,
     /// Model id.
     pub model: String,
+    /// The only operator that may fulfil it, or zero for any.
+    pub node: Address,
 }
 
 /// What a `fulfill` transaction did.
@@ -126,18 +131,38 @@ impl Oracle {
                 .request(model.to_owned(), input, max_fee, callback, callback_gas_limit),
         )
         .await?;
-        let id = tx
-            .receipt
-            .inner
-            .logs()
-            .iter()
-            .find_map(|l| l.log_decode::<InferenceOracle::InferenceRequested>().ok())
-            .map(|l| l.inner.data.id)
-            .ok_or(ChainError::MissingEvent {
-                tx_hash: tx.tx_hash,
-                event: "InferenceRequested",
-            })?;
-        Ok((id, tx))
+        Ok((requested_id(&tx)?, tx))
+    }
+
+    /// Requests an inference only `node` (an operator address, active and serving `model`) may
+    /// fulfil, approving `max_fee` first; returns the request id. `input` may be sealed to the
+    /// node's attested HPKE key (`cloister_client::oracle::seal_oracle_input`).
+    pub async fn request_for(
+        &self,
+        node: Address,
+        model: &str,
+        input: Bytes,
+        max_fee: U256,
+        callback: Address,
+        callback_gas_limit: u32,
+    ) -> Result<(U256, TxOutcome)> {
+        let from = self.sender()?;
+        ensure_allowance(self.inner.provider(), self.token, from, self.address(), max_fee).await?;
+        let tx = send(self.inner.requestFor(
+            node,
+            model.to_owned(),
+            input,
+            max_fee,
+            callback,
+            callback_gas_limit,
+        ))
+        .await?;
+        Ok((requested_id(&tx)?, tx))
+    }
+
+    /// The chain id (bound into sealed inputs' AAD).
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
     }
 
     /// Fulfils request `id` as the sender (an active operator); `signature` is the enclave
@@ -189,6 +214,7 @@ impl Oracle {
             status: r.status,
             max_fee: r.maxFee,
             model: r.model,
+            node: r.node,
         })
     }
 
@@ -205,6 +231,7 @@ impl Oracle {
             out.push(InferenceRequest {
                 id: ev.id,
                 requester: ev.requester,
+                node: ev.node,
                 model: ev.model,
                 input: ev.input,
                 max_fee: ev.maxFee,
@@ -224,6 +251,20 @@ impl Oracle {
             next_block: from_block,
         }
     }
+}
+
+/// The id in a request transaction's `InferenceRequested` event.
+fn requested_id(tx: &TxOutcome) -> Result<U256> {
+    tx.receipt
+        .inner
+        .logs()
+        .iter()
+        .find_map(|l| l.log_decode::<InferenceOracle::InferenceRequested>().ok())
+        .map(|l| l.inner.data.id)
+        .ok_or(ChainError::MissingEvent {
+            tx_hash: tx.tx_hash,
+            event: "InferenceRequested",
+        })
 }
 
 /// Polls `InferenceRequested` logs: each [`RequestWatcher::poll`] returns the events since the last.

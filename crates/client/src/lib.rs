@@ -58,6 +58,7 @@ mod error;
 pub mod fuzzing;
 pub mod gateway;
 mod node;
+pub mod oracle;
 pub mod policy;
 mod pool;
 pub mod proxy;

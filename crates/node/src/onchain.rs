@@ -26,6 +26,7 @@ use cloister_attest::collect::Attester;
 use cloister_chain::alloy::signers::local::PrivateKeySigner;
 use cloister_chain::{Chain, ChainConfig, ChainError, Escrow};
 use cloister_crypto::EnclaveKey;
+use cloister_crypto::e2ee::E2eeKeyPair;
 use cloister_engine::Engine;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -142,11 +143,35 @@ impl DepositSource for EscrowDeposits {
 impl OnChainNode {
     /// Connects, registers (or reattests) with a fresh quote binding this chain, the registry and
     /// the operator, re-signs earlier keys' vouchers, and starts the settlement (and oracle) tasks.
+    /// Without the node's E2EE key the oracle skips inputs sealed to it (with a warning); a
+    /// serving node starts with [`OnChainNode::start_with_e2ee`].
     pub async fn start(
         config: OnChainConfig,
         engine: Arc<dyn Engine>,
         attester: Arc<dyn Attester>,
         key: Arc<EnclaveKey>,
+    ) -> Result<Self, OnChainError> {
+        Self::start_inner(config, engine, attester, key, None).await
+    }
+
+    /// [`OnChainNode::start`], with the E2EE key the node's report binds
+    /// ([`crate::AppState::e2ee_key`]): the oracle opens inputs sealed to it.
+    pub async fn start_with_e2ee(
+        config: OnChainConfig,
+        engine: Arc<dyn Engine>,
+        attester: Arc<dyn Attester>,
+        key: Arc<EnclaveKey>,
+        e2ee: Arc<E2eeKeyPair>,
+    ) -> Result<Self, OnChainError> {
+        Self::start_inner(config, engine, attester, key, Some(e2ee)).await
+    }
+
+    async fn start_inner(
+        config: OnChainConfig,
+        engine: Arc<dyn Engine>,
+        attester: Arc<dyn Attester>,
+        key: Arc<EnclaveKey>,
+        e2ee: Option<Arc<E2eeKeyPair>>,
     ) -> Result<Self, OnChainError> {
         let chain = Chain::connect(config.chain.clone(), Some(config.operator.clone())).await?;
         let registry = chain.registry()?;
@@ -176,9 +201,13 @@ impl OnChainNode {
             let oracle = chain.oracle()?;
             let from = chain.block_number().await?;
             tasks.push(tokio::spawn(oracle::oracle_loop(
-                oracle,
-                engine,
-                key,
+                oracle::OracleNode {
+                    oracle,
+                    engine,
+                    key,
+                    e2ee,
+                    operator: config.operator.address(),
+                },
                 config.poll_interval,
                 from,
                 stop_rx,

@@ -144,7 +144,7 @@ impl Node {
                     .require_node_contracts(!settings.no_oracle)
                     .map_err(NodeError::Chain)?;
                 let config = onchain_config(&settings, chain, &models, local_addr)?;
-                let node = OnChainNode::start(config, engine, attester, key)
+                let node = OnChainNode::start_with_e2ee(config, engine, attester, key, state.e2ee_key())
                     .await
                     .map_err(NodeError::OnChain)?;
                 let r = &node.registration;

@@ -169,6 +169,12 @@ impl AppState {
         self.e2ee.public_key_bytes()
     }
 
+    /// The E2EE key pair the report binds, for the oracle to open inputs sealed to this node
+    /// ([`crate::onchain::OnChainNode::start_with_e2ee`]).
+    pub fn e2ee_key(&self) -> Arc<E2eeKeyPair> {
+        Arc::clone(&self.e2ee)
+    }
+
     /// Records a sealed request's encapsulated key; refuses one already seen.
     pub(crate) fn check_replay(&self, enc: &[u8; ENC_LEN]) -> Result<(), crate::error::E2eeRefusal> {
         use crate::error::E2eeRefusal;

@@ -27,6 +27,32 @@ pub fn request_aad(method: &str, path: &str, timestamp: u64, model: &str) -> Vec
     format!("cloister/e2ee/v1 request\n{method} {path}\n{timestamp}\n{model}").into_bytes()
 }
 
+/// The first bytes of an `InferenceOracle` input sealed to the designated node: `0xFF` (never in
+/// UTF-8 text, so no plain-text input starts so) then `cloister-sealed/1\n`. The envelope
+/// (`enc` ‖ ciphertext, `cloister_crypto::e2ee::SealedRequest::to_bytes`) follows.
+pub const ORACLE_SEALED_MAGIC: &[u8] = b"\xffcloister-sealed/1\n";
+
+/// The application AAD of an oracle input sealed to a node: binds the chain, the oracle contract,
+/// the requester (the oracle's `msg.sender`: the consumer contract when asked through one) and the
+/// model, so an envelope copied into another requester's request, another oracle or another chain
+/// does not open.
+///
+/// `"cloister-oracle/1\n" CHAIN_ID "\n" ORACLE "\n" REQUESTER "\n" MODEL`, addresses as `0x` +
+/// 40 lower-case hex digits, the chain id in decimal.
+pub fn oracle_input_aad(
+    chain_id: u64,
+    oracle: &alloy_primitives::Address,
+    requester: &alloy_primitives::Address,
+    model: &str,
+) -> Vec<u8> {
+    format!(
+        "cloister-oracle/1\n{chain_id}\n0x{}\n0x{}\n{model}",
+        hex::encode(oracle),
+        hex::encode(requester)
+    )
+    .into_bytes()
+}
+
 /// One served model in a key binding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoundModel {
@@ -94,6 +120,28 @@ mod tests {
                 "ab".repeat(32)
             )
         );
+    }
+
+    #[test]
+    fn oracle_aad_binds_every_field() {
+        use alloy_primitives::Address;
+        let (o, r) = (Address::repeat_byte(0xAB), Address::repeat_byte(0x01));
+        let a = oracle_input_aad(8453, &o, &r, "m");
+        assert_eq!(
+            a,
+            format!(
+                "cloister-oracle/1\n8453\n0x{}\n0x{}\nm",
+                "ab".repeat(20),
+                "01".repeat(20)
+            )
+            .into_bytes()
+        );
+        assert_ne!(a, oracle_input_aad(1, &o, &r, "m"));
+        assert_ne!(a, oracle_input_aad(8453, &r, &r, "m"));
+        assert_ne!(a, oracle_input_aad(8453, &o, &o, "m"));
+        assert_ne!(a, oracle_input_aad(8453, &o, &r, "n"));
+        let magic = ORACLE_SEALED_MAGIC.to_vec();
+        assert!(String::from_utf8(magic).is_err(), "no text starts with the magic");
     }
 
     #[test]

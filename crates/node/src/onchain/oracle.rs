@@ -1,20 +1,78 @@
-//! The oracle: `InferenceOracle` requests for a served model are answered with the engine's
-//! completion, signed by the enclave key under the oracle's EIP-712 domain, and fulfilled on chain.
+//! The oracle: `InferenceOracle` requests for a served model, open ones and those designated to this
+//! node's operator, are answered with the engine's completion, signed by the enclave key under the
+//! oracle's EIP-712 domain, and fulfilled on chain. An input sealed to this node's E2EE key
+//! (`docs/protocol.md` §9, "Sealed oracle inputs") is opened first; one that does not open (sealed
+//! to another key, e.g. before a restart, or under another AAD) is skipped and refunds after its
+//! deadline. Requests designated to other operators are left alone.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_primitives::Bytes;
-use cloister_chain::{Backoff, Oracle};
+use alloy_primitives::{Address, Bytes};
+use cloister_chain::{Backoff, InferenceRequest, Oracle};
 use cloister_crypto::EnclaveKey;
+use cloister_crypto::e2ee::{E2eeKeyPair, SealedRequest, open_request};
 use cloister_engine::Engine;
+use cloister_types::e2ee::{ORACLE_SEALED_MAGIC, oracle_input_aad};
 use cloister_types::eip712::result_digest;
 use cloister_types::openai::{ChatCompletionRequest, ChatMessage};
 use tokio::sync::watch;
 
-/// The prompt of an oracle request: its input as UTF-8 text, one user message.
-fn oracle_prompt(model: &str, input: &[u8]) -> Option<ChatCompletionRequest> {
-    let text = std::str::from_utf8(input).ok()?;
+/// What the oracle loop answers with.
+pub(super) struct OracleNode {
+    pub(super) oracle: Oracle,
+    pub(super) engine: Arc<dyn Engine>,
+    /// Signs results (the registered signer).
+    pub(super) key: Arc<EnclaveKey>,
+    /// Opens sealed inputs; `None`: they are skipped.
+    pub(super) e2ee: Option<Arc<E2eeKeyPair>>,
+    /// This node's registry key: requests designated to another operator are not ours.
+    pub(super) operator: Address,
+}
+
+/// Why a request's input gives no prompt.
+#[derive(Debug, thiserror::Error)]
+enum InputError {
+    #[error("the input is sealed but this node has no E2EE key")]
+    NoE2eeKey,
+    #[error("the sealed input does not open with this node's key and the request's AAD: {0}")]
+    Unopened(cloister_crypto::Error),
+    #[error("the input is not UTF-8 text")]
+    NotText,
+}
+
+/// Whether the node run by `operator` should answer `r`: a served model, and open or designated
+/// to `operator` (the contract refuses anyone else's `fulfill` of a designated request).
+fn answers(operator: Address, served: &[String], r: &InferenceRequest) -> bool {
+    (r.node == Address::ZERO || r.node == operator) && served.contains(&r.model)
+}
+
+impl OracleNode {
+    /// The request's prompt text: the input itself, or the opened envelope when it is sealed.
+    fn prompt_text(&self, r: &InferenceRequest) -> Result<String, InputError> {
+        let bytes = match r.input.strip_prefix(ORACLE_SEALED_MAGIC) {
+            None => r.input.to_vec(),
+            Some(envelope) => {
+                let e2ee = self.e2ee.as_ref().ok_or(InputError::NoE2eeKey)?;
+                let sealed = SealedRequest::from_bytes(envelope).map_err(InputError::Unopened)?;
+                let aad = oracle_input_aad(
+                    self.oracle.chain_id(),
+                    &self.oracle.address(),
+                    &r.requester,
+                    &r.model,
+                );
+                // The response keys go unused: the answer is public on chain.
+                let (plaintext, _) =
+                    open_request(e2ee, &self.key.address(), &sealed, &aad).map_err(InputError::Unopened)?;
+                plaintext
+            }
+        };
+        String::from_utf8(bytes).map_err(|_| InputError::NotText)
+    }
+}
+
+/// The prompt of an oracle request: its text, one user message.
+fn oracle_prompt(model: &str, text: String) -> ChatCompletionRequest {
     let mut req = ChatCompletionRequest {
         model: model.to_owned(),
         ..ChatCompletionRequest::default()
@@ -22,20 +80,18 @@ fn oracle_prompt(model: &str, input: &[u8]) -> Option<ChatCompletionRequest> {
     req.messages = vec![ChatMessage::text("user", text)];
     req.max_tokens = Some(64);
     req.temperature = Some(0.0);
-    Some(req)
+    req
 }
 
 pub(super) async fn oracle_loop(
-    oracle: Oracle,
-    engine: Arc<dyn Engine>,
-    key: Arc<EnclaveKey>,
+    node: OracleNode,
     poll: Duration,
     from_block: u64,
     mut stop: watch::Receiver<bool>,
 ) {
-    let served: Vec<String> = engine.models().into_iter().map(|m| m.id).collect();
-    let domain = oracle.domain();
-    let mut watcher = oracle.watch_requests(from_block);
+    let served: Vec<String> = node.engine.models().into_iter().map(|m| m.id).collect();
+    let domain = node.oracle.domain();
+    let mut watcher = node.oracle.watch_requests(from_block);
     // After a failed poll the next waits longer (poll, doubling to a minute), not to hammer a
     // failing RPC endpoint.
     let mut backoff = Backoff::new(poll, poll.max(Duration::from_secs(60)));
@@ -57,12 +113,18 @@ pub(super) async fn oracle_loop(
                 continue;
             }
         };
-        for r in requests.into_iter().filter(|r| served.contains(&r.model)) {
-            let Some(req) = oracle_prompt(&r.model, &r.input) else {
-                tracing::warn!(id = %r.id, "oracle input is not UTF-8 text; skipped");
-                continue;
+        for r in requests
+            .into_iter()
+            .filter(|r| answers(node.operator, &served, r))
+        {
+            let text = match node.prompt_text(&r) {
+                Ok(t) => t,
+                Err(err) => {
+                    tracing::warn!(id = %r.id, %err, "oracle request skipped (refundable after its deadline)");
+                    continue;
+                }
             };
-            let output = match engine.complete(req).await {
+            let output = match node.engine.complete(oracle_prompt(&r.model, text)).await {
                 Ok(c) => c
                     .choices
                     .first()
@@ -74,8 +136,9 @@ pub(super) async fn oracle_loop(
                 }
             };
             let digest = result_digest(&domain, r.id, output.as_bytes(), &r.model);
-            let signature = key.sign_prehash(&digest.0);
-            match oracle
+            let signature = node.key.sign_prehash(&digest.0);
+            match node
+                .oracle
                 .fulfill(r.id, Bytes::from(output.into_bytes()), signature)
                 .await
             {
@@ -85,5 +148,43 @@ pub(super) async fn oracle_loop(
                 Err(err) => tracing::warn!(id = %r.id, %err, "fulfilling an oracle request failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_primitives::U256;
+
+    use super::*;
+
+    fn request(node: Address, model: &str) -> InferenceRequest {
+        InferenceRequest {
+            id: U256::from(1u64),
+            requester: Address::repeat_byte(9),
+            node,
+            model: model.to_owned(),
+            input: Bytes::new(),
+            max_fee: U256::ZERO,
+            callback: Address::ZERO,
+            callback_gas_limit: 0,
+            deadline: 0,
+            block_number: None,
+        }
+    }
+
+    #[test]
+    fn answers_open_and_own_requests_for_served_models_only() {
+        let (us, them) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let served = vec!["m".to_owned()];
+        assert!(answers(us, &served, &request(Address::ZERO, "m")), "open");
+        assert!(answers(us, &served, &request(us, "m")), "designated to us");
+        assert!(
+            !answers(us, &served, &request(them, "m")),
+            "designated to another operator"
+        );
+        assert!(
+            !answers(us, &served, &request(us, "other")),
+            "a model we do not serve"
+        );
     }
 }
