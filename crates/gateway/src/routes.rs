@@ -9,6 +9,7 @@
 //! | `GET /v1/attestation/report?signing_address=&nonce=` | that node's report for the client's nonce |
 //! | `POST /v1/chat/completions`, `POST /v1/completions` | sealed, to the node in `x-cloister-gateway-node` |
 //! | `GET /v1/signature/{id}`, `GET /v1/aci/attestation`, `GET /v1/aci/receipts/{id}` | to the named node |
+//! | `GET /explorer` | the explorer page ([`crate::explorer`]) |
 
 use axum::Router;
 use axum::extract::{Query, RawQuery, Request, State};
