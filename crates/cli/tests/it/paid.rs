@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions, TOKEN};
 use cloister_chain::{Chain, DevnetFile, parse_private_key};
 
-use crate::proxy::stack::{MODEL, Proc, free_port, start_echo_upstream, wait_ready};
+use crate::proxy::stack::{MODEL, Proc, free_port, start_echo_node, wait_ready};
 
 /// anvil with the contracts deployed, and the `devnet.json` the commands read.
 pub(crate) struct PaidNet {
@@ -79,23 +79,10 @@ impl PaidNet {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> (Proc, String) {
-        let upstream = start_echo_upstream();
-        let listen = format!("127.0.0.1:{}", free_port());
-        let url = format!("http://{listen}");
         let ledger = dir.path().join(format!("{role}.sqlite"));
         let key = self.key(role);
-        let upstream_url = format!("http://{upstream}/v1");
         let price = format!("{MODEL}={price}");
         let mut args = vec![
-            "node",
-            "run",
-            "--upstream",
-            &upstream_url,
-            "--upstream-model",
-            MODEL,
-            "--dev-simulated-tee",
-            "--listen",
-            &listen,
             "--chain",
             self.chain_arg(),
             "--operator-key",
@@ -106,9 +93,7 @@ impl PaidNet {
             &price,
         ];
         args.extend_from_slice(extra);
-        let mut node = Proc::spawn_env(&args, env, dir.path().join(format!("node-{role}.log")));
-        wait_ready(&url, &mut node).await;
-        (node, url)
+        start_echo_node(&args, env, dir.path().join(format!("node-{role}.log"))).await
     }
 
     /// `cloister gateway` over this chain (simulated TEEs allowed, its own report simulated,

@@ -2,7 +2,7 @@
 
 use cloister_types::wire;
 
-use super::stack::{MODEL, Proc, chat_body, free_port, start_echo_upstream, start_proxy, wait_ready};
+use super::stack::{chat_body, start_proxy};
 
 /// The whole client path on chain: a paid node registered on a devnet, a proxy that finds it in the
 /// `NodeRegistry` and takes its measurement allowlist from there, and an OpenAI-style client whose
@@ -10,53 +10,19 @@ use super::stack::{MODEL, Proc, chat_body, free_port, start_echo_upstream, start
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_discovers_paid_nodes_on_chain_and_follows_the_registry_allowlist() {
     use cloister_chain::alloy::primitives::B256;
-    use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions, TOKEN};
+    use cloister_chain::devnet::{self, TOKEN};
     use cloister_chain::{Chain, parse_private_key};
     use cloister_types::eip712::{ApiKey, SpendAuthorization, authorization_id, escrow_domain};
 
-    if devnet::find_anvil().is_none() {
-        assert!(
-            std::env::var("CLOISTER_REQUIRE_ANVIL").as_deref() != Ok("1"),
-            "anvil not found and CLOISTER_REQUIRE_ANVIL=1"
-        );
-        eprintln!("SKIP: anvil not found (run `npm ci --prefix contracts`)");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let anvil = Devnet::spawn(DevnetOptions::default()).await.unwrap();
-    let file = devnet::deploy_devnet(anvil.rpc_url(), &DeployParams::default())
-        .await
-        .unwrap();
-    let devnet_json = dir.path().join("devnet.json");
-    file.save(&devnet_json).unwrap();
-    let devnet_arg = devnet_json.to_str().unwrap();
+    let Some(net) = crate::paid::PaidNet::start(&dir).await else {
+        return;
+    };
+    let file = &net.file;
+    let devnet_arg = net.chain_arg();
 
     // A paid node: registers at start (before it serves), meters into its ledger.
-    let upstream = start_echo_upstream();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let node_url = format!("http://{listen}");
-    let ledger = dir.path().join("ledger.sqlite");
-    let mut node = Proc::spawn(
-        &[
-            "node",
-            "run",
-            "--upstream",
-            &format!("http://{upstream}/v1"),
-            "--upstream-model",
-            MODEL,
-            "--dev-simulated-tee",
-            "--listen",
-            &listen,
-            "--chain",
-            devnet_arg,
-            "--ledger",
-            ledger.to_str().unwrap(),
-            "--price",
-            &format!("{MODEL}=1000:2000"),
-        ],
-        dir.path().join("node.log"),
-    );
-    wait_ready(&node_url, &mut node).await;
+    let (_node, _node_url) = net.node(&dir, "operator", "1000:2000", &[], &[]).await;
 
     // The client deposits and signs a spend authorization for the operator: its API key.
     let key_hex = file.account("client").unwrap().private_key.clone();
@@ -143,34 +109,21 @@ async fn the_proxy_discovers_paid_nodes_on_chain_and_follows_the_registry_allowl
 async fn discovery_reads_what_the_registry_holds_on_a_devnet() {
     use cloister_chain::alloy::primitives::{Address, U256};
     use cloister_chain::alloy::signers::local::PrivateKeySigner;
-    use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions};
-    use cloister_chain::{Chain, DevnetFile, ModelPrice, parse_private_key};
+    use cloister_chain::devnet;
+    use cloister_chain::{DevnetFile, ModelPrice};
     use cloister_client::discover::{DiscoverError, RegistryConfig, discover};
 
-    async fn connect(file: &DevnetFile, role: &str) -> Chain {
-        let key = &file.account(role).unwrap().private_key;
-        Chain::connect(file.chain_config(), Some(parse_private_key(key).unwrap()))
-            .await
-            .unwrap()
-    }
     let config = |file: &DevnetFile| RegistryConfig {
         rpc_url: file.rpc_url.clone(),
         chain_id: file.chain_id,
         registry: file.contracts.registry,
     };
 
-    if devnet::find_anvil().is_none() {
-        assert!(
-            std::env::var("CLOISTER_REQUIRE_ANVIL").as_deref() != Ok("1"),
-            "anvil not found and CLOISTER_REQUIRE_ANVIL=1"
-        );
-        eprintln!("SKIP: anvil not found (run `npm ci --prefix contracts`)");
+    let dir = tempfile::tempdir().unwrap();
+    let Some(net) = crate::paid::PaidNet::start(&dir).await else {
         return;
-    }
-    let anvil = Devnet::spawn(DevnetOptions::default()).await.unwrap();
-    let file = devnet::deploy_devnet(anvil.rpc_url(), &DeployParams::default())
-        .await
-        .unwrap();
+    };
+    let file = net.file.clone();
 
     // Nothing registered yet; the deployment allows the simulated measurement.
     let found = discover(&config(&file)).await.unwrap();
@@ -180,7 +133,7 @@ async fn discovery_reads_what_the_registry_holds_on_a_devnet() {
     assert_eq!(found.allowed_measurements, [simulated]);
 
     // One node registered with a simulated quote for a fresh enclave key.
-    let op = connect(&file, "operator").await;
+    let op = net.chain("operator").await;
     let registry = op.registry().unwrap();
     let enclave = PrivateKeySigner::random();
     let quote = registry
@@ -223,7 +176,7 @@ async fn discovery_reads_what_the_registry_holds_on_a_devnet() {
     assert!(found.allowlist().allows(Some(&hex::encode(simulated))));
 
     // Governance withdraws the measurement: the allowlist refuses everything, it does not open up.
-    let gov = connect(&file, "governance").await;
+    let gov = net.chain("governance").await;
     gov.registry()
         .unwrap()
         .set_measurement(simulated, false)

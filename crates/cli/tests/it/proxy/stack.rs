@@ -200,6 +200,12 @@ pub(super) async fn start_node(dir: &tempfile::TempDir) -> (Proc, String) {
 
 /// [`start_node`] with extra `node run` flags.
 pub(super) async fn start_node_with(dir: &tempfile::TempDir, extra: &[&str]) -> (Proc, String) {
+    start_echo_node(extra, &[], dir.path().join("node.log")).await
+}
+
+/// `cloister node run` in upstream mode over a fresh echo upstream (simulated TEE), with `extra`
+/// flags and `env`, logging to `log`; ready when this returns.
+pub(crate) async fn start_echo_node(extra: &[&str], env: &[(&str, &str)], log: PathBuf) -> (Proc, String) {
     let upstream = start_echo_upstream();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -216,7 +222,7 @@ pub(super) async fn start_node_with(dir: &tempfile::TempDir, extra: &[&str]) -> 
         &listen,
     ];
     args.extend_from_slice(extra);
-    let mut node = Proc::spawn(&args, dir.path().join("node.log"));
+    let mut node = Proc::spawn_env(&args, env, log);
     let url = format!("http://{listen}");
     wait_ready(&url, &mut node).await;
     (node, url)
