@@ -6,7 +6,7 @@
 //! | `GET /v1/gateway/nodes[?model=]` | the verified nodes, best first |
 //! | `GET /v1/gateway/network` | chain, registry, escrow, counts, the gateway's signer |
 //! | `GET /v1/gateway/attestation?nonce=` | the gateway's own report |
-//! | `GET /v1/attestation/report?signing_address=&nonce=` | that node's report for the client's nonce |
+//! | `GET /v1/attestation/report?signing_address=&nonce=` | that node's report for the client's nonce (naming no node: the gateway's own) |
 //! | `POST /v1/chat/completions`, `POST /v1/completions` | sealed, to the node in `x-cloister-gateway-node` |
 //! | `GET /v1/signature/{id}`, `GET /v1/aci/attestation`, `GET /v1/aci/receipts/{id}` | to the named node |
 //! | `GET /explorer` | the explorer page ([`crate::explorer`]) |
@@ -96,7 +96,12 @@ struct NonceQuery {
 }
 
 async fn own_report(State(gw): State<Gateway>, Query(q): Query<NonceQuery>) -> Response {
-    let nonce = match q.nonce.as_deref().map(str::parse::<Nonce>) {
+    own_report_for(&gw, q.nonce.as_deref()).await
+}
+
+/// The gateway's own report for the client's `nonce` (a fresh random one when absent).
+async fn own_report_for(gw: &Gateway, nonce: Option<&str>) -> Response {
+    let nonce = match nonce.map(str::parse::<Nonce>) {
         None => Nonce(rand::random()),
         Some(Ok(n)) => n,
         Some(Err(_)) => {
@@ -107,7 +112,7 @@ async fn own_report(State(gw): State<Gateway>, Query(q): Query<NonceQuery>) -> R
             );
         }
     };
-    match crate::attested::report(&gw, nonce).await {
+    match crate::attested::report(gw, nonce).await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e @ crate::attested::ReportError::NoAttester) => {
             gateway_error(StatusCode::NOT_FOUND, "no_attestation", &e.to_string())
@@ -119,6 +124,7 @@ async fn own_report(State(gw): State<Gateway>, Query(q): Query<NonceQuery>) -> R
 #[derive(Deserialize)]
 struct ReportQuery {
     signing_address: Option<String>,
+    nonce: Option<String>,
 }
 
 /// A node's report, fetched with the client's query (nonce included) as it is: the node binds the
@@ -129,6 +135,11 @@ async fn node_report(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    // Naming no node asks for the gateway's own report: `cloister attest verify http://gateway`
+    // checks the gateway itself (it binds no E2EE key, so nothing can be sealed to it).
+    if q.signing_address.is_none() && !headers.contains_key(wire::GATEWAY_NODE_HEADER) {
+        return own_report_for(&gw, q.nonce.as_deref()).await;
+    }
     let node = match named_node(&headers, q.signing_address.as_deref()) {
         Ok(n) => n,
         Err(refusal) => return refusal.into_response(),
