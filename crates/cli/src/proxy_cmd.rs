@@ -241,10 +241,30 @@ pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     eprintln!("cloister proxy listening on http://{addr}/v1");
+    let wallet = pool.wallet().cloned();
     proxy::serve(listener, pool, crate::shutdown::shutdown_signal())
         .await
         .context("proxy server")?;
+    if let Some(wallet) = wallet {
+        print_grants(&wallet);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The wallet's authorizations and the receipts collected for each, per node.
+fn print_grants(wallet: &Wallet) {
+    let grants = wallet.grants();
+    eprintln!(
+        "wallet {:#x}: {} spend authorization(s) signed",
+        wallet.client(),
+        grants.len()
+    );
+    for g in grants {
+        eprintln!(
+            "  node {:#x}  authorization {:#x}  cap {}  receipts up to {}",
+            g.node, g.id, g.cap, g.received
+        );
+    }
 }
 
 #[cfg(test)]

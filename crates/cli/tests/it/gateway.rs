@@ -164,7 +164,7 @@ async fn a_gateway_routes_sealed_paid_requests_across_nodes_without_seeing_them(
     // The proxy reaches gateway 1 through a recording relay, and pays from one wallet.
     let relay = start_relay(gw1_url.trim_start_matches("http://").parse().unwrap());
     let relay_url = format!("http://{}", relay.addr);
-    let (proxy, proxy_url) = start_proxy(
+    let (mut proxy, proxy_url) = start_proxy(
         &dir,
         &[
             "--gateway",
@@ -296,6 +296,22 @@ async fn a_gateway_routes_sealed_paid_requests_across_nodes_without_seeing_them(
         relay.to_node.lock().unwrap().len() > 1000,
         "the traffic was recorded"
     );
+    // At shutdown (SIGTERM) the proxy lists the wallet's authorizations with their receipts.
+    let pid = proxy.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let proxy = tokio::task::spawn_blocking(move || {
+        let _ = proxy.child.wait();
+        proxy
+    })
+    .await
+    .unwrap();
+    let log = proxy.log_text();
+    assert!(log.contains("2 spend authorization(s) signed"), "{log}");
+    assert_eq!(log.matches("receipts up to").count(), 2, "{log}");
     let log = gw1.log_text();
     assert!(
         log.contains("forwarded"),
