@@ -57,6 +57,16 @@ pub struct OracleRequest {
     pub node: Address,
 }
 
+impl OracleRequest {
+    /// The `status` of a request still waiting for an answer (the only one `fulfill` accepts).
+    pub const PENDING: u8 = 1;
+
+    /// Whether the request still waits for an answer: not unknown, fulfilled or refunded.
+    pub fn is_pending(&self) -> bool {
+        self.status == Self::PENDING
+    }
+}
+
 /// What a `fulfill` transaction did.
 #[derive(Clone, Debug)]
 pub struct FulfillOutcome {

@@ -7,6 +7,9 @@
 //! interval elapses, when enough vouchers are waiting, or when a client with unsettled usage has
 //! asked to withdraw and its delay is about to end. RPC failures are retried with backoff.
 //!
+//! The oracle's scan position (the first block it has not read) is kept in the ledger, so requests
+//! made while the node was down are answered after a restart.
+//!
 //! Rooms: [`registration`] (register or reattest, re-sign the ledger), [`settlement`] (vouchers to
 //! `Escrow.settle`), [`oracle`] (answer `InferenceOracle` requests); this file holds the
 //! configuration and the running node that ties them together.
@@ -199,7 +202,8 @@ impl OnChainNode {
         ))];
         if config.oracle {
             let oracle = chain.oracle()?;
-            let from = chain.block_number().await?;
+            let mut scan = oracle::ScanPosition::of(&oracle, Arc::clone(&ledger));
+            let from = scan.start_block(&chain).await?;
             tasks.push(tokio::spawn(oracle::oracle_loop(
                 oracle::OracleNode {
                     oracle,
@@ -210,6 +214,7 @@ impl OnChainNode {
                 },
                 config.poll_interval,
                 from,
+                scan,
                 stop_rx,
             )));
         }

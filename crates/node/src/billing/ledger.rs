@@ -218,6 +218,19 @@ impl Ledger {
         self.run(|conn| store::settlements(conn)).await
     }
 
+    /// Where the log scan `name` resumes (the first block it has not read), if it ever saved one.
+    pub async fn scan_position(&self, name: &str) -> Result<Option<u64>, LedgerError> {
+        let name = name.to_owned();
+        self.run(move |conn| store::scan_position(conn, &name)).await
+    }
+
+    /// Saves where the log scan `name` resumes after a restart (committed before returning).
+    pub async fn set_scan_position(&self, name: &str, next_block: u64) -> Result<(), LedgerError> {
+        let name = name.to_owned();
+        self.run(move |conn| store::set_scan_position(conn, &name, next_block))
+            .await
+    }
+
     /// After a restart with `key`: every voucher signed by another key is checked (its signature
     /// must recover, under `escrow`, to the signer it names, and that signer must be in
     /// `accepted_signers`: the node's own earlier registered signers). Good ones are signed again
@@ -361,6 +374,27 @@ mod tests {
             recover_signer(&digest, &left[0].signature).unwrap(),
             new.address()
         );
+    }
+
+    #[tokio::test]
+    async fn scan_positions_survive_a_reopen_per_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        {
+            let ledger = Ledger::open(&path).unwrap();
+            assert_eq!(ledger.scan_position("oracle").await.unwrap(), None);
+            ledger.set_scan_position("oracle", 17).await.unwrap();
+            ledger.set_scan_position("oracle", 42).await.unwrap();
+            ledger.set_scan_position("other", 5).await.unwrap();
+        }
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(ledger.scan_position("oracle").await.unwrap(), Some(42));
+        assert_eq!(ledger.scan_position("other").await.unwrap(), Some(5));
+        assert!(matches!(
+            ledger.set_scan_position("oracle", u64::MAX).await,
+            Err(LedgerError::Corrupt(_))
+        ));
+        assert_eq!(ledger.scan_position("oracle").await.unwrap(), Some(42));
     }
 
     /// On a single-threaded runtime a ledger job that holds the disk (here: sleeps on the writer

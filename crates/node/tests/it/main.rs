@@ -20,6 +20,7 @@ mod metering;
 mod near_shapes;
 mod onchain;
 mod ops;
+mod oracle_resume;
 mod oracle_sealed;
 mod reorg;
 mod settlement;

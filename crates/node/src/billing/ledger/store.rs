@@ -27,6 +27,11 @@ CREATE TABLE IF NOT EXISTS settlements (
     gas_used   INTEGER NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS scan_positions (
+    name       TEXT PRIMARY KEY,  -- which scan (e.g. the oracle's, per chain and contract)
+    next_block INTEGER NOT NULL,  -- the first block the scan has not read
+    updated_at INTEGER NOT NULL
+);
 ";
 
 /// A `vouchers` row as stored: authorization, api key, cumulative, signer, signature, settled.
@@ -202,6 +207,30 @@ pub(super) fn settlements(conn: &Connection) -> Result<Vec<(String, u64)>, Ledge
         Ok((h, u64::try_from(n).unwrap_or(0)))
     })
     .collect()
+}
+
+pub(super) fn scan_position(conn: &Connection, name: &str) -> Result<Option<u64>, LedgerError> {
+    let row: Option<i64> = conn
+        .query_row(
+            "SELECT next_block FROM scan_positions WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    row.map(|b| u64::try_from(b).map_err(|_| LedgerError::Corrupt("scan position")))
+        .transpose()
+}
+
+pub(super) fn set_scan_position(conn: &Connection, name: &str, next_block: u64) -> Result<(), LedgerError> {
+    // SQLite integers are signed: a block past i64::MAX cannot be stored (and never exists).
+    let next_block = i64::try_from(next_block).map_err(|_| LedgerError::Corrupt("scan position"))?;
+    conn.execute(
+        "INSERT INTO scan_positions (name, next_block, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(name) DO UPDATE SET
+            next_block = excluded.next_block, updated_at = excluded.updated_at",
+        params![name, next_block, now()],
+    )?;
+    Ok(())
 }
 
 pub(super) fn resign(
