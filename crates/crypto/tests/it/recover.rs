@@ -143,3 +143,18 @@ proptest! {
         prop_assert_eq!(recover_signer(&digest.into(), &key.sign_prehash(&digest)).ok(), Some(key.address()));
     }
 }
+
+/// Signatures are RFC 6979 deterministic and byte-identical whatever the signer's internals (k256
+/// with its precomputed tables, as the workspace builds it, or without): the vector was computed
+/// independently with Python's `eth_keys` (`PrivateKey(b"\x07" * 32).sign_msg_hash(b"\x09" * 32)`).
+#[test]
+fn signatures_are_the_rfc6979_bytes_an_independent_implementation_gives() {
+    let key = EnclaveKey::from_secret_bytes(&[7u8; 32]).unwrap();
+    let sig = key.sign_prehash(&[9u8; 32]);
+    let expected = alloy_primitives::hex!(
+        "7157050929571a762ab6e06207f74db146f165fead17acc7afe23000a091dc37"
+        "7b5faa50c021f3f9613f20531b8fc1a38744203a2f391c15e7b1455c3a296e4e"
+    );
+    assert_eq!(sig[..64], expected);
+    assert_eq!(sig[64], 27, "recovery id 0, as v = 27");
+}
