@@ -25,3 +25,4 @@ if [ ! -x contracts/node_modules/.bin/anvil ]; then
   npm ci --prefix contracts --no-audit --no-fund --loglevel=error
 fi
 scripts/fetch-model.sh
+scripts/fetch-embedding-model.sh

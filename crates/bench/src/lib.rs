@@ -23,6 +23,7 @@
 mod error;
 
 pub mod e2ee;
+pub mod embeddings;
 pub mod engine;
 pub mod gateway;
 pub mod load;

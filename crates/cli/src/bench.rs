@@ -31,6 +31,9 @@ pub(crate) enum BenchCommand {
     /// E2EE cost: crypto per request and per stream chunk, and the latency the sealed path and the
     /// proxy add, against the unencrypted path in the same run.
     E2ee(crate::bench_e2ee::E2eeArgs),
+    /// Embeddings: the built-in engine against sentence-transformers on the same sentences, batch
+    /// size and threads.
+    Embeddings(crate::bench_embeddings::EmbeddingsArgs),
     /// The gateway: three paid nodes behind it against the same clients going straight to them,
     /// then one node killed mid-run.
     Gateway(crate::bench_gateway::GatewayBenchArgs),
@@ -114,6 +117,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Quote(args) => crate::bench_quote::quote(args),
         BenchCommand::E2ee(args) => crate::bench_e2ee::e2ee(args).await,
         BenchCommand::Gateway(args) => crate::bench_gateway::gateway(args).await,
+        BenchCommand::Embeddings(args) => crate::bench_embeddings::embeddings(args).await,
     }
 }
 

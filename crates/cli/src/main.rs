@@ -4,6 +4,7 @@
 mod attest_cmd;
 mod bench;
 mod bench_e2ee;
+mod bench_embeddings;
 mod bench_gateway;
 mod bench_quote;
 mod chain_cmd;

@@ -62,6 +62,10 @@ pub(crate) struct RunArgs {
     /// Layers to offload to a GPU (needs a `cuda` build) [default: 0].
     #[arg(long)]
     pub gpu_layers: Option<u32>,
+    /// Built-in engine: a sentence-embedding GGUF served at /v1/embeddings (e.g.
+    /// models/all-MiniLM-L6-v2.gguf from scripts/fetch-embedding-model.sh) [default: none].
+    #[arg(long, conflicts_with = "upstream")]
+    pub embedding_model: Option<PathBuf>,
     /// DEVELOPMENT ONLY: without a TEE, attest with a simulated quote that every verifier refuses
     /// unless told to accept simulated evidence.
     #[arg(long)]

@@ -7,6 +7,7 @@
 
 mod cache;
 mod chat;
+mod embeddings;
 mod exchange;
 mod stream;
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use cloister_types::openai::{Model, ModelList};
+use cloister_types::wire;
 
 use crate::gateway::{Candidate, GatewayRoute};
 use crate::node::{ChatStream, NodeClient, RequestOptions, VerifiedResponse};
@@ -132,7 +133,7 @@ impl NodePool {
 
     /// Sends a non-streamed chat to the first node that verifies and answers.
     pub async fn chat(&self, body: Bytes, opts: &RequestOptions) -> Result<VerifiedResponse> {
-        self.plain(body, opts, false).await
+        self.plain(body, opts, wire::CHAT_COMPLETIONS_PATH).await
     }
 
     /// Opens a streamed chat on the first node that verifies and starts answering. Once a stream
@@ -143,7 +144,12 @@ impl NodePool {
 
     /// [`NodePool::chat`] for a legacy text completion (`POST /v1/completions`).
     pub async fn completion(&self, body: Bytes, opts: &RequestOptions) -> Result<VerifiedResponse> {
-        self.plain(body, opts, true).await
+        self.plain(body, opts, wire::COMPLETIONS_PATH).await
+    }
+
+    /// [`NodePool::chat`] for embeddings (`POST /v1/embeddings`).
+    pub async fn embeddings(&self, body: Bytes, opts: &RequestOptions) -> Result<VerifiedResponse> {
+        self.plain(body, opts, wire::EMBEDDINGS_PATH).await
     }
 
     /// [`NodePool::chat_stream`] for a streamed legacy text completion (`POST /v1/completions`).
@@ -151,15 +157,20 @@ impl NodePool {
         self.streamed(body, opts, true).await
     }
 
-    async fn plain(&self, body: Bytes, opts: &RequestOptions, text: bool) -> Result<VerifiedResponse> {
+    async fn plain(
+        &self,
+        body: Bytes,
+        opts: &RequestOptions,
+        path: &'static str,
+    ) -> Result<VerifiedResponse> {
         let answer = self
             .first(&body, opts, |node, opts| {
                 let body = body.clone();
                 async move {
-                    if text {
-                        node.completion(body, &opts).await
-                    } else {
-                        node.chat(body, &opts).await
+                    match path {
+                        wire::COMPLETIONS_PATH => node.completion(body, &opts).await,
+                        wire::EMBEDDINGS_PATH => node.embeddings(body, &opts).await,
+                        _ => node.chat(body, &opts).await,
                     }
                 }
             })

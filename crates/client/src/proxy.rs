@@ -39,13 +39,14 @@ use answer::{error_response, openai_error, stream_item, verified_headers};
 
 /// The proxy's routes over `pool`: `GET /v1/models` (the union of the verified nodes' models),
 /// `POST /v1/chat/completions` and `POST /v1/completions` (plain or streamed, each checked the same
-/// way) and `GET /health`. The pool's policy decides
+/// way), `POST /v1/embeddings` and `GET /health`. The pool's policy decides
 /// which nodes verify.
 pub fn router(pool: NodePool) -> Router {
     Router::new()
         .route(wire::MODELS_PATH, get(models))
         .route(wire::CHAT_COMPLETIONS_PATH, post(chat))
         .route(wire::COMPLETIONS_PATH, post(completions))
+        .route(wire::EMBEDDINGS_PATH, post(embeddings))
         .route(wire::HEALTH_PATH, get(|| async { "ok" }))
         .with_state(Arc::new(pool))
 }
@@ -88,7 +89,11 @@ async fn completions(State(pool): State<Arc<NodePool>>, headers: HeaderMap, body
     forward(&pool, &headers, body, wire::COMPLETIONS_PATH).await
 }
 
-/// One request to `path` (chat or text completions), plain or streamed by its `stream` field.
+async fn embeddings(State(pool): State<Arc<NodePool>>, headers: HeaderMap, body: Bytes) -> Response {
+    forward(&pool, &headers, body, wire::EMBEDDINGS_PATH).await
+}
+
+/// One request to `path` (chat or text completions, embeddings), plain or streamed by its `stream` field.
 async fn forward(pool: &NodePool, headers: &HeaderMap, body: Bytes, path: &'static str) -> Response {
     let opts = RequestOptions {
         authorization: headers
@@ -105,7 +110,8 @@ async fn forward(pool: &NodePool, headers: &HeaderMap, body: Bytes, path: &'stat
         );
     };
     let text = path == wire::COMPLETIONS_PATH;
-    if value.get("stream").and_then(|s| s.as_bool()).unwrap_or(false) {
+    let streamed = value.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+    if path != wire::EMBEDDINGS_PATH && streamed {
         let opened = if text {
             pool.completion_stream(body, &opts).await
         } else {
@@ -113,10 +119,10 @@ async fn forward(pool: &NodePool, headers: &HeaderMap, body: Bytes, path: &'stat
         };
         chat_stream(opened)
     } else {
-        let answered = if text {
-            pool.completion(body, &opts).await
-        } else {
-            pool.chat(body, &opts).await
+        let answered = match path {
+            wire::COMPLETIONS_PATH => pool.completion(body, &opts).await,
+            wire::EMBEDDINGS_PATH => pool.embeddings(body, &opts).await,
+            _ => pool.chat(body, &opts).await,
         };
         chat_plain(answered)
     }

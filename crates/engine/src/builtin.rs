@@ -28,6 +28,7 @@
 //! ```
 
 mod completion;
+mod embed;
 pub(crate) mod params;
 mod prompt;
 mod template;
@@ -43,7 +44,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use cloister_types::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
-    CompletionRequest, Delta, TextCompletion, Usage,
+    CompletionRequest, Delta, EmbeddingRequest, EmbeddingResponse, TextCompletion, Usage,
 };
 use futures::StreamExt;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -81,6 +82,9 @@ pub struct BuiltinConfig {
     pub max_queue: usize,
     /// Layers offloaded to the GPU (needs the `cuda` feature).
     pub gpu_layers: u32,
+    /// A sentence-embedding GGUF served at `/v1/embeddings` beside the chat model (its id: the file
+    /// name without `.gguf`); `None`: no embeddings.
+    pub embedding_model: Option<PathBuf>,
 }
 
 impl BuiltinConfig {
@@ -94,6 +98,7 @@ impl BuiltinConfig {
             ctx_per_slot: 2048,
             max_queue: 64,
             gpu_layers: 0,
+            embedding_model: None,
         }
     }
 }
@@ -125,6 +130,7 @@ struct Inner {
     card: ModelCard,
     config: BuiltinConfig,
     load_time: Duration,
+    embedder: Option<embed::Embedder>,
 }
 
 impl std::fmt::Debug for BuiltinEngine {
@@ -254,6 +260,15 @@ impl BuiltinEngine {
             threads: i32::try_from(threads).unwrap_or(1),
         };
         worker::spawn(Arc::clone(&model), backend, worker_config, queue)?;
+        let embedder = match &config.embedding_model {
+            Some(path) => Some(embed::Embedder::load(
+                backend,
+                path,
+                worker_config.threads,
+                config.gpu_layers,
+            )?),
+            None => None,
+        };
 
         let load_time = started.elapsed();
         debug!(
@@ -280,6 +295,7 @@ impl BuiltinEngine {
                 card,
                 config,
                 load_time,
+                embedder,
             }),
         })
     }
@@ -515,7 +531,9 @@ fn chunk_stream(rx: UnboundedReceiver<Event>, model: String) -> ChunkStream {
 #[async_trait]
 impl Engine for BuiltinEngine {
     fn models(&self) -> Vec<ModelCard> {
-        vec![self.inner.card.clone()]
+        let mut cards = vec![self.inner.card.clone()];
+        cards.extend(self.inner.embedder.as_ref().map(|e| e.card().clone()));
+        cards
     }
 
     async fn complete(&self, req: ChatCompletionRequest) -> Result<ChatCompletion> {
@@ -566,5 +584,9 @@ impl Engine for BuiltinEngine {
             rx,
             self.inner.card.id.clone(),
         )))
+    }
+
+    async fn embed(&self, req: EmbeddingRequest) -> Result<EmbeddingResponse> {
+        self.embed_request(req).await
     }
 }

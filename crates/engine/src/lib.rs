@@ -59,7 +59,8 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use cloister_types::openai::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CompletionRequest, TextCompletion,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
+    EmbeddingResponse, TextCompletion,
 };
 use futures::Stream;
 
@@ -105,6 +106,15 @@ pub trait Engine: Send + Sync {
     /// A streamed legacy text completion (see [`TextChunkStream`]). `req.stream` is ignored.
     async fn stream_text(&self, req: CompletionRequest) -> Result<TextChunkStream> {
         Err(text_unsupported(&req))
+    }
+
+    /// Embeddings (`/v1/embeddings`) of `req.input`, one vector per input, with `usage` counting
+    /// the input tokens. Engines (or models) that cannot serve them answer [`Error::InvalidRequest`].
+    async fn embed(&self, req: EmbeddingRequest) -> Result<EmbeddingResponse> {
+        Err(Error::InvalidRequest(format!(
+            "embeddings (/v1/embeddings) are not served for model `{}`",
+            req.model
+        )))
     }
 }
 

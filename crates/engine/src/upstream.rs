@@ -18,6 +18,7 @@
 //! ```
 
 mod completion;
+mod embeddings;
 pub(crate) mod sse;
 
 use std::collections::VecDeque;
@@ -29,7 +30,7 @@ use bytes::Bytes;
 use cloister_types::http::{ReadError, read_limited};
 use cloister_types::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, CompletionRequest, Delta,
-    ModelList, StreamOptions, TextCompletion, Usage,
+    EmbeddingRequest, EmbeddingResponse, ModelList, StreamOptions, TextCompletion, Usage,
 };
 use cloister_types::wire;
 use futures::{Stream, StreamExt};
@@ -517,6 +518,10 @@ impl Engine for UpstreamEngine {
 
     async fn stream_text(&self, req: CompletionRequest) -> Result<TextChunkStream> {
         self.stream_text_upstream(req).await
+    }
+
+    async fn embed(&self, req: EmbeddingRequest) -> Result<EmbeddingResponse> {
+        self.embed_upstream(req).await
     }
 }
 

@@ -5,6 +5,7 @@ mod attestation;
 mod chat;
 mod completions;
 mod e2ee;
+mod embeddings;
 mod health;
 mod metrics;
 mod models;
@@ -23,7 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cloister_types::wire::{
     ACI_ATTESTATION_PATH, ACI_RECEIPT_ROUTE, ATTESTATION_REPORT_PATH, CHAT_COMPLETIONS_PATH,
-    COMPLETIONS_PATH, HEALTH_PATH, METRICS_PATH, METRICS_V1_PATH, MODELS_PATH, SIGNATURE_ROUTE,
+    COMPLETIONS_PATH, EMBEDDINGS_PATH, HEALTH_PATH, METRICS_PATH, METRICS_V1_PATH, MODELS_PATH,
+    SIGNATURE_ROUTE,
 };
 use http_body::{Frame, SizeHint};
 use tower_http::trace::TraceLayer;
@@ -41,6 +43,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .route(CHAT_COMPLETIONS_PATH, post(chat::chat_completions))
         .route(COMPLETIONS_PATH, post(completions::completions))
+        .route(EMBEDDINGS_PATH, post(embeddings::embeddings))
         .route(MODELS_PATH, get(models::list_models))
         .route(ATTESTATION_REPORT_PATH, get(attestation::report))
         .route(SIGNATURE_ROUTE, get(signature::get_signature))

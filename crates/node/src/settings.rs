@@ -74,6 +74,10 @@ pub struct NodeSettings {
     /// Layers to offload to a GPU (needs a `cuda` build) [default: the engine's, 0].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu_layers: Option<u32>,
+    /// Built-in engine: a sentence-embedding GGUF served at `/v1/embeddings` (its id: the file name
+    /// without .gguf) [default: none, no embeddings].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<std::path::PathBuf>,
 
     /// DEVELOPMENT ONLY: without a TEE, attest with a simulated quote that every verifier refuses
     /// unless told to accept simulated evidence.
@@ -159,6 +163,7 @@ impl Default for NodeSettings {
             slots: None,
             ctx_per_slot: None,
             gpu_layers: None,
+            embedding_model: None,
             dev_simulated_tee: false,
             dstack_socket: None,
             configfs_root: None,

@@ -213,6 +213,7 @@ async fn build_engine(settings: &NodeSettings) -> Result<Arc<dyn Engine>, NodeEr
             if let Some(layers) = settings.gpu_layers {
                 config.gpu_layers = layers;
             }
+            config.embedding_model.clone_from(&settings.embedding_model);
             let engine = BuiltinEngine::load_async(config).await.map_err(model_error)?;
             Ok(Arc::new(engine))
         }

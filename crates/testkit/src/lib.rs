@@ -6,6 +6,7 @@ pub mod evil_node;
 
 pub use evil_node::{EvilNode, Misbehaviour};
 
+pub mod models;
 mod server;
 
 pub use server::serve_in_thread;

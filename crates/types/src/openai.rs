@@ -4,11 +4,15 @@
 //! through without losing anything.
 
 mod completions;
+mod embeddings;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use self::completions::{CompletionRequest, TextChoice, TextCompletion};
+pub use self::embeddings::{
+    ENCODING_BASE64, Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, encode_vector_base64,
+};
 
 /// `POST /v1/chat/completions` body.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,8 @@ pub const API_PREFIX: &str = "/v1";
 pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
 /// OpenAI legacy text completions (plain or streamed, signed, optionally sealed, like chat).
 pub const COMPLETIONS_PATH: &str = "/v1/completions";
+/// OpenAI embeddings (signed, optionally sealed, metered on prompt tokens).
+pub const EMBEDDINGS_PATH: &str = "/v1/embeddings";
 /// OpenAI model list.
 pub const MODELS_PATH: &str = "/v1/models";
 /// The attestation report (§3).

@@ -4,6 +4,7 @@
 mod chaos;
 mod commands;
 mod deploy;
+mod embeddings;
 mod explorer;
 mod gateway;
 mod governance;

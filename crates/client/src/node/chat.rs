@@ -69,7 +69,7 @@ impl NodeClient {
         self.plain(body, opts, wire::COMPLETIONS_PATH).await
     }
 
-    async fn plain(
+    pub(super) async fn plain(
         &self,
         body: Bytes,
         opts: &RequestOptions,

@@ -4,6 +4,7 @@
 
 mod batching;
 mod builtin;
+mod embeddings;
 mod source;
 mod upstream;
 

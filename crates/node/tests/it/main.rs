@@ -13,6 +13,7 @@ mod common;
 mod completions;
 mod concurrency;
 mod e2ee;
+mod embeddings;
 mod errors;
 mod gpu;
 mod limits;

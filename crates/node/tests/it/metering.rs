@@ -112,7 +112,7 @@ fn cost() -> U256 {
     U256::from(7u64 * 1_000 + 5 * 3_000)
 }
 
-fn api_key(domain: &cloister_types::eip712::Domain, operator: Address) -> (ApiKey, B256) {
+pub fn api_key(domain: &cloister_types::eip712::Domain, operator: Address) -> (ApiKey, B256) {
     let client = EnclaveKey::generate();
     let auth = SpendAuthorization {
         client: client.address(),
