@@ -25,3 +25,97 @@ pub fn embedding_model() -> Option<PathBuf> {
     eprintln!("skipping: embedding model not found at {}", path.display());
     None
 }
+
+/// A real llama.cpp `llama-server` (built by `scripts/build-llama-cpp.sh` into
+/// `tools/llama.cpp/bin`) on a free loopback port; killed and reaped when dropped. Not a double: the
+/// OpenAI-compatible server the upstream engine is tested against.
+#[derive(Debug)]
+pub struct LlamaServer {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>/v1`.
+    pub base_url: String,
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `llama-server -m MODEL ARGS` and waits (up to 60 s) until its `/health` answers 200.
+/// `None` (after saying why) when it is not built; a panic instead when
+/// `CLOISTER_REQUIRE_LLAMA_SERVER=1` (the test command builds it and sets that).
+pub fn llama_server(model: &std::path::Path, args: &[&str]) -> Option<LlamaServer> {
+    use std::io::{Read, Write};
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/llama.cpp/bin/llama-server");
+    if !bin.is_file() {
+        assert!(
+            std::env::var("CLOISTER_REQUIRE_LLAMA_SERVER").as_deref() != Ok("1"),
+            "no llama-server at {} and CLOISTER_REQUIRE_LLAMA_SERVER=1 (run scripts/build-llama-cpp.sh)",
+            bin.display()
+        );
+        eprintln!(
+            "skipping the llama-server part: none at {} (scripts/build-llama-cpp.sh)",
+            bin.display()
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("a free port: {e}"));
+    let child = std::process::Command::new(&bin)
+        .arg("-m")
+        .arg(model)
+        .args(args)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "-t",
+            "2",
+            "--log-disable",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    let server = LlamaServer {
+        child,
+        base_url: format!("http://127.0.0.1:{port}/v1"),
+    };
+    for _ in 0..600 {
+        let healthy = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut tcp| {
+            let mut answer = String::new();
+            tcp.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_ok()
+                && tcp.read_to_string(&mut answer).is_ok()
+                && answer.starts_with("HTTP/1.1 200")
+        });
+        if healthy {
+            return Some(server);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("llama-server on port {port} did not become healthy in 60 s");
+}
+
+/// The chat model GGUF: `$CLOISTER_TEST_MODEL`, else `models/SmolLM2-135M-Instruct.Q4_1.gguf`
+/// (`None` when absent; a panic when `CLOISTER_REQUIRE_MODEL=1`).
+pub fn chat_model() -> Option<PathBuf> {
+    let path = std::env::var_os("CLOISTER_TEST_MODEL").map_or_else(
+        || models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        PathBuf::from,
+    );
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CLOISTER_REQUIRE_MODEL").as_deref() != Ok("1"),
+        "chat model not found at {} and CLOISTER_REQUIRE_MODEL=1 (run scripts/fetch-model.sh)",
+        path.display()
+    );
+    eprintln!("skipping: chat model not found at {}", path.display());
+    None
+}

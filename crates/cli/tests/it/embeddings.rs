@@ -104,48 +104,13 @@ async fn the_openai_python_sdk_gets_embeddings_through_the_proxy_from_both_engin
     )
     .await;
 
-    let server = workspace_root().join("tools/llama.cpp/bin/llama-server");
-    if !server.is_file() {
-        eprintln!(
-            "skipping the upstream half: no llama-server at {} (scripts/build-llama-cpp.sh)",
-            server.display()
-        );
+    let Some(server) = cloister_testkit::models::llama_server(
+        std::path::Path::new(&embedding),
+        &["--embedding", "--alias", EMBEDDING_MODEL],
+    ) else {
         return;
-    }
-    let port = free_port();
-    let _upstream = KillOnDrop(
-        std::process::Command::new(&server)
-            .args([
-                "-m",
-                &embedding,
-                "--embedding",
-                "--alias",
-                EMBEDDING_MODEL,
-                "--host",
-                "127.0.0.1",
-            ])
-            .args(["--port", &port.to_string(), "-t", "2", "--log-disable"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let upstream_url = format!("http://127.0.0.1:{port}/v1");
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..200 {
-        if http
-            .get(format!("http://127.0.0.1:{port}/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(ready, "llama-server did not come up");
+    };
+    let upstream_url = server.base_url.clone();
     sdk_through_node(
         &dir,
         &python,
@@ -153,14 +118,4 @@ async fn the_openai_python_sdk_gets_embeddings_through_the_proxy_from_both_engin
         "upstream",
     )
     .await;
-}
-
-/// A child process killed (and reaped) on drop, so a failing test leaves no server behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -54,16 +54,6 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
     dot / (norm(a) * norm(b))
 }
 
-/// A child process killed (and reaped) on drop.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtin_and_llama_server_embeddings_agree() {
     let (Some(chat), Some(gguf)) = (model_path(), embedding_model()) else {
@@ -105,40 +95,11 @@ async fn builtin_and_llama_server_embeddings_agree() {
     let alone = engine.embed(request(json!(TEXTS[2]))).await.unwrap();
     assert!(cosine(&vectors(&alone)[0], &v[2]) > 0.9999);
 
-    let server = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/llama.cpp/bin/llama-server");
-    if !server.is_file() {
-        eprintln!(
-            "skipping the upstream half: no llama-server at {} (scripts/build-llama-cpp.sh)",
-            server.display()
-        );
+    let Some(server) = cloister_testkit::models::llama_server(&gguf, &["--embedding", "--alias", MODEL])
+    else {
         return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = KillOnDrop(
-        std::process::Command::new(&server)
-            .args(["-m", &gguf.to_string_lossy(), "--embedding", "--alias", MODEL])
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "-t", "2"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..300 {
-        let health = http.get(format!("http://127.0.0.1:{port}/health")).send().await;
-        if health.is_ok_and(|r| r.status().is_success()) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(ready, "llama-server did not come up");
-    let upstream = UpstreamEngine::connect(UpstreamConfig::new(format!("http://127.0.0.1:{port}/v1")))
+    };
+    let upstream = UpstreamEngine::connect(UpstreamConfig::new(server.base_url.clone()))
         .await
         .unwrap();
     assert!(

@@ -82,3 +82,74 @@ async fn front_node_signs_what_it_sends() {
     let last = answer.chunks().last().cloned().unwrap();
     assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{last}");
 }
+
+/// JSON mode (`response_format`) reaches a real llama.cpp `llama-server` through the node, plain and
+/// streamed, and the answers come back signed by the node: with it the same greedy prompt answers a
+/// JSON object, without it prose. (Skips without llama-server, unless the test command built it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_mode_passes_through_to_a_real_llama_server() {
+    let Some(model) = cloister_testkit::models::chat_model() else {
+        return;
+    };
+    let started = tokio::task::spawn_blocking(move || {
+        cloister_testkit::models::llama_server(&model, &["--alias", "smol", "-c", "2048"])
+    });
+    let Some(server) = started.await.unwrap() else {
+        return;
+    };
+    let upstream = UpstreamEngine::connect(UpstreamConfig {
+        base_url: server.base_url.clone(),
+        api_key: None,
+        models: Vec::new(),
+        timeout: Duration::from_secs(120),
+    })
+    .await
+    .unwrap();
+    let node = TestNode::start(Arc::new(upstream), NodeConfig::default()).await;
+    let signing = node.state.signing_address().to_owned();
+    let http = reqwest::Client::new();
+    let json_mode = json!({"response_format": {"type": "json_object"}, "temperature": 0, "max_tokens": 48});
+
+    let ask = |extra: Value| chat_body("smol", "Describe a cat in one sentence.", false, extra);
+    let content = |body: &[u8]| {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        v["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+    };
+    let prose = http
+        .post(node.url(wire::CHAT_COMPLETIONS_PATH))
+        .body(ask(json!({"temperature": 0, "max_tokens": 48})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(prose.status(), 200);
+    let prose = content(&prose.bytes().await.unwrap());
+    assert!(!prose.trim_start().starts_with('{'), "{prose}");
+
+    let request = ask(json_mode.clone());
+    let resp = http
+        .post(node.url(wire::CHAT_COMPLETIONS_PATH))
+        .body(request.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let signature = resp.headers()[wire::SIGNATURE_HEADER]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = resp.bytes().await.unwrap().to_vec();
+    let answer = content(&body);
+    assert!(
+        answer.trim_start().starts_with('{'),
+        "JSON mode reached llama-server: {answer}"
+    );
+    assert_eq!(signer(&request, &body, &signature), address(&signing));
+
+    let mut streamed = json_mode;
+    streamed["stream"] = json!(true);
+    let request = chat_body("smol", "Describe a cat in one sentence.", true, streamed);
+    let (answer, _, headers) = stream_chat(&node, &request).await;
+    let id = headers[wire::SIGNATURE_ID_HEADER].to_str().unwrap().to_owned();
+    check_signed_stream(&answer, &request, &id, &signing);
+    assert!(answer.text().trim_start().starts_with('{'), "{}", answer.text());
+}
