@@ -308,6 +308,15 @@ where
         .map(|f| *f.policy())
         .unwrap_or_default();
     let mut request = call.into_transaction_request();
+    // The estimate is made against the latest block; the transaction runs in the next one, where
+    // a timestamp or a slot written in between can cost more (a reattestation whose `attestedAt`
+    // write was a no-op in the estimate ran out of gas that way). A margin covers it; unused gas is
+    // not charged.
+    let estimate = provider
+        .estimate_gas(request.clone())
+        .await
+        .map_err(|e| revert::from_contract(alloy::contract::Error::TransportError(e)))?;
+    request.gas = Some(with_gas_margin(estimate));
     let fees = fees::choose_fees(&provider, policy.caps).await?;
     request.gas_price = None;
     request.max_fee_per_gas = Some(fees.max_fee_per_gas);
@@ -329,6 +338,11 @@ where
         block_number: receipt.block_number,
         receipt,
     })
+}
+
+/// A gas limit above `estimate`: a fifth more plus 20,000 (two cold storage writes' worth).
+pub fn with_gas_margin(estimate: u64) -> u64 {
+    estimate.saturating_add(estimate / 5).saturating_add(20_000)
 }
 
 /// How long [`wait_for_receipt`] waits before giving up.

@@ -87,6 +87,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_paid_load_then_restart_and_settle_pays_the_highest_receipt_once() {
+    // A failure inside the killer task (a restart that cannot start) must end the test, not hang it.
+    tokio::time::timeout(Duration::from_secs(300), kill_run())
+        .await
+        .expect("the kill -9 run did not finish within 300 s (see the node logs)");
+}
+
+async fn kill_run() {
     let started = Instant::now();
     let Some(chain) = PaidChain::start().await else {
         return;
