@@ -263,3 +263,29 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, ur
 pub async fn get_text(http: &reqwest::Client, url: String) -> String {
     http.get(url).send().await.unwrap().text().await.unwrap()
 }
+
+/// A POST of `body` to `route` on `node`, sealed to its attested E2EE key with `aad_path` bound in
+/// the AAD (the route's own path, or another to show that an envelope does not open elsewhere), and
+/// the keys that open its answer.
+pub fn sealed_post(
+    node: &TestNode,
+    route: &str,
+    aad_path: &str,
+    model: &str,
+    body: &[u8],
+) -> (reqwest::RequestBuilder, cloister_crypto::e2ee::ClientResponseKeys) {
+    use cloister_types::e2ee::{HEADER_E2EE, HEADER_E2EE_TIMESTAMP, HEADER_MODEL, request_aad};
+    let ts = cloister_types::unix_now();
+    let signing = address(node.state.signing_address());
+    let aad = request_aad("POST", aad_path, ts, model);
+    let (sealed, keys) =
+        cloister_crypto::e2ee::seal_request(&node.state.e2ee_public_key(), &signing, body, &aad).unwrap();
+    let req = reqwest::Client::new()
+        .post(node.url(route))
+        .header(HEADER_E2EE, "v1")
+        .header(HEADER_E2EE_TIMESTAMP, ts.to_string())
+        .header(HEADER_MODEL, model)
+        .header("content-type", wire::SEALED_CONTENT_TYPE)
+        .body(sealed.to_base64());
+    (req, keys)
+}

@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
-use cloister_crypto::e2ee::{decode_base64, seal_request};
+use cloister_crypto::e2ee::decode_base64;
 use cloister_node::NodeConfig;
-use cloister_types::e2ee::{HEADER_E2EE, HEADER_E2EE_TIMESTAMP, HEADER_MODEL, request_aad};
+use cloister_types::e2ee::HEADER_E2EE;
 use cloister_types::{AttestationReport, signature_text, wire};
 use serde_json::{Value, json};
 
 use crate::common::{
-    TestNode, address, assert_openai_error, engine, get_json, nonce, oneshot, post_json, signer, split_sse,
-    state,
+    TestNode, address, assert_openai_error, engine, get_json, nonce, oneshot, post_json, sealed_post, signer,
+    split_sse, state,
 };
 
 fn text_body(model: &str, prompt: &str, stream: bool, extra: Value) -> Vec<u8> {
@@ -195,20 +195,7 @@ async fn sealed_text_completion_binds_its_own_path() {
     let model = engine.model_id().to_owned();
     let node = TestNode::start(Arc::new(engine), NodeConfig::default()).await;
     let body = text_body(&model, "Hello", false, json!({}));
-    let ts = cloister_types::unix_now();
-    let signing = address(node.state.signing_address());
-    let send = |path: &'static str| {
-        let aad = request_aad("POST", path, ts, &model);
-        let (sealed, keys) = seal_request(&node.state.e2ee_public_key(), &signing, &body, &aad).unwrap();
-        let req = reqwest::Client::new()
-            .post(node.url(wire::COMPLETIONS_PATH))
-            .header(HEADER_E2EE, "v1")
-            .header(HEADER_E2EE_TIMESTAMP, ts.to_string())
-            .header(HEADER_MODEL, model.as_str())
-            .header("content-type", wire::SEALED_CONTENT_TYPE)
-            .body(sealed.to_base64());
-        (req, keys)
-    };
+    let send = |path: &'static str| sealed_post(&node, wire::COMPLETIONS_PATH, path, &model, &body);
     let (req, keys) = send(wire::COMPLETIONS_PATH);
     let resp = req.send().await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -16,18 +16,19 @@ use std::time::Duration;
 use alloy_primitives::{Address, U256};
 use axum::body::Body;
 use axum::http::Request;
-use cloister_crypto::e2ee::{decode_base64, seal_request};
+use cloister_crypto::e2ee::decode_base64;
 use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine};
 use cloister_node::NodeConfig;
 use cloister_node::billing::{Billing, Ledger, Price};
-use cloister_types::e2ee::{HEADER_E2EE, HEADER_E2EE_TIMESTAMP, HEADER_MODEL, request_aad};
+use cloister_types::e2ee::HEADER_E2EE;
 use cloister_types::eip712::escrow_domain;
 use cloister_types::{signature_text, wire};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use crate::common::{
-    TestNode, address, assert_openai_error, get_json, model_path, oneshot, post_json, signer, state,
+    TestNode, address, assert_openai_error, get_json, model_path, oneshot, post_json, sealed_post, signer,
+    state,
 };
 use crate::metering::{FixedDeposits, api_key};
 
@@ -180,20 +181,7 @@ async fn sealed_embeddings_bind_their_own_path() {
     let model = model_of(&engine);
     let node = TestNode::start(Arc::new(engine), NodeConfig::default()).await;
     let request = body(&model, json!("sealed text"));
-    let ts = cloister_types::unix_now();
-    let signing = address(node.state.signing_address());
-    let send = |path: &'static str| {
-        let aad = request_aad("POST", path, ts, &model);
-        let (sealed, keys) = seal_request(&node.state.e2ee_public_key(), &signing, &request, &aad).unwrap();
-        let req = reqwest::Client::new()
-            .post(node.url(wire::EMBEDDINGS_PATH))
-            .header(HEADER_E2EE, "v1")
-            .header(HEADER_E2EE_TIMESTAMP, ts.to_string())
-            .header(HEADER_MODEL, model.as_str())
-            .header("content-type", wire::SEALED_CONTENT_TYPE)
-            .body(sealed.to_base64());
-        (req, keys)
-    };
+    let send = |path: &'static str| sealed_post(&node, wire::EMBEDDINGS_PATH, path, &model, &request);
     let (req, keys) = send(wire::EMBEDDINGS_PATH);
     let resp = req.send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -207,7 +195,10 @@ async fn sealed_embeddings_bind_their_own_path() {
     let plain = keys.open_body(&decode_base64(&sealed_body).unwrap()).unwrap();
     let answer: Value = serde_json::from_slice(&plain).unwrap();
     assert_eq!(vectors(&answer)[0].len(), DIMENSIONS);
-    assert_eq!(signer(&request, &plain, &signature), signing);
+    assert_eq!(
+        signer(&request, &plain, &signature),
+        address(node.state.signing_address())
+    );
 
     // An envelope sealed for another path does not open here.
     let (req, _) = send(wire::COMPLETIONS_PATH);
