@@ -175,7 +175,8 @@ fn wallet(file: &DevnetFile) -> Result<Arc<Wallet>> {
         .account("client")
         .ok_or_else(|| Error::NotWorking("the devnet has no client account".into()))?
         .private_key;
-    let secret: [u8; 32] = hex_secret(key)?;
+    let secret = cloister_client::wallet::parse_secret_key(key)
+        .map_err(|e| Error::NotWorking(format!("the devnet's client key: {e}")))?;
     Ok(Arc::new(Wallet::new(WalletConfig {
         secret,
         chain_id: file.chain_id,
@@ -184,13 +185,6 @@ fn wallet(file: &DevnetFile) -> Result<Arc<Wallet>> {
         per_node: TOKEN / cloister_chain::alloy::primitives::U256::from(4u64),
         expiry: cloister_types::unix_now() + 86_400,
     })?))
-}
-
-fn hex_secret(key: &str) -> Result<[u8; 32]> {
-    hex::decode(key.trim_start_matches("0x"))
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Error::NotWorking("a dev key is not 32 hex bytes".into()))
 }
 
 /// Runs the rounds, then the fault run; `on_round(round, figures)` sees each round as it ends.

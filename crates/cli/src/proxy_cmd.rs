@@ -73,11 +73,8 @@ fn wallet_secret(text: &str) -> anyhow::Result<[u8; 32]> {
     } else {
         text.to_owned()
     };
-    let bytes = hex::decode(hex_text.trim().trim_start_matches("0x"))
-        .context("--wallet: not hex, and not a file holding hex")?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("--wallet: a private key is 32 bytes"))
+    cloister_client::wallet::parse_secret_key(&hex_text)
+        .context("--wallet: neither a private key nor a file holding one")
 }
 
 /// The wallet the flags describe, on the escrow of `--chain` or else the one the gateway names.

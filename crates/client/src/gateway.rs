@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::Address;
-use cloister_types::gateway::{GatewayNetwork, GatewayNodeList};
+use cloister_types::gateway::{GatewayNetwork, GatewayNode};
 use cloister_types::wire;
+use serde::Deserialize as _;
 
 use crate::{Error, NodeClient, Policy, Result, node_base};
 
@@ -89,24 +90,10 @@ impl GatewayRoute {
         let mut list = match cached {
             Some(list) => list,
             None => {
-                let got: GatewayNodeList = self
+                let got: RawNodeList = self
                     .get_json(wire::GATEWAY_NODES_PATH, &[(wire::QUERY_MODEL, model)])
                     .await?;
-                let list: Vec<Listed> = got
-                    .data
-                    .iter()
-                    .take(MAX_CANDIDATES)
-                    .filter_map(|n| {
-                        let m = n.model(model)?;
-                        let input: alloy_primitives::U256 = m.input_price.parse().ok()?;
-                        let output: alloy_primitives::U256 = m.output_price.parse().ok()?;
-                        Some(Listed {
-                            signer: n.signing_address.parse().ok()?,
-                            operator: n.operator.parse().ok()?,
-                            price: input.saturating_add(output),
-                        })
-                    })
-                    .collect();
+                let list = usable(&got.data, model);
                 lock(&self.lists).insert(model.to_owned(), (Instant::now(), list.clone()));
                 list
             }
@@ -177,6 +164,36 @@ impl GatewayRoute {
         serde_json::from_slice(&body)
             .map_err(|e| Error::MalformedResponse(format!("the gateway's {path} answer: {e}")))
     }
+}
+
+/// `GET /v1/gateway/nodes` as sent: each entry is read on its own, so a malformed one costs only
+/// itself (the list is untrusted; it only decides where to try).
+#[derive(serde::Deserialize)]
+struct RawNodeList {
+    data: Vec<serde_json::Value>,
+}
+
+/// The well-formed entries of a node list that serve `model`, each signer once (its first entry:
+/// a gateway listing a node again, say under another operator, does not get it tried twice), at
+/// most [`MAX_CANDIDATES`].
+fn usable(entries: &[serde_json::Value], model: &str) -> Vec<Listed> {
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let n = GatewayNode::deserialize(entry).ok()?;
+            let m = n.model(model)?;
+            let input: alloy_primitives::U256 = m.input_price.parse().ok()?;
+            let output: alloy_primitives::U256 = m.output_price.parse().ok()?;
+            Some(Listed {
+                signer: n.signing_address.parse().ok()?,
+                operator: n.operator.parse().ok()?,
+                price: input.saturating_add(output),
+            })
+        })
+        .filter(|listed| seen.insert(listed.signer))
+        .take(MAX_CANDIDATES)
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

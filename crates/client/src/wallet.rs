@@ -33,6 +33,46 @@ use cloister_types::eip712::{ApiKey, Domain, SpendAuthorization, authorization_i
 
 use crate::{Error, Result};
 
+/// Why text is not a private key. The message never quotes the text: it is a secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretKeyError {
+    /// A character that is not a hex digit (after an optional `0x`).
+    #[error("a private key is hex (an optional 0x, then 64 hex digits); this has a non-hex character")]
+    NotHex,
+    /// Hex, but not 32 bytes.
+    #[error("a private key is 32 bytes (64 hex digits); this has {digits} hex digits")]
+    WrongLength {
+        /// How many hex digits it has.
+        digits: usize,
+    },
+}
+
+/// Parses a secp256k1 private key written as hex: 64 hex digits, with or without a `0x` prefix,
+/// surrounding whitespace ignored (a key file's newline). Whether the scalar is a valid key is
+/// [`Wallet::new`]'s check.
+///
+/// ```
+/// use cloister_client::wallet::parse_secret_key;
+/// let key = parse_secret_key(&format!("0x{}\n", "07".repeat(32)))?;
+/// assert_eq!(key, [7u8; 32]);
+/// # Ok::<(), cloister_client::wallet::SecretKeyError>(())
+/// ```
+pub fn parse_secret_key(text: &str) -> std::result::Result<[u8; 32], SecretKeyError> {
+    let text = text.trim();
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SecretKeyError::NotHex);
+    }
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(digits, &mut key)
+        .map_err(|_| SecretKeyError::WrongLength { digits: digits.len() })?;
+    Ok(key)
+}
+
 /// What a wallet needs.
 #[derive(Clone)]
 pub struct WalletConfig {
@@ -245,6 +285,61 @@ mod tests {
         ));
         let total = w.grants().iter().fold(U256::ZERO, |s, g| s + g.cap);
         assert_eq!(total, U256::from(250u64));
+    }
+
+    #[test]
+    fn secret_keys_parse_with_or_without_0x_and_bad_ones_are_named() {
+        let hex64 = "0123456789abcdefABCDEF0123456789abcdef0123456789abcdef0123456789";
+        let want: [u8; 32] = hex::decode(hex64).unwrap().try_into().unwrap();
+        for text in [
+            hex64.to_owned(),
+            format!("0x{hex64}"),
+            format!("0X{hex64}"),
+            format!("  0x{hex64}\n"),
+        ] {
+            assert_eq!(parse_secret_key(&text), Ok(want), "{text}");
+        }
+        for (text, err) in [
+            ("", SecretKeyError::WrongLength { digits: 0 }),
+            ("0x", SecretKeyError::WrongLength { digits: 0 }),
+            (&hex64[..63], SecretKeyError::WrongLength { digits: 63 }),
+            (&hex64[..62], SecretKeyError::WrongLength { digits: 62 }),
+            (&format!("{hex64}00"), SecretKeyError::WrongLength { digits: 66 }),
+            (&format!("0x0x{}", &hex64[..62]), SecretKeyError::NotHex),
+            (&format!("g{}", &hex64[1..]), SecretKeyError::NotHex),
+            (
+                &format!("{} ", &hex64[..32]) as &str,
+                SecretKeyError::WrongLength { digits: 32 },
+            ),
+            (
+                &format!("{} {}", &hex64[..32], &hex64[32..]),
+                SecretKeyError::NotHex,
+            ),
+            ("é".repeat(32).as_str(), SecretKeyError::NotHex),
+        ] {
+            assert_eq!(parse_secret_key(text), Err(err), "{text:?}");
+        }
+        // The message names the problem and never quotes the key.
+        let secret = format!("{}zz", &hex64[..62]);
+        let message = parse_secret_key(&secret).unwrap_err().to_string();
+        assert!(
+            message.contains("hex") && !message.contains(&hex64[..8]),
+            "{message}"
+        );
+        // A parsed key is one a wallet takes.
+        wallet_from(parse_secret_key(&format!("0x{}", "09".repeat(32))).unwrap());
+    }
+
+    fn wallet_from(secret: [u8; 32]) -> Wallet {
+        Wallet::new(WalletConfig {
+            secret,
+            chain_id: 31337,
+            escrow: Address::repeat_byte(3),
+            budget: U256::from(10u64),
+            per_node: U256::from(10u64),
+            expiry: 4_000_000_000,
+        })
+        .unwrap()
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! binary). Each double is named as one: it stands in for something that cannot, or need not, run
 //! in the test (a misbehaving node, an upstream server, a remote service).
 
+pub mod evil_gateway;
 pub mod evil_node;
 
 pub use evil_node::{EvilNode, Misbehaviour};

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
 
 mod discover;
+mod hostile_gateway;
 mod proxy;
 mod refusals;
 mod tls;

@@ -11,7 +11,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
 use cloister_types::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, TextCompletion, Usage,
@@ -83,14 +83,12 @@ pub(super) async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let raw = body.map_err(|rejection| body_error(&state, &rejection))?;
-    e2ee::plain_or_sealed(
+    e2ee::serve_sealable(
         state,
         &headers,
-        &raw,
+        body,
         CHAT_COMPLETIONS_PATH,
-        async |state, body| chat(state, &headers, body, started).await,
+        async |state, body, started| chat(state, &headers, body, started).await,
     )
     .await
 }
@@ -197,16 +195,6 @@ pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
-}
-
-pub(super) fn body_error(state: &AppState, rejection: &BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge {
-            limit: state.config.body_limit,
-        }
-    } else {
-        ApiError::BodyRead(rejection.body_text())
-    }
 }
 
 /// Whether the request asks for the signature event inside the stream: `x-cloister-inline-signature`

@@ -15,7 +15,7 @@ use axum::response::Response;
 use cloister_types::openai::CompletionRequest;
 use cloister_types::wire::COMPLETIONS_PATH;
 
-use super::chat::{Exchange, body_error, complete, inline_signature, stream};
+use super::chat::{Exchange, complete, inline_signature, stream};
 use super::e2ee;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -26,11 +26,13 @@ pub(super) async fn completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let raw = body.map_err(|rejection| body_error(&state, &rejection))?;
-    e2ee::plain_or_sealed(state, &headers, &raw, COMPLETIONS_PATH, async |state, body| {
-        text(state, &headers, body, started).await
-    })
+    e2ee::serve_sealable(
+        state,
+        &headers,
+        body,
+        COMPLETIONS_PATH,
+        async |state, body, started| text(state, &headers, body, started).await,
+    )
     .await
 }
 

@@ -1,4 +1,5 @@
-//! The E2EE layer of `POST /v1/chat/completions` and `POST /v1/completions` (`docs/protocol.md` §8).
+//! The E2EE layer of `POST /v1/chat/completions`, `POST /v1/completions` and `POST /v1/embeddings`
+//! (`docs/protocol.md` §8).
 //!
 //! A request carrying `x-cloister-e2ee: v1` is opened here before the chat handler sees it: the
 //! body is the base64 envelope, the AAD binds method, path (the route's own), timestamp and model header, the
@@ -9,9 +10,11 @@
 //! the end marker, each as its own `data:` line.
 
 use std::convert::Infallible;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use cloister_crypto::e2ee::{NodeResponseKeys, SealedRequest, encode_base64, open_request};
 use cloister_types::e2ee::{
@@ -24,6 +27,37 @@ use serde::Deserialize;
 
 use crate::error::{ApiError, E2eeRefusal};
 use crate::state::AppState;
+
+/// The entry of every endpoint that takes sealed requests: notes when the request arrived, turns a
+/// body that could not be read into its error (413 past the body limit), and runs `handle` on the
+/// body, with that arrival time, through [`plain_or_sealed`].
+pub(super) async fn serve_sealable<F>(
+    state: AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    path: &str,
+    handle: F,
+) -> Result<Response, ApiError>
+where
+    F: AsyncFnOnce(AppState, &[u8], Instant) -> Result<Response, ApiError>,
+{
+    let started = Instant::now();
+    let raw = body.map_err(|rejection| body_error(&state, &rejection))?;
+    plain_or_sealed(state, headers, &raw, path, async |state, body| {
+        handle(state, body, started).await
+    })
+    .await
+}
+
+fn body_error(state: &AppState, rejection: &BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge {
+            limit: state.config.body_limit,
+        }
+    } else {
+        ApiError::BodyRead(rejection.body_text())
+    }
+}
 
 /// Runs `handle` on the request body of the endpoint at `path`: as it is when plain; opened first,
 /// and its answer (error answers too) sealed on the way out, when sealed. Shared by every endpoint

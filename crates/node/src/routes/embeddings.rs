@@ -14,7 +14,7 @@ use axum::response::Response;
 use cloister_types::openai::{EmbeddingRequest, EmbeddingResponse, Usage};
 use cloister_types::wire::EMBEDDINGS_PATH;
 
-use super::chat::{Answer, Exchange, body_error, complete};
+use super::chat::{Answer, Exchange, complete};
 use super::e2ee;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -25,11 +25,13 @@ pub(super) async fn embeddings(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let raw = body.map_err(|rejection| body_error(&state, &rejection))?;
-    e2ee::plain_or_sealed(state, &headers, &raw, EMBEDDINGS_PATH, async |state, body| {
-        embed(state, &headers, body, started).await
-    })
+    e2ee::serve_sealable(
+        state,
+        &headers,
+        body,
+        EMBEDDINGS_PATH,
+        async |state, body, started| embed(state, &headers, body, started).await,
+    )
     .await
 }
 
