@@ -5,7 +5,7 @@
 //!
 //! Usage on streams: the upstream is asked for `stream_options.include_usage`, and its usage chunk
 //! ends the stream. If it sends none (older servers), the engine ends the stream with a usage chunk
-//! of its own whose `completion_tokens` is the number of chunks that carried text and whose
+//! of its own whose `completion_tokens` is the number of chunks that carried text or tool-call deltas and whose
 //! `prompt_tokens` is 0: an approximation (servers usually send one token per chunk), flagged in the
 //! logs at debug level.
 //!
@@ -19,9 +19,9 @@
 
 mod completion;
 mod embeddings;
+mod passthrough;
 pub(crate) mod sse;
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -29,15 +29,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cloister_types::http::{ReadError, read_limited};
 use cloister_types::openai::{
-    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, CompletionRequest, Delta,
-    EmbeddingRequest, EmbeddingResponse, ModelList, StreamOptions, TextCompletion, Usage,
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
+    EmbeddingResponse, ModelList, StreamOptions, TextCompletion,
 };
 use cloister_types::wire;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use tracing::debug;
 
-use self::sse::SseParser;
+use self::passthrough::Passthrough;
 use crate::{ChunkStream, Engine, Error, ModelCard, Result, TextChunkStream};
 
 /// Largest upstream body (non-streamed answer, model list) or single stream event accepted.
@@ -304,185 +304,11 @@ fn stream_event_error(data: &str, parse_error: &serde_json::Error) -> Error {
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
-/// State of one upstream stream.
-struct Passthrough {
-    body: ByteStream,
-    parser: SseParser,
-    ready: VecDeque<Result<ChatCompletionChunk>>,
-    /// No chunk handed on yet.
-    first: bool,
-    saw_done: bool,
-    saw_finish: bool,
-    ended: bool,
-    content_chunks: u32,
-    usage_chunk: Option<ChatCompletionChunk>,
-    last_usage: Option<Usage>,
-    /// id, created, model of the last chunk: for chunks the engine adds.
-    last_meta: (String, u64, String),
-}
-
-impl Passthrough {
-    fn new(body: ByteStream, model: String) -> Self {
-        Self {
-            body,
-            parser: SseParser::new(MAX_UPSTREAM_BODY),
-            ready: VecDeque::new(),
-            first: true,
-            saw_done: false,
-            saw_finish: false,
-            ended: false,
-            content_chunks: 0,
-            usage_chunk: None,
-            last_usage: None,
-            last_meta: (String::new(), 0, model),
-        }
-    }
-
-    fn synthetic(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> ChatCompletionChunk {
-        ChatCompletionChunk {
-            id: self.last_meta.0.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.last_meta.1,
-            model: self.last_meta.2.clone(),
-            choices,
-            usage,
-            extra: Default::default(),
-        }
-    }
-
-    fn role_chunk(&self) -> ChatCompletionChunk {
-        let delta = Delta {
-            role: Some("assistant".into()),
-            content: Some(String::new()),
-            ..Default::default()
-        };
-        self.synthetic(
-            vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: None,
-                extra: Default::default(),
-            }],
-            None,
-        )
-    }
-
-    /// One event's data.
-    fn event(&mut self, data: &str) {
-        if self.saw_done || self.ended {
-            return;
-        }
-        if data.trim() == wire::SSE_DONE {
-            self.saw_done = true;
-            return;
-        }
-        let mut chunk: ChatCompletionChunk = match serde_json::from_str(data) {
-            Ok(c) => c,
-            Err(e) => {
-                self.fail(stream_event_error(data, &e));
-                return;
-            }
-        };
-        self.last_meta = (chunk.id.clone(), chunk.created, chunk.model.clone());
-        if chunk.usage.is_some() {
-            self.last_usage = chunk.usage;
-        }
-        // The usage chunk goes last, whatever the upstream sends after it.
-        if chunk.choices.is_empty() && chunk.usage.is_some() {
-            self.usage_chunk = Some(chunk);
-            return;
-        }
-        if self.first {
-            self.first = false;
-            match chunk.choices.first_mut() {
-                Some(choice) if choice.delta.role.is_none() => choice.delta.role = Some("assistant".into()),
-                Some(_) => {}
-                None => self.ready.push_back(Ok(self.role_chunk())),
-            }
-        }
-        for choice in &chunk.choices {
-            if choice.delta.content.as_deref().is_some_and(|c| !c.is_empty()) {
-                self.content_chunks += 1;
-            }
-            if choice.finish_reason.is_some() {
-                self.saw_finish = true;
-            }
-        }
-        self.ready.push_back(Ok(chunk));
-    }
-
-    fn fail(&mut self, e: Error) {
-        self.ready.push_back(Err(e));
-        self.ended = true;
-    }
-
-    /// After `[DONE]`: the usage chunk, the upstream's or an estimate.
-    fn finish(&mut self) {
-        self.ended = true;
-        if self.first {
-            self.first = false;
-            self.ready.push_back(Ok(self.role_chunk()));
-        }
-        let chunk = match self.usage_chunk.take() {
-            Some(chunk) => chunk,
-            None => {
-                let usage = self.last_usage.unwrap_or_else(|| {
-                    debug!(
-                        chunks = self.content_chunks,
-                        "upstream sent no usage; counting content chunks"
-                    );
-                    Usage::new(0, self.content_chunks)
-                });
-                self.synthetic(Vec::new(), Some(usage))
-            }
-        };
-        self.ready.push_back(Ok(chunk));
-    }
-
-    async fn next_item(mut self) -> Option<(Result<ChatCompletionChunk>, Self)> {
-        loop {
-            if let Some(item) = self.ready.pop_front() {
-                return Some((item, self));
-            }
-            if self.ended {
-                return None;
-            }
-            if self.saw_done {
-                self.finish();
-                continue;
-            }
-            match self.body.next().await {
-                Some(Ok(bytes)) => match self.parser.push(&bytes) {
-                    Ok(events) => events.iter().for_each(|d| self.event(d)),
-                    Err(e) => self.fail(Error::UpstreamProtocol(format!("bad event stream: {e}"))),
-                },
-                Some(Err(e)) => self.fail(transport_error(e)),
-                None => {
-                    match self.parser.finish() {
-                        Ok(events) => events.iter().for_each(|d| self.event(d)),
-                        Err(e) => self.fail(Error::UpstreamProtocol(format!("bad event stream: {e}"))),
-                    }
-                    // Some servers close without `[DONE]`; a finished choice is end enough.
-                    if !self.saw_done && !self.ended {
-                        if self.saw_finish {
-                            self.saw_done = true;
-                        } else {
-                            self.fail(Error::UpstreamProtocol(
-                                "the stream ended before it finished".into(),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Runs `reads` (an upstream's streamed body, split as its reads arrived) through the stream
 /// pass-through, and returns every item handed on. For the fuzz targets (`crate::fuzzing`).
 pub(crate) fn pass_through_reads(reads: Vec<Vec<u8>>, model: &str) -> Vec<Result<ChatCompletionChunk>> {
     let body = futures::stream::iter(reads.into_iter().map(|read| Ok(Bytes::from(read))));
-    let state = Passthrough::new(Box::pin(body), model.to_owned());
+    let state = Passthrough::<ChatCompletionChunk>::new(Box::pin(body), model.to_owned());
     futures::executor::block_on(futures::stream::unfold(state, Passthrough::next_item).collect())
 }
 
@@ -508,7 +334,7 @@ impl Engine for UpstreamEngine {
         body.stream = true;
         body.stream_options = Some(StreamOptions { include_usage: true });
         let body = self.post_stream(wire::CHAT_COMPLETIONS_PATH, &body).await?;
-        let state = Passthrough::new(body, model);
+        let state = Passthrough::<ChatCompletionChunk>::new(body, model);
         Ok(Box::pin(futures::stream::unfold(state, Passthrough::next_item)))
     }
 

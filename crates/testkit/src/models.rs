@@ -26,8 +26,8 @@ pub fn embedding_model() -> Option<PathBuf> {
     None
 }
 
-/// A real llama.cpp `llama-server` (built by `scripts/build-llama-cpp.sh` into
-/// `tools/llama.cpp/bin`) on a free loopback port; killed and reaped when dropped. Not a double: the
+/// A real llama.cpp `llama-server` (built by `scripts/build-llama-cpp.sh`; see
+/// `llama_server_binary`) on a free loopback port; killed and reaped when dropped. Not a double: the
 /// OpenAI-compatible server the upstream engine is tested against.
 #[derive(Debug)]
 pub struct LlamaServer {
@@ -43,12 +43,28 @@ impl Drop for LlamaServer {
     }
 }
 
+/// The llama-server the tests run: `$CLOISTER_LLAMA_SERVER` (the test command sets it), else the
+/// test build (`QUICK=1 scripts/build-llama-cpp.sh` → `tools/llama.cpp/test-bin`), else the
+/// benchmark build (`tools/llama.cpp/bin`).
+fn llama_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CLOISTER_LLAMA_SERVER") {
+        return PathBuf::from(path);
+    }
+    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/llama.cpp");
+    let test_build = tools.join("test-bin/llama-server");
+    if test_build.is_file() {
+        test_build
+    } else {
+        tools.join("bin/llama-server")
+    }
+}
+
 /// Starts `llama-server -m MODEL ARGS` and waits (up to 60 s) until its `/health` answers 200.
 /// `None` (after saying why) when it is not built; a panic instead when
 /// `CLOISTER_REQUIRE_LLAMA_SERVER=1` (the test command builds it and sets that).
 pub fn llama_server(model: &std::path::Path, args: &[&str]) -> Option<LlamaServer> {
     use std::io::{Read, Write};
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/llama.cpp/bin/llama-server");
+    let bin = llama_server_binary();
     if !bin.is_file() {
         assert!(
             std::env::var("CLOISTER_REQUIRE_LLAMA_SERVER").as_deref() != Ok("1"),
@@ -99,6 +115,14 @@ pub fn llama_server(model: &std::path::Path, args: &[&str]) -> Option<LlamaServe
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     panic!("llama-server on port {port} did not become healthy in 60 s");
+}
+
+/// `crates/testkit/templates/hermes-tools.jinja`: a Hermes-style tool-calling chat template for
+/// SmolLM2 (ChatML tokens), for `llama-server --jinja --chat-template-file`. SmolLM2's own template
+/// has no tools; with this one llama.cpp's chat auto-parser finds the `<tool_call>` JSON format, so
+/// `tool_choice: "required"` is grammar-constrained and answered as OpenAI `tool_calls`.
+pub fn tool_chat_template() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates/hermes-tools.jinja")
 }
 
 /// The chat model GGUF: `$CLOISTER_TEST_MODEL`, else `models/SmolLM2-135M-Instruct.Q4_1.gguf`

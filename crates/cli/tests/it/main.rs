@@ -11,6 +11,7 @@ mod governance;
 mod measure;
 mod paid;
 mod proxy;
+mod proxy_llama;
 mod third_party;
 mod verify_quote;
 

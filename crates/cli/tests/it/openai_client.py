@@ -41,6 +41,39 @@ with client.chat.completions.create(
                 pieces.append(choice.delta.content)
 out["stream"] = {"content": "".join(pieces), "chunks": len(pieces)}
 
+raw = client.completions.with_raw_response.create(model=model, prompt="Complete me.", max_tokens=8)
+text_completion = raw.parse()
+out["completion"] = {
+    "object": text_completion.object,
+    "text": text_completion.choices[0].text,
+    "finish_reason": text_completion.choices[0].finish_reason,
+    "completion_tokens": text_completion.usage.completion_tokens if text_completion.usage else None,
+    "verified": raw.headers.get("x-cloister-verified"),
+    "signature_verified": raw.headers.get("x-cloister-signature-verified"),
+    "signer": raw.headers.get("x-cloister-signer"),
+    "e2ee": raw.headers.get("x-cloister-e2ee"),
+}
+
+pieces, finish = [], None
+with client.completions.create(
+    model=model,
+    prompt="Stream me.",
+    max_tokens=8,
+    stream=True,
+    stream_options={"include_usage": True},
+) as stream:
+    usage = None
+    for chunk in stream:
+        for choice in chunk.choices:
+            pieces.append(choice.text)
+            finish = choice.finish_reason or finish
+        usage = chunk.usage or usage
+out["completion_stream"] = {
+    "text": "".join(pieces),
+    "finish_reason": finish,
+    "completion_tokens": usage.completion_tokens if usage else None,
+}
+
 try:
     client.chat.completions.create(
         model="no-such-model",

@@ -46,7 +46,8 @@ pub(crate) fn python() -> Option<PathBuf> {
 }
 
 /// Runs `openai_client.py` (the official OpenAI Python SDK) against the proxy at `proxy_url` and
-/// checks what every verified, sealed answer must show; returns its JSON for the caller's own checks
+/// checks what every verified, sealed answer must show (chat and legacy completions, plain and
+/// streamed); returns its JSON for the caller's own checks
 /// (the unknown-model error, the signer). `None` when the SDK is not installed.
 pub(crate) async fn openai_sdk_through(proxy_url: &str) -> Option<serde_json::Value> {
     let python = python()?;
@@ -74,6 +75,20 @@ pub(crate) async fn openai_sdk_through(proxy_url: &str) -> Option<serde_json::Va
     assert_eq!(v["chat"]["signature_verified"], "true", "{v}");
     assert_eq!(v["chat"]["e2ee"], "sealed", "{v}");
     assert_eq!(v["stream"]["content"], "echo: Count to three.", "{v}");
+    let completion = &v["completion"];
+    assert_eq!(completion["object"], "text_completion", "{v}");
+    assert_eq!(completion["text"], "echo: Complete me.", "{v}");
+    assert_eq!(completion["finish_reason"], "stop", "{v}");
+    assert_eq!(completion["completion_tokens"], 3, "{v}");
+    assert_eq!(completion["verified"], "true", "{v}");
+    assert_eq!(completion["signature_verified"], "true", "{v}");
+    assert_eq!(completion["e2ee"], "sealed", "{v}");
+    assert_eq!(completion["signer"], v["chat"]["signer"], "{v}");
+    let streamed = &v["completion_stream"];
+    assert_eq!(streamed["text"], "echo: Stream me.", "{v}");
+    assert_eq!(streamed["finish_reason"], "stop", "{v}");
+    // The echo upstream sends no usage: the engine's estimate, one token per text chunk.
+    assert_eq!(streamed["completion_tokens"], 3, "{v}");
     Some(v)
 }
 

@@ -29,3 +29,4 @@ mod shutdown;
 mod start;
 mod stream;
 mod upstream;
+mod upstream_tools;

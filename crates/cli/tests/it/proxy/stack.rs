@@ -35,6 +35,7 @@ pub(crate) fn start_echo_upstream() -> SocketAddr {
                 axum::Json(serde_json::json!({"object":"list","data":[{"id":MODEL,"object":"model","created":0,"owned_by":"test"}]}))
             }),
         )
+        .route(wire::COMPLETIONS_PATH, post(echo_text_completion))
         .route(
             wire::CHAT_COMPLETIONS_PATH,
             post(|body: bytes::Bytes| async move {
@@ -65,6 +66,32 @@ pub(crate) fn start_echo_upstream() -> SocketAddr {
             }),
         );
     serve_in_thread(app)
+}
+
+/// The echo upstream's `/v1/completions`: `echo: <prompt>` as a `text_completion`, whole or
+/// streamed word by word.
+async fn echo_text_completion(body: bytes::Bytes) -> ([(&'static str, &'static str); 1], String) {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let text = format!("echo: {}", v["prompt"].as_str().unwrap_or_default());
+    let chunk = |text: &str, finish: Option<&str>| {
+        serde_json::json!({"id":"up","object":"text_completion","created":1,"model":MODEL,
+            "choices":[{"index":0,"text":text,"finish_reason":finish}]})
+    };
+    if !v["stream"].as_bool().unwrap_or(false) {
+        let mut answer = chunk(&text, Some("stop"));
+        answer["usage"] = serde_json::json!({"prompt_tokens":3,"completion_tokens":3,"total_tokens":6});
+        return ([("content-type", wire::JSON_CONTENT_TYPE)], answer.to_string());
+    }
+    let mut out: String = text
+        .split_inclusive(' ')
+        .map(|w| format!("data: {}\n\n", chunk(w, None)))
+        .collect();
+    out.push_str(&format!(
+        "data: {}\n\n{}",
+        chunk("", Some("stop")),
+        wire::SSE_DONE_EVENT
+    ));
+    ([("content-type", wire::EVENT_STREAM_CONTENT_TYPE)], out)
 }
 
 /// A `cloister` subprocess with its stdout and stderr (debug logging) in a file; killed on drop.

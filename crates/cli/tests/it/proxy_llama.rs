@@ -1,0 +1,164 @@
+//! Tool calls, JSON mode and `/v1/completions` end to end through every real piece: the official
+//! OpenAI Python SDK (`openai_tools.py`) → a real `cloister proxy` (E2EE on, verifying the node's
+//! simulated attestation under the explicit development flag) → a real `cloister node run
+//! --upstream` → a real llama.cpp `llama-server` running SmolLM2 with our Hermes-style tool template
+//! (`cloister_testkit::models::tool_chat_template`). Each plain answer must come back verified,
+//! signature-checked and sealed, and the node must meter what it served. Skips with a message
+//! without the model, llama-server or the SDK (unless the `CLOISTER_REQUIRE_*` variables say not to).
+
+use serde_json::Value;
+
+use crate::proxy::python;
+use crate::proxy::stack::{Proc, free_port, start_proxy, wait_ready};
+use crate::{model_path, workspace_root};
+use cloister_types::wire;
+
+/// The id llama-server serves the chat model as (`--alias`).
+const MODEL: &str = "smol";
+
+/// The completion tokens the node at `node_url` has metered for [`MODEL`] (its Prometheus counter).
+async fn metered_completion_tokens(node_url: &str) -> u64 {
+    let text = reqwest::get(format!("{node_url}{}", wire::METRICS_PATH))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("cloister_tokens_total{{model=\"{MODEL}\",kind=\"completion\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Asserts the proxy's verdict headers that `openai_tools.py` read off one plain answer.
+fn assert_verified_and_sealed(v: &Value, case: &str) {
+    assert_eq!(v[case]["verified"], "true", "{case}: {v}");
+    assert_eq!(v[case]["signature_verified"], "true", "{case}: {v}");
+    assert_eq!(v[case]["e2ee"], "sealed", "{case}: {v}");
+}
+
+/// `arguments` is a JSON object naming a non-empty city.
+fn assert_city(arguments: &Value, v: &Value) {
+    assert!(
+        arguments["city"].as_str().is_some_and(|c| !c.is_empty()),
+        "arguments are a JSON object with a city: {v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_gets_tool_calls_json_mode_and_completions_from_a_real_llama_server() {
+    let (Some(python), Some(model)) = (python(), model_path()) else {
+        return;
+    };
+    let template = cloister_testkit::models::tool_chat_template();
+    let started = tokio::task::spawn_blocking(move || {
+        let template = template.to_string_lossy().into_owned();
+        cloister_testkit::models::llama_server(
+            &model,
+            &[
+                "--alias",
+                MODEL,
+                "-c",
+                "2048",
+                "--jinja",
+                "--chat-template-file",
+                &template,
+            ],
+        )
+    });
+    let Some(server) = started.await.unwrap() else {
+        return;
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut node = Proc::spawn(
+        &[
+            "node",
+            "run",
+            "--upstream",
+            &server.base_url,
+            "--upstream-model",
+            MODEL,
+            "--dev-simulated-tee",
+            "--listen",
+            &listen,
+        ],
+        dir.path().join("node.log"),
+    );
+    let node_url = format!("http://{listen}");
+    wait_ready(&node_url, &mut node).await;
+    let (proxy, proxy_url) = start_proxy(&dir, &["--node", &node_url, "--allow-simulated"], "proxy").await;
+    let metered_before = metered_completion_tokens(&node_url).await;
+
+    let script = workspace_root().join("crates/cli/tests/it/openai_tools.py");
+    let base = format!("{proxy_url}/v1");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(&script)
+            .args([base.as_str(), MODEL])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\nnode:\n{}\nproxy:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node.log_text(),
+        proxy.log_text()
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+
+    // (1) A tool call, plain: the SDK parses the call; verified, signed and sealed.
+    let tool = &v["tool"];
+    assert_eq!(tool["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(tool["type"], "function", "{v}");
+    assert_eq!(tool["name"], "get_weather", "{v}");
+    assert_city(&tool["arguments"], &v);
+    assert_verified_and_sealed(&v, "tool");
+
+    // (2) The same call streamed: the deltas accumulate to the same name and JSON arguments.
+    let streamed = &v["tool_stream"];
+    assert_eq!(streamed["name"], "get_weather", "{v}");
+    assert_city(&streamed["arguments"], &v);
+    assert_eq!(streamed["finish_reason"], "tool_calls", "{v}");
+    assert!(
+        streamed["deltas"].as_u64().unwrap_or(0) > 1,
+        "the call streams as deltas: {v}"
+    );
+
+    // (3) JSON mode: the content parses as JSON.
+    assert_eq!(v["json_mode"]["is_json"], true, "{v}");
+    assert_verified_and_sealed(&v, "json_mode");
+
+    // (4) Text completions, plain and streamed.
+    let completion = &v["completion"];
+    assert_eq!(completion["object"], "text_completion", "{v}");
+    assert!(completion["text"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
+    assert_verified_and_sealed(&v, "completion");
+    assert!(
+        v["completion_stream"]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{v}"
+    );
+
+    // Metered: every plain answer's usage, plus at least a token for each streamed one.
+    let plain: u64 = ["tool", "json_mode", "completion"]
+        .iter()
+        .map(|case| {
+            let tokens = v[case]["completion_tokens"].as_u64().unwrap_or(0);
+            assert!(tokens > 0, "{case} reports its usage: {v}");
+            tokens
+        })
+        .sum();
+    let metered = metered_completion_tokens(&node_url).await - metered_before;
+    assert!(
+        metered >= plain + 2,
+        "the node metered {metered} completion tokens, the plain answers alone report {plain}: {v}"
+    );
+    drop(server);
+}
