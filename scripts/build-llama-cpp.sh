@@ -4,6 +4,9 @@
 # llama.cpp without the server's sources). Built the way llama.cpp builds by default (GGML_NATIVE=ON);
 # PORTABLE=1 builds for x86-64-v3 (AVX2), the ISA level of our own build. TARGETS picks the tools
 # (default: both). Output: tools/llama.cpp/bin/llama-bench, tools/llama.cpp/bin/llama-server.
+# QUICK=1 is the test command's build: llama-server only, its own build folder, ggml and libllama
+# optimised as above and the rest at -O0 (scripts/llama-cc-quick.sh), about half the compile time.
+# Output: tools/llama.cpp/test-bin/llama-server. Never benchmark that one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
@@ -19,17 +22,21 @@ if [ ! -d "$root/src" ]; then
   mv "$tmp"/llama_cpp_python-*/vendor/llama.cpp "$root/src"
   rm -rf "$tmp"
 fi
-native=ON; extra=()
-if [ "${PORTABLE:-0}" = 1 ]; then native=OFF; extra=(-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON); fi
+native=ON; extra=(); build=$root/build; bin=$root/bin
+if [ "${QUICK:-0}" = 1 ]; then
+  build=$root/build-quick; bin=$root/test-bin; TARGETS=llama-server
+  extra+=(-DCMAKE_C_COMPILER_LAUNCHER="$PWD/scripts/llama-cc-quick.sh" -DCMAKE_CXX_COMPILER_LAUNCHER="$PWD/scripts/llama-cc-quick.sh")
+fi
+if [ "${PORTABLE:-0}" = 1 ]; then native=OFF; extra+=(-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON); fi
 export PATH="$PWD/$root/venv/bin:$PATH"
 echo "llama.cpp: configuring (llama-cpp-python $VERSION's vendored llama.cpp, GGML_NATIVE=$native)"
-cmake -S "$root/src" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+cmake -S "$root/src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DGGML_NATIVE=$native -DBUILD_SHARED_LIBS=OFF "${extra[@]}" >/dev/null
 targets=(${TARGETS:-llama-bench llama-server})
-echo "llama.cpp: building ${targets[*]} (several minutes on 2 cores)"
-cmake --build "$root/build" --target "${targets[@]}" -j "$(nproc)" >/dev/null
-mkdir -p "$root/bin"
+echo "llama.cpp: building ${targets[*]} in $build (several minutes on 2 cores)"
+cmake --build "$build" --target "${targets[@]}" -j "$(nproc)" >/dev/null
+mkdir -p "$bin"
 for target in "${targets[@]}"; do
-  cp "$root/build/bin/$target" "$root/bin/$target"
-  echo "llama.cpp: $root/bin/$target ready"
+  cp "$build/bin/$target" "$bin/$target"
+  echo "llama.cpp: $bin/$target ready"
 done
