@@ -6,9 +6,10 @@
 //! front inside the same TEE would add its SPKI). `not_after` rolls forward daily, so the keyset
 //! (and its digest) changes at most once a day while the keys live as long as the process.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderValue;
 use cloister_attest::aci::receipt::{ReceiptInput, sign_receipt};
 use cloister_attest::aci::{ED25519, KeyEntry, WorkloadKeyset, keyset_digest};
 use cloister_crypto::ed25519::Ed25519Key;
@@ -25,10 +26,20 @@ const SECONDS_PER_DAY: u64 = 86_400;
 /// The keyset expires 7 to 8 days ahead: within any verifier's plausibility bound.
 const LIFETIME_DAYS: u64 = 8;
 
-/// A stored receipt and the credential it is bound to.
+/// What a receipt states, kept from the exchange it is about. The document is built and signed
+/// only when someone fetches it (Ed25519 is deterministic, so it is the same document whenever it
+/// is signed): an inference pays for a few strings, not for a canonicalization and a signature.
 #[derive(Clone, Debug)]
 pub(crate) struct StoredReceipt {
-    pub(crate) document: Value,
+    model: String,
+    endpoint: &'static str,
+    served_at: u64,
+    /// The keyset digest when the exchange was served.
+    keyset_digest: Arc<str>,
+    /// `sha256:` + hex of the request bytes as received.
+    request: String,
+    /// `sha256:` + hex of the response bytes as returned.
+    response: String,
     /// SHA-256 of the bearer token that made the request (ACI §7.6); `None`: public.
     pub(crate) credential: Option<[u8; 32]>,
 }
@@ -39,7 +50,7 @@ pub(crate) struct ReceiptMeta<'a> {
     /// The model the client asked for.
     pub(crate) model: &'a str,
     /// The API path.
-    pub(crate) endpoint: &'a str,
+    pub(crate) endpoint: &'static str,
     /// SHA-256 of the request's bearer token, when it had one.
     pub(crate) credential: Option<[u8; 32]>,
 }
@@ -52,7 +63,7 @@ pub(crate) struct AciService {
     receipts: Mutex<ExpiringCache<StoredReceipt>>,
     /// The keyset of the current `not_after` as JSON, and its digest: it changes once a day, while
     /// every response's `X-ACI-Keyset-Digest` and every receipt name it.
-    current: Mutex<Option<CurrentKeyset>>,
+    current: Mutex<Option<Arc<CurrentKeyset>>>,
 }
 
 /// The keyset for one `not_after`, canonicalized and hashed once.
@@ -60,7 +71,9 @@ pub(crate) struct AciService {
 struct CurrentKeyset {
     not_after: u64,
     json: Value,
-    digest: String,
+    digest: Arc<str>,
+    /// `digest` as a header value, ready for every response.
+    header: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for AciService {
@@ -107,63 +120,56 @@ impl AciService {
     /// The keyset at `now_unix` as JSON, and its digest.
     pub(crate) fn keyset_json(&self, now_unix: u64) -> (Value, String) {
         let current = self.current(now_unix);
-        (current.json, current.digest)
+        (current.json.clone(), current.digest.to_string())
     }
 
     /// The keyset digest at `now_unix` (`X-ACI-Keyset-Digest`).
-    pub(crate) fn keyset_digest(&self, now_unix: u64) -> String {
-        self.current(now_unix).digest
+    pub(crate) fn keyset_digest(&self, now_unix: u64) -> Arc<str> {
+        Arc::clone(&self.current(now_unix).digest)
+    }
+
+    /// [`Self::keyset_digest`] as a header value (`None` only if it were not header-safe).
+    pub(crate) fn keyset_digest_header(&self, now_unix: u64) -> Option<HeaderValue> {
+        self.current(now_unix).header.clone()
     }
 
     /// The keyset of `now_unix`'s `not_after`, built and hashed only when that day's is not held.
-    fn current(&self, now_unix: u64) -> CurrentKeyset {
+    fn current(&self, now_unix: u64) -> Arc<CurrentKeyset> {
         let mut held = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(current) = held.as_ref().filter(|c| c.not_after == not_after(now_unix)) {
-            return current.clone();
+            return Arc::clone(current);
         }
         let keyset = self.keyset(now_unix);
         let not_after = keyset.not_after;
         let json = serde_json::to_value(keyset).unwrap_or(Value::Null);
         // Strings and integers only: the canonical form exists.
-        let digest = keyset_digest(&json).unwrap_or_default();
-        let current = CurrentKeyset {
+        let digest: Arc<str> = keyset_digest(&json).unwrap_or_default().into();
+        let current = Arc::new(CurrentKeyset {
             not_after,
             json,
+            header: HeaderValue::from_str(&digest).ok(),
             digest,
-        };
-        *held = Some(current.clone());
+        });
+        *held = Some(Arc::clone(&current));
         current
     }
 
-    /// Issues and stores the receipt for exchange `id` whose signature text (`sha256(request)
-    /// ":" sha256(response)`, hex) is `text`: the receipt commits to the same bytes the node's
-    /// signature does.
+    /// Records the receipt for exchange `id` whose signature text (`sha256(request) ":"
+    /// sha256(response)`, hex) is `text`: the receipt commits to the same bytes the node's
+    /// signature does. It is signed when fetched ([`Self::document`]).
     pub(crate) fn issue(&self, id: &str, text: &str, meta: ReceiptMeta<'_>) {
         let Some((request, response)) = text.split_once(':') else {
             tracing::warn!(id, "no receipt: the signature text is not two hashes");
             return;
         };
         let now = crate::unix_now();
-        let digest = self.keyset_digest(now);
-        let (request, response) = (format!("sha256:{request}"), format!("sha256:{response}"));
-        let document = sign_receipt(
-            &ReceiptInput {
-                receipt_id: id,
-                chat_id: Some(id),
-                model: Some(meta.model),
-                keyset_digest: &digest,
-                endpoint: meta.endpoint,
-                method: "POST",
-                served_at: now,
-                request_received: &request,
-                request_forwarded: None,
-                response_returned: &response,
-                key_id: &self.key_id,
-            },
-            &self.receipt_key,
-        );
         let stored = StoredReceipt {
-            document,
+            model: meta.model.to_owned(),
+            endpoint: meta.endpoint,
+            served_at: now,
+            keyset_digest: self.keyset_digest(now),
+            request: format!("sha256:{request}"),
+            response: format!("sha256:{response}"),
             credential: meta.credential,
         };
         self.store().insert(id.to_owned(), stored, Instant::now());
@@ -172,6 +178,26 @@ impl AciService {
     /// The receipt `id`, if still held.
     pub(crate) fn receipt(&self, id: &str) -> Option<StoredReceipt> {
         self.store().get(id, Instant::now())
+    }
+
+    /// The signed receipt document of exchange `id` (§7).
+    pub(crate) fn document(&self, id: &str, stored: &StoredReceipt) -> Value {
+        sign_receipt(
+            &ReceiptInput {
+                receipt_id: id,
+                chat_id: Some(id),
+                model: Some(&stored.model),
+                keyset_digest: &stored.keyset_digest,
+                endpoint: stored.endpoint,
+                method: "POST",
+                served_at: stored.served_at,
+                request_received: &stored.request,
+                request_forwarded: None,
+                response_returned: &stored.response,
+                key_id: &self.key_id,
+            },
+            &self.receipt_key,
+        )
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, ExpiringCache<StoredReceipt>> {

@@ -94,17 +94,17 @@ pub(super) async fn receipt(
             return Err(ApiError::AciReceiptNotFound(id));
         }
     }
-    Ok(Json(stored.document))
+    Ok(Json(state.aci.document(&id, &stored)))
 }
 
 /// Adds `X-ACI-Version` and `X-ACI-Keyset-Digest` to every response, and `X-Receipt-Id` to every
 /// inference answer (the completion id, which names its receipt).
 pub(super) async fn headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
-    let digest = state.aci.keyset_digest(crate::unix_now());
+    let digest = state.aci.keyset_digest_header(crate::unix_now());
     let h = response.headers_mut();
     h.insert(ACI_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
-    if let Ok(v) = HeaderValue::from_str(&digest) {
+    if let Some(v) = digest {
         h.insert(ACI_KEYSET_DIGEST_HEADER, v);
     }
     if let Some(id) = h.get(SIGNATURE_ID_HEADER).cloned() {
