@@ -57,29 +57,59 @@ pub fn recover_personal(message: &[u8], sig: &Signature) -> Result<Address> {
     })
 }
 
+/// libsecp256k1's signing context (its precomputed tables), built once per process.
+fn signing_context() -> &'static secp256k1::Secp256k1<secp256k1::SignOnly> {
+    static CONTEXT: std::sync::OnceLock<secp256k1::Secp256k1<secp256k1::SignOnly>> =
+        std::sync::OnceLock::new();
+    CONTEXT.get_or_init(secp256k1::Secp256k1::signing_only)
+}
+
 /// The node's signing key. Lives only in memory; `Debug` shows the address, never the secret.
+///
+/// Signatures come from libsecp256k1 (the faster signer on the node's hot path); the k256 key is
+/// the same secret, kept for the public key. Both sign RFC 6979 with low `s`, so the bytes are the
+/// same either way (pinned by tests against an independent implementation).
 pub struct EnclaveKey {
     inner: SigningKey,
+    signer: secp256k1::SecretKey,
     address: Address,
+}
+
+impl Drop for EnclaveKey {
+    fn drop(&mut self) {
+        // k256's key zeroizes itself; this is libsecp256k1's copy.
+        self.signer.non_secure_erase();
+    }
 }
 
 impl EnclaveKey {
     /// A fresh random key from the OS RNG.
     pub fn generate() -> Self {
-        let inner = SigningKey::random(&mut rand::rngs::OsRng);
-        Self::from_signing_key(inner)
+        loop {
+            // Never retried in practice: every k256 key is a libsecp256k1 key.
+            if let Ok(key) = Self::from_signing_key(SigningKey::random(&mut rand::rngs::OsRng)) {
+                return key;
+            }
+        }
     }
 
     /// A key from 32 secret bytes (for the dstack `GetKey` derivation). The input is not kept.
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
         let bytes = Zeroizing::new(bytes.to_vec());
         let inner = SigningKey::from_slice(&bytes).map_err(|_| Error::InvalidSecretKey)?;
-        Ok(Self::from_signing_key(inner))
+        Self::from_signing_key(inner)
     }
 
-    fn from_signing_key(inner: SigningKey) -> Self {
+    fn from_signing_key(inner: SigningKey) -> Result<Self> {
         let address = address_of(inner.verifying_key());
-        Self { inner, address }
+        let secret = Zeroizing::new(inner.to_bytes());
+        // Same curve, same scalar range: a k256 key is always a valid libsecp256k1 key.
+        let signer = secp256k1::SecretKey::from_slice(&secret[..]).map_err(|_| Error::InvalidSecretKey)?;
+        Ok(Self {
+            inner,
+            signer,
+            address,
+        })
     }
 
     /// The Ethereum address of this key.
@@ -101,17 +131,17 @@ impl EnclaveKey {
             .to_vec()
     }
 
-    /// Signs a 32-byte digest; returns `r‖s‖v` with `v` in {27, 28}.
+    /// Signs a 32-byte digest (RFC 6979 deterministic nonce, low `s`); returns `r‖s‖v` with `v`
+    /// in {27, 28}.
     pub fn sign_prehash(&self, digest: &[u8; 32]) -> Signature {
-        // k256 only fails on a zero/overflowing digest scalar for deterministic RFC 6979 nonces,
-        // which cannot happen for a 32-byte digest; the fallback keeps the signature type total.
-        let (sig, rec) = match self.inner.sign_prehash_recoverable(digest) {
-            Ok(pair) => pair,
-            Err(_) => return [0u8; 65],
-        };
+        let message = secp256k1::Message::from_digest(*digest);
+        let (recovery, rs) = signing_context()
+            .sign_ecdsa_recoverable(&message, &self.signer)
+            .serialize_compact();
         let mut out = [0u8; 65];
-        out[..64].copy_from_slice(&sig.to_bytes());
-        out[64] = 27 + rec.to_byte();
+        out[..64].copy_from_slice(&rs);
+        // The recovery id is 0..=3, and 0 or 1 for any signature a real key makes.
+        out[64] = 27 + u8::try_from(i32::from(recovery)).unwrap_or(0);
         out
     }
 
@@ -150,6 +180,23 @@ mod tests {
             hex::encode(personal_message_hash(b"hello")),
             "50b2c43fd39106bafbba0da34fc430e1f91e3c96ea2acee2bc34119f92b37750"
         );
+    }
+
+    #[test]
+    fn libsecp256k1_signatures_are_k256_signatures_byte_for_byte() {
+        // Two implementations of RFC 6979 + low-s: the node signs with libsecp256k1, k256 checks.
+        for round in 0u8..64 {
+            let key = EnclaveKey::generate();
+            let mut digest = [round; 32];
+            digest[..8].copy_from_slice(&u64::from(round).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+            let (sig, rec) = key
+                .inner
+                .sign_prehash_recoverable(&digest)
+                .unwrap_or_else(|e| panic!("k256: {e}"));
+            let ours = key.sign_prehash(&digest);
+            assert_eq!(&ours[..64], &sig.to_bytes()[..], "round {round}");
+            assert_eq!(ours[64], 27 + rec.to_byte(), "round {round}");
+        }
     }
 
     #[test]
