@@ -43,24 +43,11 @@ async fn sdk_through_node(
     .await;
 
     let script = workspace_root().join("crates/cli/tests/it/openai_embeddings.py");
-    let python = python.to_owned();
-    let base = format!("{proxy_url}/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python)
-            .arg(&script)
-            .args([base.as_str(), EMBEDDING_MODEL])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{name}: {stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        node.log_text()
-    );
+    let mut command = std::process::Command::new(python);
+    command
+        .arg(&script)
+        .args([&format!("{proxy_url}/v1"), EMBEDDING_MODEL]);
+    let stdout = crate::stdout_of(command, || format!("{name}: {}", node.log_text())).await;
     let v: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["count"], 3, "{name}: {v}");
     assert_eq!(v["dimensions"], serde_json::json!([384, 384, 384]), "{name}: {v}");

@@ -111,21 +111,9 @@ async fn a_gateway_routes_sealed_paid_requests_across_nodes_without_seeing_them(
         "nothing is ever sealed to the gateway"
     );
     // `cloister attest verify` checks the gateway itself (a client may trust it for routing).
-    let url = gw2_url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        crate::cloister()
-            .args(["attest", "verify", &url, "--allow-simulated", "--json"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut command = crate::cloister();
+    command.args(["attest", "verify", &gw2_url, "--allow-simulated", "--json"]);
+    let stdout = crate::stdout_of(command, String::new).await;
     assert!(
         stdout.to_lowercase().contains(&network.gateway_signer),
         "{stdout}"

@@ -22,6 +22,22 @@ pub fn cloister() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_cloister"))
 }
 
+/// Runs `command` off the async runtime and returns its stdout. A non-zero exit fails the test with
+/// the stdout, the stderr and `context()` (the logs of the processes involved).
+pub async fn stdout_of(mut command: std::process::Command, context: impl FnOnce() -> String) -> String {
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        context()
+    );
+    stdout
+}
+
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")

@@ -52,22 +52,9 @@ pub(crate) fn python() -> Option<PathBuf> {
 pub(crate) async fn openai_sdk_through(proxy_url: &str) -> Option<serde_json::Value> {
     let python = python()?;
     let script = workspace_root().join("crates/cli/tests/it/openai_client.py");
-    let proxy_v1 = format!("{proxy_url}/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python)
-            .arg(&script)
-            .args([proxy_v1.as_str(), MODEL])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut command = std::process::Command::new(&python);
+    command.arg(&script).args([&format!("{proxy_url}/v1"), MODEL]);
+    let stdout = crate::stdout_of(command, String::new).await;
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["models"], serde_json::json!([MODEL]), "{v}");
     assert_eq!(v["chat"]["content"], "echo: Say hello.", "{v}");

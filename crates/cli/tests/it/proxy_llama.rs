@@ -92,24 +92,12 @@ async fn the_openai_python_sdk_gets_tool_calls_json_mode_and_completions_from_a_
     let metered_before = metered_completion_tokens(&node_url).await;
 
     let script = workspace_root().join("crates/cli/tests/it/openai_tools.py");
-    let base = format!("{proxy_url}/v1");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python)
-            .arg(&script)
-            .args([base.as_str(), MODEL])
-            .output()
-            .unwrap()
+    let mut command = std::process::Command::new(&python);
+    command.arg(&script).args([&format!("{proxy_url}/v1"), MODEL]);
+    let stdout = crate::stdout_of(command, || {
+        format!("node:\n{}\nproxy:\n{}", node.log_text(), proxy.log_text())
     })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\nnode:\n{}\nproxy:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        node.log_text(),
-        proxy.log_text()
-    );
+    .await;
     let v: Value = serde_json::from_str(stdout.trim()).unwrap();
 
     // (1) A tool call, plain: the SDK parses the call; verified, signed and sealed.
