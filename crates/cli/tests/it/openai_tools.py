@@ -1,7 +1,12 @@
 """Tool calls, JSON mode and text completions through `cloister proxy` with the official OpenAI
 Python SDK, in front of a node whose upstream is a real llama-server; prints one JSON object.
 
-Usage: openai_tools.py BASE_URL MODEL
+Usage: openai_tools.py BASE_URL MODEL [API_KEY]
+
+API_KEY (default: a placeholder the proxy forwards) is what the SDK sends as its bearer token: for
+a paid node, the client's signed spend authorization. Each plain answer reports the node's metering
+receipt (the proxy's `x-cloister-receipt` header, parsed) and its usage; each streamed answer is
+followed by a plain one, whose receipt's cumulative amount then covers the stream too.
 
 The tool requests carry two earlier turns that show the call format (a 135M model follows an
 example better than a prompt), as crates/node/tests/it/upstream_tools.rs does.
@@ -13,16 +18,26 @@ import sys
 import openai
 
 base_url, model = sys.argv[1], sys.argv[2]
-client = openai.OpenAI(base_url=base_url, api_key="sk-test-forwarded", max_retries=0, timeout=120)
+api_key = sys.argv[3] if len(sys.argv) > 3 else "sk-test-forwarded"
+client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=120)
 out = {"sdk_version": openai.__version__}
 
 
 def headers(raw):
-    """The proxy's verdict headers on a raw response."""
+    """The proxy's verdict headers on a raw response, and the node's metering receipt (parsed)."""
     return {
         "verified": raw.headers.get("x-cloister-verified"),
         "signature_verified": raw.headers.get("x-cloister-signature-verified"),
         "e2ee": raw.headers.get("x-cloister-e2ee"),
+        "receipt": parsed_json(raw.headers.get("x-cloister-receipt")),
+    }
+
+
+def usage(answer):
+    """The prompt and completion tokens an answer reports."""
+    return {
+        "prompt_tokens": answer.usage.prompt_tokens if answer.usage else None,
+        "completion_tokens": answer.usage.completion_tokens if answer.usage else None,
     }
 
 
@@ -86,7 +101,7 @@ out["tool"] = {
     "type": call.type if call else None,
     "name": call.function.name if call else None,
     "arguments": parsed_json(call.function.arguments) if call else None,
-    "completion_tokens": answer.usage.completion_tokens if answer.usage else None,
+    **usage(answer),
     **headers(raw),
 }
 
@@ -126,23 +141,11 @@ out["json_mode"] = {
     "content": content,
     "parsed": parsed_json(content),
     "is_json": parsed_json(content) is not None,
-    "completion_tokens": answer.usage.completion_tokens if answer.usage else None,
+    **usage(answer),
     **headers(raw),
 }
 
-# (4) Text completions, plain and streamed.
-raw = client.completions.with_raw_response.create(
-    model=model, prompt="The capital of France is", max_tokens=8, temperature=0
-)
-completion = raw.parse()
-out["completion"] = {
-    "object": completion.object,
-    "text": completion.choices[0].text,
-    "finish_reason": completion.choices[0].finish_reason,
-    "completion_tokens": completion.usage.completion_tokens if completion.usage else None,
-    **headers(raw),
-}
-
+# (4) Text completions, streamed, then plain.
 pieces, finish = [], None
 with client.completions.create(
     model=model, prompt="The capital of France is", max_tokens=8, temperature=0, stream=True
@@ -152,5 +155,17 @@ with client.completions.create(
             pieces.append(choice.text)
             finish = choice.finish_reason or finish
 out["completion_stream"] = {"text": "".join(pieces), "finish_reason": finish}
+
+raw = client.completions.with_raw_response.create(
+    model=model, prompt="The capital of France is", max_tokens=8, temperature=0
+)
+completion = raw.parse()
+out["completion"] = {
+    "object": completion.object,
+    "text": completion.choices[0].text,
+    "finish_reason": completion.choices[0].finish_reason,
+    **usage(completion),
+    **headers(raw),
+}
 
 print(json.dumps(out))

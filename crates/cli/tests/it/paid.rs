@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 
+use cloister_chain::alloy::primitives::B256;
 use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions, TOKEN};
 use cloister_chain::{Chain, DevnetFile, parse_private_key};
+use cloister_types::eip712::{ApiKey, Domain, SpendAuthorization, authorization_id, escrow_domain};
 
 use crate::proxy::stack::{MODEL, Proc, free_port, start_echo_node, wait_ready};
 
@@ -69,8 +71,31 @@ impl PaidNet {
             .unwrap();
     }
 
-    /// A paid node registered by dev account `role` at `price` (`IN:OUT`), with `extra` flags and
-    /// `env`; ready (registered) when this returns.
+    /// The `cloister node run` flags that make a node paid: registered on this chain by dev account
+    /// `role` (its operator key), metering into `dir/ROLE.sqlite`, charging `price` (`IN:OUT`) for
+    /// `model`.
+    pub(crate) fn node_flags(
+        &self,
+        dir: &tempfile::TempDir,
+        role: &str,
+        model: &str,
+        price: &str,
+    ) -> Vec<String> {
+        let ledger = dir.path().join(format!("{role}.sqlite"));
+        vec![
+            "--chain".into(),
+            self.chain_arg().into(),
+            "--operator-key".into(),
+            self.key(role),
+            "--ledger".into(),
+            ledger.to_str().unwrap().into(),
+            "--price".into(),
+            format!("{model}={price}"),
+        ]
+    }
+
+    /// A paid node over the echo upstream test double, registered by dev account `role` at `price`
+    /// (`IN:OUT`), with `extra` flags and `env`; ready (registered) when this returns.
     pub(crate) async fn node(
         &self,
         dir: &tempfile::TempDir,
@@ -79,21 +104,32 @@ impl PaidNet {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> (Proc, String) {
-        let ledger = dir.path().join(format!("{role}.sqlite"));
-        let key = self.key(role);
-        let price = format!("{MODEL}={price}");
-        let mut args = vec![
-            "--chain",
-            self.chain_arg(),
-            "--operator-key",
-            &key,
-            "--ledger",
-            ledger.to_str().unwrap(),
-            "--price",
-            &price,
-        ];
+        let flags = self.node_flags(dir, role, MODEL, price);
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         start_echo_node(&args, env, dir.path().join(format!("node-{role}.log"))).await
+    }
+
+    /// The escrow's EIP-712 domain on this devnet.
+    pub(crate) fn escrow_domain(&self) -> Domain {
+        escrow_domain(self.file.chain_id, self.file.contracts.escrow)
+    }
+
+    /// An API key: a spend authorization of up to one token from dev account `client_role` to the
+    /// operator `operator_role`, signed by the client (who must still [`Self::deposit`] for it to
+    /// pay).
+    pub(crate) fn api_key(&self, client_role: &str, operator_role: &str) -> String {
+        let secret = hex::decode(self.key(client_role).trim_start_matches("0x")).unwrap();
+        let signer = cloister_crypto::EnclaveKey::from_secret_bytes(&secret).unwrap();
+        let auth = SpendAuthorization {
+            client: signer.address(),
+            node: self.file.account(operator_role).unwrap().address,
+            maxAmount: TOKEN,
+            expiry: 4_000_000_000,
+            salt: B256::repeat_byte(3),
+        };
+        let id = authorization_id(&self.escrow_domain(), &auth);
+        ApiKey::new(auth, signer.sign_prehash(&id.0)).encode()
     }
 
     /// `cloister gateway` over this chain (simulated TEEs allowed, its own report simulated,

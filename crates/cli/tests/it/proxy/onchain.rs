@@ -9,10 +9,9 @@ use super::stack::{chat_body, start_proxy};
 /// API key is a signed spend authorization.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_discovers_paid_nodes_on_chain_and_follows_the_registry_allowlist() {
-    use cloister_chain::alloy::primitives::B256;
-    use cloister_chain::devnet::{self, TOKEN};
+    use cloister_chain::devnet;
     use cloister_chain::{Chain, parse_private_key};
-    use cloister_types::eip712::{ApiKey, SpendAuthorization, authorization_id, escrow_domain};
+    use cloister_types::eip712::ApiKey;
 
     let dir = tempfile::tempdir().unwrap();
     let Some(net) = crate::paid::PaidNet::start(&dir).await else {
@@ -25,24 +24,11 @@ async fn the_proxy_discovers_paid_nodes_on_chain_and_follows_the_registry_allowl
     let (_node, _node_url) = net.node(&dir, "operator", "1000:2000", &[], &[]).await;
 
     // The client deposits and signs a spend authorization for the operator: its API key.
-    let key_hex = file.account("client").unwrap().private_key.clone();
-    let client = Chain::connect(file.chain_config(), Some(parse_private_key(&key_hex).unwrap()))
-        .await
-        .unwrap();
-    client.escrow().unwrap().deposit(TOKEN).await.unwrap();
-    let signer = cloister_crypto::EnclaveKey::from_secret_bytes(
-        &hex::decode(key_hex.trim_start_matches("0x")).unwrap(),
-    )
-    .unwrap();
-    let auth = SpendAuthorization {
-        client: signer.address(),
-        node: file.account("operator").unwrap().address,
-        maxAmount: TOKEN,
-        expiry: 4_000_000_000,
-        salt: B256::repeat_byte(3),
-    };
-    let id = authorization_id(&escrow_domain(file.chain_id, file.contracts.escrow), &auth);
-    let api_key = ApiKey::new(auth, signer.sign_prehash(&id.0)).encode();
+    net.deposit("client").await;
+    let api_key = net.api_key("client", "operator");
+    let id = ApiKey::decode(&api_key)
+        .unwrap()
+        .authorization_id(&net.escrow_domain());
 
     // The proxy is given the chain only.
     let (proxy, proxy_url) = start_proxy(&dir, &["--chain", devnet_arg, "--allow-simulated"], "proxy").await;
