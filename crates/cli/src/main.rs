@@ -25,6 +25,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: on the node's hot path (a plain request in front of a fast
+/// upstream) glibc's malloc and free were ~12% of the node's CPU in a perf profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Confidential AI inference with proof: TEE-attested nodes that sign every answer.
 #[derive(Debug, Parser)]
 #[command(name = "cloister", version, about, long_about = None)]
