@@ -13,12 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cloister_chain::alloy::primitives::{Address, B256, U256};
-use cloister_chain::devnet::{self, DeployParams, Devnet, DevnetOptions, TOKEN};
 use cloister_chain::{Chain, DevnetFile, parse_private_key};
-use cloister_types::eip712::{ApiKey, SpendAuthorization, authorization_id, escrow_domain};
+use cloister_types::eip712::ApiKey;
 use cloister_types::wire;
 
-use crate::anvil_available;
+use crate::paid::PaidNet;
 use crate::proxy::stack::{MODEL, Proc, free_port, wait_ready};
 
 /// Prices the paid nodes register for [`MODEL`]: input and output, token units per token.
@@ -27,7 +26,8 @@ const PRICE: &str = "1000:2000";
 /// A devnet with the contracts deployed, a client that deposited [`TOKEN`] and holds an API key
 /// for the operator, and the figures the assertions compare.
 struct PaidChain {
-    _anvil: Devnet,
+    /// anvil and the deployment (the devnet file is rewritten per test, see `devnet_json`).
+    _net: PaidNet,
     file: DevnetFile,
     dir: tempfile::TempDir,
     /// The client's API key (`ck1_…`) and its authorization id.
@@ -42,37 +42,18 @@ struct PaidChain {
 impl PaidChain {
     /// None (with a printed reason) without anvil.
     async fn start() -> Option<Self> {
-        if !anvil_available() {
-            return None;
-        }
         let dir = tempfile::tempdir().unwrap();
-        let anvil = Devnet::spawn(DevnetOptions::default()).await.unwrap();
-        let file = devnet::deploy_devnet(anvil.rpc_url(), &DeployParams::default())
-            .await
-            .unwrap();
-        let key_hex = file.account("client").unwrap().private_key.clone();
-        let client_chain = Chain::connect(file.chain_config(), Some(parse_private_key(&key_hex).unwrap()))
-            .await
-            .unwrap();
-        client_chain.escrow().unwrap().deposit(TOKEN).await.unwrap();
-        let signer = cloister_crypto::EnclaveKey::from_secret_bytes(
-            &hex::decode(key_hex.trim_start_matches("0x")).unwrap(),
-        )
-        .unwrap();
+        let net = PaidNet::start(&dir).await?;
+        net.deposit("client").await;
+        let api_key = net.api_key("client", "operator");
+        let authorization = ApiKey::decode(&api_key).unwrap();
+        let id = authorization.authorization_id(&net.escrow_domain());
+        let file = net.file.clone();
         let operator = file.account("operator").unwrap().address;
-        let auth = SpendAuthorization {
-            client: signer.address(),
-            node: operator,
-            maxAmount: TOKEN,
-            expiry: 4_000_000_000,
-            salt: B256::repeat_byte(7),
-        };
-        let id = authorization_id(&escrow_domain(file.chain_id, file.contracts.escrow), &auth);
-        let api_key = ApiKey::new(auth, signer.sign_prehash(&id.0)).encode();
         let direct = Chain::connect(file.chain_config(), None).await.unwrap();
         Some(Self {
-            _anvil: anvil,
-            client: signer.address(),
+            _net: net,
+            client: file.account("client").unwrap().address,
             file,
             dir,
             api_key,
