@@ -184,11 +184,18 @@ impl Error {
     }
 
     /// Whether a pool should try the next node: the node is down, failing (5xx) or failed
-    /// verification. A client error (4xx) would fail on every node and is returned as is.
+    /// verification. A client error (4xx) would fail on every node and is returned as is, except a
+    /// gateway's 404 `node_not_found`: its list named a node it no longer routes to.
     pub fn is_failover(&self) -> bool {
         match self {
             // 429: the node (or the gateway in front of it) is busy; another node may not be.
-            Self::NodeStatus { status, .. } => *status >= 500 || *status == 429,
+            Self::NodeStatus { status, .. } if *status >= 500 || *status == 429 => true,
+            Self::NodeStatus {
+                status: 404,
+                body,
+                sealed: false,
+            } => error_code(body).as_deref() == Some(cloister_types::gateway::NODE_NOT_FOUND),
+            Self::NodeStatus { .. } => false,
             Self::InvalidRequest(_) | Self::Config(_) | Self::NoNodeForModel { .. } => false,
             _ => true,
         }
@@ -223,3 +230,36 @@ impl Error {
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `error.code` of an OpenAI-style error body, if it has one.
+fn error_code(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value.pointer("/error/code")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16, body: &str, sealed: bool) -> Error {
+        Error::NodeStatus {
+            status,
+            body: bytes::Bytes::from(body.to_owned()),
+            sealed,
+        }
+    }
+
+    #[test]
+    fn a_gateways_node_not_found_fails_over_and_other_client_errors_do_not() {
+        let not_found =
+            r#"{"error":{"message":"no registered node has signing address 0x..","code":"node_not_found"}}"#;
+        assert!(status(404, not_found, false).is_failover());
+        assert!(status(502, "", false).is_failover());
+        assert!(status(429, "", false).is_failover());
+        // A node's own 404 (unknown model), a sealed body, or garbage: returned as is.
+        assert!(!status(404, r#"{"error":{"code":"model_not_found"}}"#, false).is_failover());
+        assert!(!status(404, not_found, true).is_failover());
+        assert!(!status(404, "not json", false).is_failover());
+        assert!(!status(400, not_found, false).is_failover());
+    }
+}

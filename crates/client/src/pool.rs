@@ -1,5 +1,6 @@
 //! [`NodePool`]: several nodes serving a model; requests go round-robin and fail over to the next
-//! node on a connection error, a 5xx or 429, or a verification failure. Never to an unverified node.
+//! node on a connection error, a 5xx or 429, a gateway's 404 `node_not_found`, or a verification
+//! failure. Never to an unverified node.
 //!
 //! A pool over a gateway ([`NodePool::via_gateway`]) takes its nodes from the gateway's list for
 //! each request's model, in the gateway's order, and verifies each end to end itself; with a

@@ -102,7 +102,7 @@ pub(crate) async fn forward(
     let Some(node) = snapshot.node(&signer) else {
         return gateway_error(
             StatusCode::NOT_FOUND,
-            "node_not_found",
+            cloister_types::gateway::NODE_NOT_FOUND,
             &format!("no registered node has signing address {signer:#x}"),
         );
     };

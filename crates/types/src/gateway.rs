@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// `error.code` of a gateway's 404 for a node it does not (or no longer) know: a client that took the
+/// node from the gateway's own list tries the next one.
+pub const NODE_NOT_FOUND: &str = "node_not_found";
+
 /// One model a node lists, with its prices (token base units per token, decimal strings since
 /// they are `uint256`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
