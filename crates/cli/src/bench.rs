@@ -37,6 +37,17 @@ pub(crate) enum BenchCommand {
     /// The gateway: three paid nodes behind it against the same clients going straight to them,
     /// then one node killed mid-run.
     Gateway(crate::bench_gateway::GatewayBenchArgs),
+    /// Serve the zero-work reference upstream of `overhead` on its own (a test double of an
+    /// OpenAI-compatible server), for an external load generator: scripts/profile/node-goals.sh.
+    Upstream(UpstreamArgs),
+}
+
+/// `cloister bench upstream`.
+#[derive(Debug, Args)]
+pub(crate) struct UpstreamArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:18400")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// `cloister bench overhead`.
@@ -90,6 +101,9 @@ pub(crate) struct EngineArgs {
     /// Context per slot, in tokens (llama-server gets `-c slots * ctx-per-slot`; llama-server only).
     #[arg(long, default_value_t = 2048)]
     pub ctx_per_slot: u32,
+    /// Turn our engine's prefix cache off (llama-server keeps its prompt cache; llama-server only).
+    #[arg(long)]
+    pub no_prefix_cache: bool,
     /// llama-bench binary [default: tools/llama.cpp/bin/llama-bench, then PATH].
     #[arg(long, env = "LLAMA_BENCH")]
     pub llama_bench: Option<PathBuf>,
@@ -118,7 +132,25 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::E2ee(args) => crate::bench_e2ee::e2ee(args).await,
         BenchCommand::Gateway(args) => crate::bench_gateway::gateway(args).await,
         BenchCommand::Embeddings(args) => crate::bench_embeddings::embeddings(args).await,
+        BenchCommand::Upstream(args) => upstream(args).await,
     }
+}
+
+async fn upstream(args: UpstreamArgs) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    eprintln!(
+        "reference upstream (answers at once, canned) on http://{}/v1; Ctrl-C stops it",
+        args.listen
+    );
+    axum::serve(listener, cloister_bench::upstream::reference_router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving the reference upstream")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn overhead(args: OverheadArgs) -> anyhow::Result<ExitCode> {
@@ -174,6 +206,7 @@ async fn engine_served(args: EngineArgs) -> anyhow::Result<ExitCode> {
             threads: args.threads,
             slots: args.slots,
             ctx_per_slot: args.ctx_per_slot,
+            prefix_cache: !args.no_prefix_cache,
         },
         streams: args.streams.clone(),
         per_stream: args.per_stream,

@@ -66,6 +66,12 @@ pub(crate) struct RunArgs {
     /// models/all-MiniLM-L6-v2.gguf from scripts/fetch-embedding-model.sh) [default: none].
     #[arg(long, conflicts_with = "upstream")]
     pub embedding_model: Option<PathBuf>,
+    /// Built-in engine: process every prompt in full instead of keeping each slot's KV cells for the
+    /// next prompt with the same prefix. The cache makes a shared prefix answer faster, which other
+    /// clients of this node can time; turn it off where that must not be observable.
+    #[arg(long, conflicts_with = "upstream")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_prefix_cache: bool,
     /// DEVELOPMENT ONLY: without a TEE, attest with a simulated quote that every verifier refuses
     /// unless told to accept simulated evidence.
     #[arg(long)]

@@ -35,6 +35,9 @@ mod template;
 mod text;
 mod worker;
 
+#[cfg(test)]
+mod prefix_tests;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
@@ -57,7 +60,7 @@ use tracing::{debug, info};
 
 use self::params::{GenParams, Sampling};
 use self::template::ChatTemplate;
-use self::worker::{Event, Job, WorkerConfig};
+use self::worker::{Event, Job, PrefixCounters, WorkerConfig};
 use crate::{ChunkStream, Engine, Error, ModelCard, Result, TextChunkStream};
 
 /// Tokens per decode call: prompt chunks share it with the running sequences' tokens.
@@ -85,10 +88,13 @@ pub struct BuiltinConfig {
     /// A sentence-embedding GGUF served at `/v1/embeddings` beside the chat model (its id: the file
     /// name without `.gguf`); `None`: no embeddings.
     pub embedding_model: Option<PathBuf>,
+    /// Keep each slot's KV cells after a request and start the next prompt from the longest common
+    /// prefix (the system prompt, the conversation so far) instead of processing it again.
+    pub prefix_cache: bool,
 }
 
 impl BuiltinConfig {
-    /// Defaults: 4 slots of 2048 tokens, a queue of 64, all cores, CPU only.
+    /// Defaults: 4 slots of 2048 tokens, a queue of 64, all cores, CPU only, prefix cache on.
     pub fn new(model_path: impl Into<PathBuf>) -> Self {
         Self {
             model_path: model_path.into(),
@@ -99,8 +105,18 @@ impl BuiltinConfig {
             max_queue: 64,
             gpu_layers: 0,
             embedding_model: None,
+            prefix_cache: true,
         }
     }
+}
+
+/// Totals of the prefix cache since the engine loaded ([`BuiltinEngine::prefix_cache_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefixCacheStats {
+    /// Prompt tokens of the requests admitted so far.
+    pub prompt_tokens: u64,
+    /// Of those, tokens whose KV cells were kept from an earlier request in the same slot.
+    pub cached_tokens: u64,
 }
 
 /// Figures from [`BuiltinEngine::bench_decode`].
@@ -131,6 +147,7 @@ struct Inner {
     config: BuiltinConfig,
     load_time: Duration,
     embedder: Option<embed::Embedder>,
+    prefix_counters: Arc<PrefixCounters>,
 }
 
 impl std::fmt::Debug for BuiltinEngine {
@@ -258,8 +275,16 @@ impl BuiltinEngine {
             ctx_per_slot: config.ctx_per_slot,
             n_batch: N_BATCH,
             threads: i32::try_from(threads).unwrap_or(1),
+            prefix_cache: config.prefix_cache,
         };
-        worker::spawn(Arc::clone(&model), backend, worker_config, queue)?;
+        let prefix_counters = Arc::new(PrefixCounters::default());
+        worker::spawn(
+            Arc::clone(&model),
+            backend,
+            worker_config,
+            queue,
+            Arc::clone(&prefix_counters),
+        )?;
         let embedder = match &config.embedding_model {
             Some(path) => Some(embed::Embedder::load(
                 backend,
@@ -296,6 +321,7 @@ impl BuiltinEngine {
                 config,
                 load_time,
                 embedder,
+                prefix_counters,
             }),
         })
     }
@@ -321,6 +347,15 @@ impl BuiltinEngine {
     /// training context).
     pub fn config(&self) -> &BuiltinConfig {
         &self.inner.config
+    }
+
+    /// Prompt tokens admitted and served from the prefix cache since the engine loaded.
+    pub fn prefix_cache_stats(&self) -> PrefixCacheStats {
+        let c = &self.inner.prefix_counters;
+        PrefixCacheStats {
+            prompt_tokens: c.prompt_tokens.load(std::sync::atomic::Ordering::Relaxed),
+            cached_tokens: c.cached_tokens.load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// How long [`BuiltinEngine::load`] took (hashing, mapping, context creation, one warm-up decode).
@@ -369,6 +404,8 @@ impl BuiltinEngine {
                 prompt: tokens,
                 params,
                 events,
+                // Prompt processing is part of what this measures.
+                reuse_prefix: false,
             })
             .map_err(|_| Error::Closed)?;
         let finished = loop {

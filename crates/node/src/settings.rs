@@ -78,6 +78,9 @@ pub struct NodeSettings {
     /// without .gguf) [default: none, no embeddings].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_model: Option<std::path::PathBuf>,
+    /// Built-in engine: no prefix cache; every prompt is processed in full (a cached prefix answers
+    /// faster, which other clients can time).
+    pub no_prefix_cache: bool,
 
     /// DEVELOPMENT ONLY: without a TEE, attest with a simulated quote that every verifier refuses
     /// unless told to accept simulated evidence.
@@ -164,6 +167,7 @@ impl Default for NodeSettings {
             ctx_per_slot: None,
             gpu_layers: None,
             embedding_model: None,
+            no_prefix_cache: false,
             dev_simulated_tee: false,
             dstack_socket: None,
             configfs_root: None,

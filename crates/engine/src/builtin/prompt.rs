@@ -31,6 +31,7 @@ impl BuiltinEngine {
             prompt,
             params,
             events,
+            reuse_prefix: true,
         }) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => Err(Error::Overloaded(self.inner.config.max_queue)),

@@ -6,11 +6,19 @@
 //! the llama.cpp sequence id, and its KV cells are cleared when it finishes or its client goes away.
 //! Slot ids and the order of each batch follow [`slots`]: lowest free id first, batches in ascending
 //! id order, which lets llama.cpp decode all running sequences in one pass over the weights.
+//!
+//! Prefix cache: a finished sequence leaves its KV cells in its slot, and the worker remembers which
+//! token sits at each position. A new sequence in that slot keeps the cells of the longest common
+//! prefix of that list and its prompt (the system prompt and chat template, or the whole earlier
+//! conversation), removes the rest and feeds only what follows, always at least the prompt's last
+//! token, whose logits give the first sampled token. The cells are the ones a fresh prefill of the same
+//! tokens would write, so answers do not change (`tests/it/prefix_cache.rs` pins that).
 
 mod slots;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
@@ -38,6 +46,9 @@ pub(crate) struct Job {
     pub(crate) params: GenParams,
     /// Where the text goes; a closed receiver means the client has gone.
     pub(crate) events: UnboundedSender<Event>,
+    /// May start from a slot's cached prefix (off: the whole prompt is processed, as a benchmark of
+    /// prompt processing needs).
+    pub(crate) reuse_prefix: bool,
 }
 
 /// What the worker tells a request.
@@ -60,6 +71,9 @@ pub(crate) struct Finished {
     pub(crate) tail: String,
     /// Token counts and timings.
     pub(crate) stats: Stats,
+    /// Logits of every sampled token (tests compare a cached prefix with a fresh prefill).
+    #[cfg(test)]
+    pub(crate) sampled_logits: Vec<Vec<f32>>,
 }
 
 /// OpenAI's `finish_reason`.
@@ -86,6 +100,8 @@ impl FinishReason {
 pub(crate) struct Stats {
     /// Prompt tokens.
     pub(crate) prompt_tokens: usize,
+    /// Prompt tokens taken from the slot's prefix cache instead of being processed.
+    pub(crate) cached_tokens: usize,
     /// Sampled tokens (an end-of-generation token counts, as in vLLM).
     pub(crate) completion_tokens: usize,
     /// From admission to the first sampled token (prompt processing).
@@ -105,6 +121,22 @@ pub(crate) struct WorkerConfig {
     pub(crate) n_batch: u32,
     /// CPU threads.
     pub(crate) threads: i32,
+    /// Keep finished sequences' KV cells for the next prompt with the same prefix.
+    pub(crate) prefix_cache: bool,
+}
+
+/// A new sequence takes a free slot other than the lowest one only when that slot's cached prefix
+/// is at least this many tokens longer while other sequences run: a gap in the running ids costs a
+/// pass over the weights in every decode step (see [`slots`]), more than prefilling a few tokens.
+const SLOT_SWITCH_GAIN: usize = 64;
+
+/// Running totals of the prefix cache, shared with the engine handle.
+#[derive(Debug, Default)]
+pub(crate) struct PrefixCounters {
+    /// Prompt tokens of admitted requests.
+    pub(crate) prompt_tokens: AtomicU64,
+    /// Of those, tokens found in a slot's cached prefix (not processed again).
+    pub(crate) cached_tokens: AtomicU64,
 }
 
 /// Starts the worker thread and waits until its context exists.
@@ -113,6 +145,7 @@ pub(crate) fn spawn(
     backend: &'static LlamaBackend,
     cfg: WorkerConfig,
     jobs: Receiver<Job>,
+    counters: Arc<PrefixCounters>,
 ) -> Result<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
     std::thread::Builder::new()
@@ -125,7 +158,7 @@ pub(crate) fn spawn(
                     return;
                 }
             };
-            let mut worker = Worker::new(&model, ctx, cfg);
+            let mut worker = Worker::new(&model, ctx, cfg, counters);
             worker.warm_up();
             let _ = ready_tx.send(Ok(()));
             worker.run(&jobs);
@@ -172,6 +205,10 @@ struct Seq {
     sampler: LlamaSampler,
     /// Prompt tokens in the KV cache or in the current batch.
     fed: usize,
+    /// Prompt tokens found in the slot's prefix cache at admission.
+    cached: usize,
+    /// Sampled tokens put in a batch, in order: with the prompt, what the KV cells hold.
+    generated: Vec<LlamaToken>,
     /// Tokens in the KV cache.
     n_past: i32,
     /// Sampled token not yet decoded (generation phase).
@@ -186,10 +223,12 @@ struct Seq {
     admitted: Instant,
     first_token: Option<Instant>,
     last_token: Option<Instant>,
+    #[cfg(test)]
+    sampled_logits: Vec<Vec<f32>>,
 }
 
 impl Seq {
-    fn new(id: i32, ticket: u64, job: Job) -> Self {
+    fn new(id: i32, ticket: u64, job: Job, cached: usize) -> Self {
         let sampler = match job.params.sampling {
             Sampling::Greedy => LlamaSampler::greedy(),
             Sampling::Random {
@@ -208,8 +247,10 @@ impl Seq {
             ticket,
             job,
             sampler,
-            fed: 0,
-            n_past: 0,
+            fed: cached,
+            cached,
+            generated: Vec::new(),
+            n_past: i32::try_from(cached).unwrap_or(0),
             next: None,
             in_batch: 0,
             logits_at: None,
@@ -219,6 +260,8 @@ impl Seq {
             admitted: Instant::now(),
             first_token: None,
             last_token: None,
+            #[cfg(test)]
+            sampled_logits: Vec::new(),
         }
     }
 
@@ -240,6 +283,7 @@ impl Seq {
         let secs = |a: Option<Instant>, b: Instant| a.map_or(0.0, |a| a.duration_since(b).as_secs_f64());
         Stats {
             prompt_tokens: self.job.prompt.len(),
+            cached_tokens: self.cached,
             completion_tokens: self.n_gen,
             prompt_secs: secs(self.first_token, self.admitted),
             gen_secs: match (self.first_token, self.last_token) {
@@ -247,6 +291,19 @@ impl Seq {
                 (None, _) => 0.0,
             },
         }
+    }
+
+    /// The tokens at positions `0..n_past` of this sequence's KV cells.
+    fn kv_tokens(self) -> Vec<LlamaToken> {
+        let n = usize::try_from(self.n_past).unwrap_or(0);
+        let mut tokens = self.job.prompt;
+        if n <= tokens.len() {
+            tokens.truncate(n);
+        } else {
+            tokens.extend_from_slice(&self.generated);
+            tokens.truncate(n);
+        }
+        tokens
     }
 
     /// Everything still held back, for the end of the text.
@@ -277,6 +334,9 @@ struct Worker<'m> {
     active: Slots<Seq>,
     /// The next admission ticket.
     tickets: u64,
+    /// Per slot id, while the slot is free: the token at each position of its KV cells.
+    kept: Vec<Vec<LlamaToken>>,
+    counters: Arc<PrefixCounters>,
 }
 
 impl SlotId for Seq {
@@ -286,7 +346,12 @@ impl SlotId for Seq {
 }
 
 impl<'m> Worker<'m> {
-    fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, cfg: WorkerConfig) -> Self {
+    fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        cfg: WorkerConfig,
+        counters: Arc<PrefixCounters>,
+    ) -> Self {
         Self {
             vocab: model.vocab(),
             ctx,
@@ -294,6 +359,8 @@ impl<'m> Worker<'m> {
             cfg,
             active: Slots::new(cfg.slots),
             tickets: 0,
+            kept: vec![Vec::new(); cfg.slots as usize],
+            counters,
         }
     }
 
@@ -350,11 +417,80 @@ impl<'m> Worker<'m> {
             if job.events.is_closed() {
                 continue;
             }
+            let reuse = self.cfg.prefix_cache && job.reuse_prefix;
+            let Some(id) = self.pick_slot(&job.prompt, reuse) else {
+                break;
+            };
+            let cached = self.prepare_slot(id, &job.prompt, reuse);
+            let c = &self.counters;
+            c.prompt_tokens
+                .fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
+            c.cached_tokens.fetch_add(cached as u64, Ordering::Relaxed);
             let ticket = self.tickets;
             self.tickets += 1;
-            self.active.admit(|id| Seq::new(id, ticket, job));
+            self.active.admit_at(id, |id| Seq::new(id, ticket, job, cached));
         }
         true
+    }
+
+    /// The free slot for a prompt: the lowest free id, or the free slot with the longest cached
+    /// prefix when nothing else runs or it saves [`SLOT_SWITCH_GAIN`] tokens more.
+    fn pick_slot(&self, prompt: &[LlamaToken], reuse: bool) -> Option<i32> {
+        let lowest = self.active.lowest_free()?;
+        if !reuse {
+            return Some(lowest);
+        }
+        let cached = |id: i32| {
+            usize::try_from(id)
+                .ok()
+                .and_then(|i| self.kept.get(i))
+                .map_or(0, |kept| common_prefix(kept, prompt))
+        };
+        let base = cached(lowest);
+        // Longest prefix first, then the lowest id.
+        let (best, best_len) =
+            self.active
+                .free_ids()
+                .map(|id| (id, cached(id)))
+                .fold(
+                    (lowest, base),
+                    |acc, (id, n)| if n > acc.1 { (id, n) } else { acc },
+                );
+        let gain = best_len - base;
+        let switch = gain > 0 && (self.active.is_empty() || gain >= SLOT_SWITCH_GAIN);
+        Some(if switch { best } else { lowest })
+    }
+
+    /// Readies free slot `id` for `prompt`: keeps the cells of the common prefix (all but the
+    /// prompt's last token at most), removes the others. Returns the number of prompt tokens kept.
+    fn prepare_slot(&mut self, id: i32, prompt: &[LlamaToken], reuse: bool) -> usize {
+        let Some(kept) = usize::try_from(id).ok().and_then(|i| self.kept.get_mut(i)) else {
+            return 0;
+        };
+        let kept = std::mem::take(kept);
+        if kept.is_empty() {
+            return 0;
+        }
+        let common = if reuse {
+            // The last prompt token is decoded again: its logits give the first sampled token.
+            common_prefix(&kept, prompt).min(prompt.len().saturating_sub(1))
+        } else {
+            0
+        };
+        let from = u32::try_from(common).ok();
+        let removed = u32::try_from(id)
+            .ok()
+            .zip(from)
+            .map(|(seq, from)| self.ctx.clear_kv_cache_seq(Some(seq), Some(from), None));
+        if matches!(removed, Some(Ok(true))) {
+            return common;
+        }
+        warn!(
+            slot = id,
+            "trimming the slot's cached prefix failed; clearing the slot"
+        );
+        self.clear_slot(id);
+        0
     }
 
     fn drop_abandoned(&mut self) {
@@ -364,12 +500,28 @@ impl<'m> Worker<'m> {
                 generated = seq.n_gen,
                 "client went away; slot freed"
             );
-            self.release(seq.id);
+            self.release(seq);
         }
     }
 
-    /// Clears the KV cells of a sequence that has left [`Self::active`] (its id is free again).
-    fn release(&mut self, id: i32) {
+    /// A sequence has left [`Self::active`] (its id is free again) with its KV cells intact: they
+    /// stay in the slot as its cached prefix, or are cleared when the prefix cache is off.
+    fn release(&mut self, seq: Seq) {
+        let id = seq.id;
+        if !self.cfg.prefix_cache {
+            self.clear_slot(id);
+            return;
+        }
+        if let Some(kept) = usize::try_from(id).ok().and_then(|i| self.kept.get_mut(i)) {
+            *kept = seq.kv_tokens();
+        }
+    }
+
+    /// Clears slot `id`'s KV cells and forgets its cached prefix.
+    fn clear_slot(&mut self, id: i32) {
+        if let Some(kept) = usize::try_from(id).ok().and_then(|i| self.kept.get_mut(i)) {
+            kept.clear();
+        }
         let cleared = u32::try_from(id)
             .ok()
             .map(|seq| self.ctx.clear_kv_cache_seq(Some(seq), None, None));
@@ -398,7 +550,8 @@ impl<'m> Worker<'m> {
                     .job
                     .events
                     .send(Event::Failed(Error::Inference(format!("decode failed: {e}"))));
-                self.release(seq.id);
+                // What llama.cpp wrote before failing is unknown: no prefix survives.
+                self.clear_slot(seq.id);
             }
             return;
         }
@@ -409,17 +562,20 @@ impl<'m> Worker<'m> {
                 Outcome::Running => i += 1,
                 Outcome::Gone => {
                     let seq = self.active.remove(i);
-                    self.release(seq.id);
+                    self.release(seq);
                 }
                 Outcome::Finished(reason, tail) => {
                     let seq = self.active.remove(i);
                     let stats = seq.stats();
                     log_finished(seq.id, reason, &stats);
-                    let _ = seq
-                        .job
-                        .events
-                        .send(Event::Finished(Finished { reason, tail, stats }));
-                    self.release(seq.id);
+                    let _ = seq.job.events.send(Event::Finished(Finished {
+                        reason,
+                        tail,
+                        stats,
+                        #[cfg(test)]
+                        sampled_logits: seq.sampled_logits.clone(),
+                    }));
+                    self.release(seq);
                 }
             }
         }
@@ -440,6 +596,7 @@ impl<'m> Worker<'m> {
             };
             if let Some(token) = seq.next {
                 if self.batch.add(token, seq.n_past, &[seq.id], true).is_ok() {
+                    seq.generated.push(token);
                     seq.in_batch = 1;
                     seq.logits_at = Some(self.batch.n_tokens() - 1);
                 }
@@ -471,6 +628,8 @@ impl<'m> Worker<'m> {
         let Some(idx) = seq.logits_at else {
             return Outcome::Running;
         };
+        #[cfg(test)]
+        seq.sampled_logits.push(self.ctx.get_logits_ith(idx).to_vec());
         let token = seq.sampler.sample(&self.ctx, idx);
         let now = Instant::now();
         seq.first_token.get_or_insert(now);
@@ -513,6 +672,7 @@ fn log_finished(slot: i32, reason: FinishReason, s: &Stats) {
         slot,
         finish_reason = reason.as_str(),
         prompt_tokens = s.prompt_tokens,
+        cached_tokens = s.cached_tokens,
         completion_tokens = s.completion_tokens,
         prompt_tok_per_s = format_args!("{:.1}", rate(s.prompt_tokens as f64, s.prompt_secs)),
         gen_tok_per_s = format_args!(
@@ -521,4 +681,9 @@ fn log_finished(slot: i32, reason: FinishReason, s: &Stats) {
         ),
         "request finished"
     );
+}
+
+/// Length of the longest common prefix of two token lists.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

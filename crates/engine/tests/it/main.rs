@@ -5,6 +5,7 @@
 mod batching;
 mod builtin;
 mod embeddings;
+mod prefix_cache;
 mod source;
 mod upstream;
 

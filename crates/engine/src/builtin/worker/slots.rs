@@ -61,12 +61,30 @@ impl<T: SlotId> Slots<T> {
         (want < self.capacity).then_some(want)
     }
 
+    /// Ids no running sequence holds, ascending.
+    pub(super) fn free_ids(&self) -> impl Iterator<Item = i32> + '_ {
+        (0..self.capacity).filter(|id| self.running.binary_search_by_key(id, SlotId::slot_id).is_err())
+    }
+
     /// Starts `make(id)` in the lowest free slot; `None` (and `make` not called) when all are taken.
+    #[cfg(test)]
     pub(super) fn admit(&mut self, make: impl FnOnce(i32) -> T) -> Option<i32> {
         let id = self.lowest_free()?;
+        self.admit_at(id, make)
+    }
+
+    /// Starts `make(id)` in slot `id`; `None` (and `make` not called) when `id` is taken or out of
+    /// range. The worker passes the lowest free id unless a cached prompt prefix is worth a gap.
+    pub(super) fn admit_at(&mut self, id: i32, make: impl FnOnce(i32) -> T) -> Option<i32> {
+        if !(0..self.capacity).contains(&id) {
+            return None;
+        }
+        let at = self.running.partition_point(|s| s.slot_id() < id);
+        if self.running.get(at).is_some_and(|s| s.slot_id() == id) {
+            return None;
+        }
         let seq = make(id);
         debug_assert_eq!(seq.slot_id(), id, "a sequence must take the id it was given");
-        let at = self.running.partition_point(|s| s.slot_id() < id);
         self.running.insert(at, seq);
         Some(id)
     }
@@ -303,6 +321,25 @@ mod tests {
                 "step {step}: {planned} tokens planned for a batch of {cap}"
             );
         }
+    }
+
+    #[test]
+    fn admit_at_takes_only_a_free_id_and_keeps_the_order() {
+        let mut slots = Slots::new(4);
+        let fake = |id| Fake {
+            id,
+            ticket: 0,
+            want: Want::Decode,
+        };
+        assert_eq!(slots.admit_at(2, fake), Some(2));
+        assert_eq!(slots.admit_at(0, fake), Some(0));
+        assert_eq!(slots.admit_at(2, |_| unreachable!("2 is taken")), None);
+        assert_eq!(slots.admit_at(4, |_| unreachable!("out of range")), None);
+        assert_eq!(slots.admit_at(-1, |_| unreachable!("out of range")), None);
+        assert_eq!(ids(&slots), vec![0, 2]);
+        assert_eq!(slots.free_ids().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(slots.lowest_free(), Some(1));
+        assert_eq!(batch_ids(&slots, 8), vec![0, 2]);
     }
 
     #[test]
