@@ -21,7 +21,7 @@ use crate::upstream::{REFERENCE_ANSWER, REFERENCE_MODEL, reference_request, refe
 use crate::{Error, Result};
 
 /// Mean cost of the crypto, microseconds per operation.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CryptoFigures {
     /// Iterations timed.
     pub iterations: usize,
@@ -37,6 +37,19 @@ pub struct CryptoFigures {
     pub per_request_us: f64,
     /// Seal and open one SSE event.
     pub per_chunk_us: f64,
+    /// Each side's share, one step at a time (the issue-14 budgets): `(side and step, µs)`.
+    pub steps: Vec<(&'static str, f64)>,
+}
+
+/// Mean microseconds of `f` over `inputs`, one call each (for steps that consume their input).
+fn mean_micros_each<T, R>(inputs: Vec<T>, mut f: impl FnMut(T) -> R) -> (f64, Vec<R>) {
+    let n = inputs.len().max(1);
+    let mut out = Vec::with_capacity(inputs.len());
+    let t = std::time::Instant::now();
+    for input in inputs {
+        out.push(f(input));
+    }
+    (t.elapsed().as_secs_f64() * 1e6 / n as f64, out)
 }
 
 /// Times the E2EE crypto on `request` and the reference answer over `iterations` (stream chunks:
@@ -82,6 +95,7 @@ pub fn crypto(iterations: usize, request: &[u8]) -> Result<CryptoFigures> {
         let sig = key.sign_personal(text.as_bytes());
         let _ = cloister_crypto::recover_personal(text.as_bytes(), &sig);
     });
+    let steps = steps(n, request, response, &event, &aad)?;
     Ok(CryptoFigures {
         iterations: n,
         request_len: request.len(),
@@ -90,7 +104,79 @@ pub fn crypto(iterations: usize, request: &[u8]) -> Result<CryptoFigures> {
         signing_us,
         per_request_us,
         per_chunk_us,
+        steps,
     })
+}
+
+/// Each step of the sealed exchange timed on its own, node side first.
+fn steps(
+    n: usize,
+    request: &[u8],
+    response: &[u8],
+    event: &[u8],
+    aad: &[u8],
+) -> Result<Vec<(&'static str, f64)>> {
+    let node = E2eeKeyPair::generate();
+    let key = EnclaveKey::generate();
+    let signer = key.address();
+    let pk = node.public_key_bytes();
+    let seal_us = mean_micros(n, || {
+        let _ = seal_request(&pk, &signer, request, aad);
+    });
+    let (sealed, _) = seal_request(&pk, &signer, request, aad)?;
+    let open_us = mean_micros(n, || {
+        let _ = open_request(&node, &signer, &sealed, aad);
+    });
+    // Sealing and opening an answer consume their keys: one fresh pair per call.
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (sealed, client_keys) = seal_request(&pk, &signer, request, aad)?;
+        let (_, node_keys) = open_request(&node, &signer, &sealed, aad)?;
+        pairs.push((client_keys, node_keys));
+    }
+    let (client_keys, node_keys): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+    let (seal_answer_us, bodies) = mean_micros_each(node_keys, |k| k.seal_body(response));
+    let (open_answer_us, opened) =
+        mean_micros_each(client_keys.into_iter().zip(bodies).collect(), |(k, body)| {
+            k.open_body(&body)
+        });
+    if opened.iter().any(|o| o.as_deref().ok() != Some(response)) {
+        return Err(Error::NotWorking("an answer did not open".into()));
+    }
+    let (sealed, client_keys) = seal_request(&pk, &signer, request, aad)?;
+    let (_, node_keys) = open_request(&node, &signer, &sealed, aad)?;
+    let mut sealer = node_keys.sealer();
+    let (seal_chunk_us, chunks) = mean_micros_each(vec![(); n * 20], |()| sealer.seal_chunk(event));
+    let mut opener = client_keys.opener();
+    let (open_chunk_us, _) = mean_micros_each(chunks, |c| opener.open_chunk(&c));
+    let text = cloister_types::signature_text(request, response);
+    let sign_us = mean_micros(n, || {
+        let text = cloister_types::signature_text(request, response);
+        let _ = key.sign_personal(text.as_bytes());
+    });
+    let sig = key.sign_personal(text.as_bytes());
+    let recover_us = mean_micros(n, || {
+        let _ = cloister_crypto::recover_personal(text.as_bytes(), &sig);
+    });
+    Ok(vec![
+        (
+            "node: open the sealed request (HPKE X25519 decap, AEAD, key export)",
+            open_us,
+        ),
+        ("node: seal the answer (ChaCha20-Poly1305)", seal_answer_us),
+        ("node: seal one stream chunk", seal_chunk_us),
+        ("node: hash both bodies and sign (EIP-191, libsecp256k1)", sign_us),
+        (
+            "client: seal the request (HPKE X25519 encap, AEAD, key export)",
+            seal_us,
+        ),
+        ("client: open the answer", open_answer_us),
+        ("client: open one stream chunk", open_chunk_us),
+        (
+            "client: recover the signer of an answer (libsecp256k1)",
+            recover_us,
+        ),
+    ])
 }
 
 /// What to run for [`latency`].

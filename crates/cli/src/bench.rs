@@ -228,13 +228,14 @@ async fn engine_served(args: EngineArgs) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("serving {}", args.model.display()))?;
     println!(
-        "engine under load ({}, {} threads, {} slots / -np {}, closed-loop streamed chats of {} tokens, {} per stream; medians of {} rounds)",
+        "engine under load ({}, {} threads, {} slots / -np {}, closed-loop streamed chats of {} tokens, {} per stream; our prefix cache {}; medians of {} rounds)",
         args.model.display(),
         args.threads,
         args.slots,
         args.slots,
         opts.max_tokens,
         opts.per_stream,
+        if args.no_prefix_cache { "off" } else { "on" },
         opts.rounds
     );
     println!(

@@ -63,6 +63,12 @@ fn print_crypto(f: &CryptoFigures) {
         per_chunk / signing.max(f64::MIN_POSITIVE)
     );
     println!();
+    println!("| step, one side at a time | µs |");
+    println!("|---|---:|");
+    for (step, us) in &f.steps {
+        println!("| {step} | {us:.2} |");
+    }
+    println!();
 }
 
 pub(crate) async fn e2ee(args: E2eeArgs) -> anyhow::Result<ExitCode> {

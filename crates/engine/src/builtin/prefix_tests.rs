@@ -13,26 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-
 use super::*;
-
-fn model() -> Option<PathBuf> {
-    let path = std::env::var_os("CLOISTER_TEST_MODEL").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        PathBuf::from,
-    );
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CLOISTER_REQUIRE_MODEL").as_deref() != Ok("1"),
-        "model not found at {} and CLOISTER_REQUIRE_MODEL=1",
-        path.display()
-    );
-    eprintln!("skipping: model not found at {}", path.display());
-    None
-}
 
 async fn load(path: &Path, prefix_cache: bool) -> BuiltinEngine {
     let mut config = BuiltinConfig::new(path);
@@ -92,7 +73,7 @@ fn assert_same(what: &str, got: &[Vec<f32>], want: &[Vec<f32>]) {
 
 #[tokio::test]
 async fn a_cached_prefix_gives_the_logits_of_a_fresh_prefill() {
-    let Some(path) = model() else {
+    let Some(path) = cloister_testkit::models::chat_model() else {
         return;
     };
     let on = load(&path, true).await;

@@ -336,6 +336,10 @@ struct Worker<'m> {
     tickets: u64,
     /// Per slot id, while the slot is free: the token at each position of its KV cells.
     kept: Vec<Vec<LlamaToken>>,
+    /// Per slot id: when its last sequence left (a count of releases), for least-recently-used.
+    released: Vec<u64>,
+    /// Sequences released so far.
+    releases: u64,
     counters: Arc<PrefixCounters>,
 }
 
@@ -360,6 +364,8 @@ impl<'m> Worker<'m> {
             active: Slots::new(cfg.slots),
             tickets: 0,
             kept: vec![Vec::new(); cfg.slots as usize],
+            released: vec![0; cfg.slots as usize],
+            releases: 0,
             counters,
         }
     }
@@ -433,8 +439,10 @@ impl<'m> Worker<'m> {
         true
     }
 
-    /// The free slot for a prompt: the lowest free id, or the free slot with the longest cached
-    /// prefix when nothing else runs or it saves [`SLOT_SWITCH_GAIN`] tokens more.
+    /// The free slot for a prompt. When nothing else runs: the free slot with the longest cached
+    /// prefix, least recently used among equals. Otherwise the lowest free id (dense ids keep a
+    /// step to one pass over the weights), unless another slot's prefix saves
+    /// [`SLOT_SWITCH_GAIN`] tokens more.
     fn pick_slot(&self, prompt: &[LlamaToken], reuse: bool) -> Option<i32> {
         let lowest = self.active.lowest_free()?;
         if !reuse {
@@ -446,19 +454,33 @@ impl<'m> Worker<'m> {
                 .and_then(|i| self.kept.get(i))
                 .map_or(0, |kept| common_prefix(kept, prompt))
         };
+        let idle_since = |id: i32| {
+            usize::try_from(id)
+                .ok()
+                .and_then(|i| self.released.get(i))
+                .copied()
+                .unwrap_or(0)
+        };
         let base = cached(lowest);
-        // Longest prefix first, then the lowest id.
-        let (best, best_len) =
-            self.active
-                .free_ids()
-                .map(|id| (id, cached(id)))
-                .fold(
-                    (lowest, base),
-                    |acc, (id, n)| if n > acc.1 { (id, n) } else { acc },
-                );
-        let gain = best_len - base;
-        let switch = gain > 0 && (self.active.is_empty() || gain >= SLOT_SWITCH_GAIN);
-        Some(if switch { best } else { lowest })
+        // Longest prefix first; among equals, the slot released longest ago (so that a few
+        // alternating prompts each keep a slot instead of overwriting the lowest one in turn),
+        // then the lowest id.
+        let best = self
+            .active
+            .free_ids()
+            .max_by_key(|&id| {
+                (
+                    cached(id),
+                    std::cmp::Reverse(idle_since(id)),
+                    std::cmp::Reverse(id),
+                )
+            })
+            .unwrap_or(lowest);
+        if self.active.is_empty() {
+            return Some(best);
+        }
+        let gain = cached(best) - base;
+        Some(if gain >= SLOT_SWITCH_GAIN { best } else { lowest })
     }
 
     /// Readies free slot `id` for `prompt`: keeps the cells of the common prefix (all but the
@@ -508,6 +530,10 @@ impl<'m> Worker<'m> {
     /// stay in the slot as its cached prefix, or are cleared when the prefix cache is off.
     fn release(&mut self, seq: Seq) {
         let id = seq.id;
+        self.releases += 1;
+        if let Some(at) = usize::try_from(id).ok().and_then(|i| self.released.get_mut(i)) {
+            *at = self.releases;
+        }
         if !self.cfg.prefix_cache {
             self.clear_slot(id);
             return;

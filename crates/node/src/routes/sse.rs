@@ -16,6 +16,11 @@
 //! way the usage is charged and the record stored before `[DONE]` is sent. An engine failure, a
 //! timeout after the first chunk or a failed charge ends the stream with
 //! `data: {"error": {...}}\n\n` instead, with no `[DONE]` and no signature.
+//!
+//! Writes: each body frame carries one event and every event the engine has already produced behind
+//! it (up to [`COALESCE_BYTES`]), and `[DONE]` with them when the stream has ended. An engine that
+//! hands over chunks one by one gets them sent one by one, with no added wait; a burst (a fast
+//! upstream, a client that reads slowly) leaves in one write instead of one write per chunk.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -25,7 +30,7 @@ use std::pin::Pin;
 use axum::body::Bytes;
 use cloister_types::openai::Usage;
 use cloister_types::wire::{SIGNATURE_EVENT, SSE_DONE_EVENT};
-use futures::{Stream, StreamExt as _};
+use futures::{FutureExt as _, Stream, StreamExt as _};
 use sha2::{Digest, Sha256};
 
 use super::SignatureEvent;
@@ -34,6 +39,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 const DONE: &[u8] = SSE_DONE_EVENT.as_bytes();
+
+/// A frame takes no more ready events once it holds this many bytes.
+const COALESCE_BYTES: usize = 64 << 10;
 
 /// Whether the client asked for the signature event inside the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +68,9 @@ pub(super) struct SseStream<C> {
     chunks: Chunks<C>,
     /// The first chunk, already taken from the engine before the headers went out.
     pending: Option<C>,
+    /// What the engine stream returned when polled for a ready chunk and it had none to give: its
+    /// end or an error, handled by the next [`Self::next_event`].
+    lookahead: Option<Option<cloister_engine::Result<C>>>,
     request_hash: String,
     sent: Sha256,
     include_usage: bool,
@@ -86,6 +97,7 @@ impl<C: Answer> SseStream<C> {
             state,
             chunks,
             pending: first,
+            lookahead: None,
             request_hash,
             sent: Sha256::new(),
             include_usage,
@@ -100,9 +112,55 @@ impl<C: Answer> SseStream<C> {
     /// The body stream. Dropping it (client gone) drops the engine stream, which cancels decoding.
     pub(super) fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
         futures::stream::unfold(self, |mut sse| async move {
-            let event = sse.next_event().await?;
-            Some((Ok(event), sse))
+            let first = sse.next_event().await?;
+            Some((Ok(sse.coalesce(first).await), sse))
         })
+    }
+
+    /// `first` and the events that are ready behind it, in one frame: chunks the engine has already
+    /// produced, and once the engine stream has ended, the end of the answer (`[DONE]`, which may
+    /// wait for the charge, as it would in a frame of its own).
+    async fn coalesce(&mut self, mut first: Bytes) -> Bytes {
+        let mut frame: Option<Vec<u8>> = None;
+        loop {
+            let len = frame.as_ref().map_or(first.len(), Vec::len);
+            if len >= COALESCE_BYTES {
+                break;
+            }
+            let next = if self.lookahead.is_some() || matches!(self.phase, Phase::Signature(_)) {
+                self.next_event().await
+            } else if matches!(self.phase, Phase::Chunks) {
+                self.ready_event()
+            } else {
+                None
+            };
+            let Some(next) = next else {
+                break;
+            };
+            frame
+                .get_or_insert_with(|| Vec::from(std::mem::take(&mut first)))
+                .extend_from_slice(&next);
+        }
+        frame.map_or(first, Bytes::from)
+    }
+
+    /// The event of a chunk the engine already has, without waiting; `None` when it has none, or
+    /// when its stream ended or failed (kept in `lookahead` for [`Self::next_event`]).
+    fn ready_event(&mut self) -> Option<Bytes> {
+        loop {
+            match self.chunks.next().now_or_never() {
+                None => return None,
+                Some(Some(Ok(chunk))) => {
+                    if let Some(event) = self.chunk_event(chunk) {
+                        return Some(event);
+                    }
+                }
+                Some(other) => {
+                    self.lookahead = Some(other);
+                    return None;
+                }
+            }
+        }
     }
 
     async fn next_event(&mut self) -> Option<Bytes> {
@@ -133,12 +191,20 @@ impl<C: Answer> SseStream<C> {
     }
 
     async fn next_chunk(&mut self) -> Result<Option<C>, ApiError> {
-        let idle: Duration = self.state.config.stream_idle_timeout;
-        match tokio::time::timeout(idle, self.chunks.next()).await {
-            Err(_) => Err(timed_out(&self.state, idle)),
-            Ok(None) => Ok(None),
-            Ok(Some(Err(e))) => Err(engine_failed(&self.state, e)),
-            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+        let next = match self.lookahead.take() {
+            Some(next) => next,
+            None => {
+                let idle: Duration = self.state.config.stream_idle_timeout;
+                match tokio::time::timeout(idle, self.chunks.next()).await {
+                    Err(_) => return Err(timed_out(&self.state, idle)),
+                    Ok(next) => next,
+                }
+            }
+        };
+        match next {
+            None => Ok(None),
+            Some(Err(e)) => Err(engine_failed(&self.state, e)),
+            Some(Ok(chunk)) => Ok(Some(chunk)),
         }
     }
 
@@ -155,11 +221,10 @@ impl<C: Answer> SseStream<C> {
                 chunk.clear_usage();
             }
         }
-        match serde_json::to_vec(&chunk) {
-            Ok(json) => {
-                let mut event = Vec::with_capacity(json.len().saturating_add(8));
-                event.extend_from_slice(b"data: ");
-                event.extend_from_slice(&json);
+        let mut event = Vec::with_capacity(256);
+        event.extend_from_slice(b"data: ");
+        match serde_json::to_writer(&mut event, &chunk) {
+            Ok(()) => {
                 event.extend_from_slice(b"\n\n");
                 Some(self.emit(Bytes::from(event)))
             }
