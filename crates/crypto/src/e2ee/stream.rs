@@ -1,4 +1,8 @@
 //! Response sealing: numbered ChaCha20-Poly1305 chunks and an authenticated end marker.
+//!
+//! Two implementations of the one AEAD: the node seals with ring's (assembly, on the node's path for
+//! every stream chunk), the client opens with RustCrypto's `chacha20poly1305`. Every round trip in the
+//! tests is therefore also a check of one implementation against the other.
 
 use chacha20poly1305::aead::{Aead as _, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
@@ -22,22 +26,39 @@ impl ResponseKeys {
     fn cipher(&self) -> ChaCha20Poly1305 {
         ChaCha20Poly1305::new((&*self.key).into())
     }
+
+    fn sealing_key(&self) -> ring::aead::LessSafeKey {
+        ring::aead::LessSafeKey::new(
+            ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &*self.key)
+                // ring refuses only a key of the wrong length, and this one is 32 bytes by type.
+                .unwrap_or_else(|_| unreachable!("a ChaCha20-Poly1305 key is 32 bytes")),
+        )
+    }
 }
 
 /// `base_nonce` XOR the big-endian counter in the last 8 bytes (the construction of RFC 9180 §5.2).
-fn chunk_nonce(base_nonce: &[u8; 12], counter: u64) -> Nonce {
+fn chunk_nonce_bytes(base_nonce: &[u8; 12], counter: u64) -> [u8; 12] {
     let mut nonce = *base_nonce;
     for (n, c) in nonce[4..].iter_mut().zip(counter.to_be_bytes()) {
         *n ^= c;
     }
-    nonce.into()
+    nonce
 }
 
-fn seal_at(cipher: &ChaCha20Poly1305, base: &[u8; 12], counter: u64, pt: &[u8], aad: &[u8]) -> Vec<u8> {
-    cipher
-        .encrypt(&chunk_nonce(base, counter), Payload { msg: pt, aad })
+fn chunk_nonce(base_nonce: &[u8; 12], counter: u64) -> Nonce {
+    chunk_nonce_bytes(base_nonce, counter).into()
+}
+
+fn seal_at(key: &ring::aead::LessSafeKey, base: &[u8; 12], counter: u64, pt: &[u8], aad: &[u8]) -> Vec<u8> {
+    // Unique: each sealer's counter only goes up, and each request exports its own key.
+    let nonce = ring::aead::Nonce::assume_unique_for_key(chunk_nonce_bytes(base, counter));
+    let mut out = Vec::with_capacity(pt.len() + TAG_LEN);
+    out.extend_from_slice(pt);
+    match key.seal_in_place_append_tag(nonce, ring::aead::Aad::from(aad), &mut out) {
+        Ok(()) => out,
         // ChaCha20-Poly1305 refuses only plaintexts over 256 GiB, which no response chunk reaches.
-        .unwrap_or_default()
+        Err(_) => Vec::new(),
+    }
 }
 
 fn open_at(
@@ -63,7 +84,7 @@ impl NodeResponseKeys {
     /// A sealer for a streamed response, starting at chunk 0.
     pub fn sealer(self) -> ResponseSealer {
         ResponseSealer {
-            cipher: self.0.cipher(),
+            key: self.0.sealing_key(),
             base_nonce: self.0.base_nonce,
             counter: 0,
         }
@@ -158,7 +179,7 @@ impl std::fmt::Debug for ClientResponseKeys {
 
 /// Seals response chunks in order; [`Self::finish`] seals the end marker.
 pub struct ResponseSealer {
-    cipher: ChaCha20Poly1305,
+    key: ring::aead::LessSafeKey,
     base_nonce: [u8; 12],
     counter: u64,
 }
@@ -166,7 +187,7 @@ pub struct ResponseSealer {
 impl ResponseSealer {
     /// Seals the next chunk (ciphertext ‖ tag) under the next counter.
     pub fn seal_chunk(&mut self, plaintext: &[u8]) -> Vec<u8> {
-        let ct = seal_at(&self.cipher, &self.base_nonce, self.counter, plaintext, CHUNK_AAD);
+        let ct = seal_at(&self.key, &self.base_nonce, self.counter, plaintext, CHUNK_AAD);
         // 2^64 chunks are never sealed, so the counter, and with it the nonce, never repeats.
         self.counter += 1;
         ct
@@ -175,7 +196,7 @@ impl ResponseSealer {
     /// Seals the end marker: an empty plaintext with AAD [`END_AAD`] under the next counter, so
     /// it also commits to the number of chunks. Always [`TAG_LEN`] bytes.
     pub fn finish(self) -> Vec<u8> {
-        seal_at(&self.cipher, &self.base_nonce, self.counter, b"", END_AAD)
+        seal_at(&self.key, &self.base_nonce, self.counter, b"", END_AAD)
     }
 
     /// How many data chunks have been sealed.
@@ -281,6 +302,31 @@ impl std::fmt::Debug for ResponseOpener {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// ring's sealing (the node) against RustCrypto's (the reference the client opens with), byte
+    /// for byte, over lengths around the 64-byte block and 16-byte tag boundaries and both AADs.
+    #[test]
+    fn ring_seals_exactly_what_rustcrypto_seals() {
+        let keys = ResponseKeys {
+            key: Zeroizing::new(core::array::from_fn(|i| (i as u8).wrapping_mul(7) ^ 0x5a)),
+            base_nonce: core::array::from_fn(|i| 0xa0 ^ i as u8),
+        };
+        let ring_key = keys.sealing_key();
+        let reference = keys.cipher();
+        for len in [0usize, 1, 15, 16, 17, 63, 64, 65, 175, 1000, 4096] {
+            let pt: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            for (counter, aad) in [(0u64, CHUNK_AAD), (1, CHUNK_AAD), (u64::MAX - 1, END_AAD)] {
+                let want = reference
+                    .encrypt(&chunk_nonce(&keys.base_nonce, counter), Payload { msg: &pt, aad })
+                    .unwrap_or_default();
+                assert_eq!(
+                    seal_at(&ring_key, &keys.base_nonce, counter, &pt, aad),
+                    want,
+                    "length {len}, counter {counter}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn nonce_xors_counter_into_last_eight_bytes() {
