@@ -125,6 +125,29 @@ pub fn tool_chat_template() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates/hermes-tools.jinja")
 }
 
+/// [`llama_server`] serving `model` as `alias` with [`tool_chat_template`] (`--jinja`, 2048 tokens of
+/// context), started off the async threads; `None` as [`llama_server`].
+pub async fn tool_llama_server(model: PathBuf, alias: &str) -> Option<LlamaServer> {
+    let template = tool_chat_template().to_string_lossy().into_owned();
+    let alias = alias.to_owned();
+    tokio::task::spawn_blocking(move || {
+        llama_server(
+            &model,
+            &[
+                "--alias",
+                &alias,
+                "-c",
+                "2048",
+                "--jinja",
+                "--chat-template-file",
+                &template,
+            ],
+        )
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the llama-server start task failed: {e}"))
+}
+
 /// The chat model GGUF: `$CLOISTER_TEST_MODEL`, else `models/SmolLM2-135M-Instruct.Q4_1.gguf`
 /// (`None` when absent; a panic when `CLOISTER_REQUIRE_MODEL=1`).
 pub fn chat_model() -> Option<PathBuf> {

@@ -91,23 +91,7 @@ async fn the_openai_python_sdk_gets_tool_calls_json_mode_and_completions_from_a_
     let Some(net) = PaidNet::start(&dir).await else {
         return;
     };
-    let template = cloister_testkit::models::tool_chat_template();
-    let started = tokio::task::spawn_blocking(move || {
-        let template = template.to_string_lossy().into_owned();
-        cloister_testkit::models::llama_server(
-            &model,
-            &[
-                "--alias",
-                MODEL,
-                "-c",
-                "2048",
-                "--jinja",
-                "--chat-template-file",
-                &template,
-            ],
-        )
-    });
-    let Some(server) = started.await.unwrap() else {
+    let Some(server) = cloister_testkit::models::tool_llama_server(model, MODEL).await else {
         return;
     };
 

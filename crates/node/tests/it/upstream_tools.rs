@@ -84,23 +84,7 @@ async fn tool_calls_pass_through_to_a_real_llama_server() {
     let Some(model) = cloister_testkit::models::chat_model() else {
         return;
     };
-    let template = cloister_testkit::models::tool_chat_template();
-    let started = tokio::task::spawn_blocking(move || {
-        let template = template.to_str().unwrap().to_owned();
-        cloister_testkit::models::llama_server(
-            &model,
-            &[
-                "--alias",
-                "smol",
-                "-c",
-                "2048",
-                "--jinja",
-                "--chat-template-file",
-                &template,
-            ],
-        )
-    });
-    let Some(server) = started.await.unwrap() else {
+    let Some(server) = cloister_testkit::models::tool_llama_server(model, "smol").await else {
         return;
     };
     let upstream = UpstreamEngine::connect(UpstreamConfig {
