@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing Cloister needs on a fresh Debian machine: the C/C++ toolchain
-# that llama.cpp's build uses (cmake, clang, libclang for bindgen), Node/npm for the pinned chain
+# that llama.cpp's build uses (cmake, clang, libclang for bindgen, ccache), Node/npm for the pinned chain
 # tools (anvil, forge, cast, solcjs, OpenZeppelin in contracts/), then the demo model.
 # Idempotent: installs only what is missing.
 set -euo pipefail
@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v clang >/dev/null 2>&1 || need+=(clang)
+command -v ccache >/dev/null 2>&1 || need+=(ccache)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

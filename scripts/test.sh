@@ -10,6 +10,15 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Each step says how long the run has taken so far (a cold run should stay near 30 minutes).
 step() { echo "test: [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
 scripts/setup.sh
+# llama-cpp-sys-2 compiles llama.cpp in its build script, once for clippy's check and once for the
+# test build (their build-script units differ), with the same commands in two build folders. ccache
+# (its cache in this checkout: a fresh clone starts empty) turns the second compile into cache hits:
+# the folder is kept out of the hash and paths are made relative to the compile's folder, which
+# sits at the same depth in both.
+if command -v ccache >/dev/null 2>&1; then
+  export CCACHE_DIR="${CCACHE_DIR:-$PWD/tools/ccache}" CCACHE_BASEDIR=/ CCACHE_NOHASHDIR=1
+  export CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CXX_COMPILER_LAUNCHER=ccache
+fi
 step "real OpenAI clients for the proxy tests (pinned openai in tools/pyclients/venv)"
 scripts/setup-test-clients.sh
 # llama.cpp's llama-server, the real OpenAI-compatible upstream the engine and node tests run

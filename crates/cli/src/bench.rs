@@ -104,6 +104,10 @@ pub(crate) struct EngineArgs {
     /// Turn our engine's prefix cache off (llama-server keeps its prompt cache; llama-server only).
     #[arg(long)]
     pub no_prefix_cache: bool,
+    /// Our engine with one pool of KV cells for all slots (`cloister node run --kv-unified`;
+    /// llama-server only).
+    #[arg(long)]
+    pub kv_unified: bool,
     /// llama-bench binary [default: tools/llama.cpp/bin/llama-bench, then PATH].
     #[arg(long, env = "LLAMA_BENCH")]
     pub llama_bench: Option<PathBuf>,
@@ -207,6 +211,7 @@ async fn engine_served(args: EngineArgs) -> anyhow::Result<ExitCode> {
             slots: args.slots,
             ctx_per_slot: args.ctx_per_slot,
             prefix_cache: !args.no_prefix_cache,
+            kv_unified: args.kv_unified,
         },
         streams: args.streams.clone(),
         per_stream: args.per_stream,
@@ -228,7 +233,7 @@ async fn engine_served(args: EngineArgs) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("serving {}", args.model.display()))?;
     println!(
-        "engine under load ({}, {} threads, {} slots / -np {}, closed-loop streamed chats of {} tokens, {} per stream; our prefix cache {}; medians of {} rounds)",
+        "engine under load ({}, {} threads, {} slots / -np {}, closed-loop streamed chats of {} tokens, {} per stream; our prefix cache {}, KV {}; medians of {} rounds)",
         args.model.display(),
         args.threads,
         args.slots,
@@ -236,6 +241,7 @@ async fn engine_served(args: EngineArgs) -> anyhow::Result<ExitCode> {
         opts.max_tokens,
         opts.per_stream,
         if args.no_prefix_cache { "off" } else { "on" },
+        if args.kv_unified { "unified" } else { "per slot" },
         opts.rounds
     );
     println!(

@@ -72,6 +72,13 @@ pub(crate) struct RunArgs {
     #[arg(long, conflicts_with = "upstream")]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub no_prefix_cache: bool,
+    /// Built-in engine: one pool of KV cells for all slots (llama.cpp's unified KV cache) instead of
+    /// one per slot. Any mix of requests decodes in one pass over the weights and concurrent
+    /// prompts share a common prefix's cells (more tokens/s under load), but a greedy answer can
+    /// then differ in its last bits with the other requests running beside it.
+    #[arg(long, conflicts_with = "upstream")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kv_unified: bool,
     /// DEVELOPMENT ONLY: without a TEE, attest with a simulated quote that every verifier refuses
     /// unless told to accept simulated evidence.
     #[arg(long)]
@@ -238,6 +245,8 @@ mod tests {
             "64",
             "--gpu-layers",
             "1",
+            "--no-prefix-cache",
+            "--kv-unified",
             "--dev-simulated-tee",
             "--dstack-socket",
             "/s",
@@ -283,6 +292,7 @@ mod tests {
         assert_eq!(s.oracle, Some(a.parse().unwrap_or_else(|e| panic!("{e}"))));
         assert_eq!(s.upstream_api_key.as_ref().map(|k| k.expose()), Some("k"));
         assert!(s.operator_key.is_some() && s.no_oracle && s.dev_simulated_tee);
+        assert!(s.no_prefix_cache && s.kv_unified);
         assert_eq!(s.settle_interval_secs, 9);
         assert_eq!(s.gpu, GpuMode::Required);
         assert_eq!(s.dev_gpu_replay.as_deref(), Some(std::path::Path::new("/g.json")));

@@ -60,7 +60,7 @@ use tracing::{debug, info};
 
 use self::params::{GenParams, Sampling};
 use self::template::ChatTemplate;
-use self::worker::{Event, Job, PrefixCounters, WorkerConfig};
+use self::worker::{Event, Job, KvLayout, PrefixCounters, WorkerConfig};
 use crate::{ChunkStream, Engine, Error, ModelCard, Result, TextChunkStream};
 
 /// Tokens per decode call: prompt chunks share it with the running sequences' tokens.
@@ -91,10 +91,15 @@ pub struct BuiltinConfig {
     /// Keep each slot's KV cells after a request and start the next prompt from the longest common
     /// prefix (the system prompt, the conversation so far) instead of processing it again.
     pub prefix_cache: bool,
+    /// One pool of KV cells for all slots instead of one stream per slot: any mix of slots decodes
+    /// in one pass over the weights, and concurrent prompts share a common prefix's cells; answers
+    /// then differ in the last bits with the traffic around them (no batch invariance).
+    pub kv_unified: bool,
 }
 
 impl BuiltinConfig {
-    /// Defaults: 4 slots of 2048 tokens, a queue of 64, all cores, CPU only, prefix cache on.
+    /// Defaults: 4 slots of 2048 tokens, a queue of 64, all cores, CPU only, prefix cache on, one KV
+    /// stream per slot.
     pub fn new(model_path: impl Into<PathBuf>) -> Self {
         Self {
             model_path: model_path.into(),
@@ -106,6 +111,7 @@ impl BuiltinConfig {
             gpu_layers: 0,
             embedding_model: None,
             prefix_cache: true,
+            kv_unified: false,
         }
     }
 }
@@ -276,6 +282,11 @@ impl BuiltinEngine {
             n_batch: N_BATCH,
             threads: i32::try_from(threads).unwrap_or(1),
             prefix_cache: config.prefix_cache,
+            layout: if config.kv_unified {
+                KvLayout::Unified
+            } else {
+                KvLayout::PerSequence
+            },
         };
         let prefix_counters = Arc::new(PrefixCounters::default());
         worker::spawn(

@@ -81,6 +81,9 @@ pub struct NodeSettings {
     /// Built-in engine: no prefix cache; every prompt is processed in full (a cached prefix answers
     /// faster, which other clients can time).
     pub no_prefix_cache: bool,
+    /// Built-in engine: one pool of KV cells for all slots (llama.cpp's unified KV cache): more
+    /// throughput under concurrent load, but answers no longer independent of other traffic.
+    pub kv_unified: bool,
 
     /// DEVELOPMENT ONLY: without a TEE, attest with a simulated quote that every verifier refuses
     /// unless told to accept simulated evidence.
@@ -168,6 +171,7 @@ impl Default for NodeSettings {
             gpu_layers: None,
             embedding_model: None,
             no_prefix_cache: false,
+            kv_unified: false,
             dev_simulated_tee: false,
             dstack_socket: None,
             configfs_root: None,

@@ -215,6 +215,7 @@ async fn build_engine(settings: &NodeSettings) -> Result<Arc<dyn Engine>, NodeEr
             }
             config.embedding_model.clone_from(&settings.embedding_model);
             config.prefix_cache = !settings.no_prefix_cache;
+            config.kv_unified = settings.kv_unified;
             let engine = BuiltinEngine::load_async(config).await.map_err(model_error)?;
             Ok(Arc::new(engine))
         }

@@ -10,7 +10,7 @@
 //! # async fn demo() -> cloister_bench::Result<()> {
 //! use cloister_bench::engine::serve::{ChatLoad, LlamaServer, ServedBuiltin, ServerShape, closed_loop};
 //!
-//! let shape = ServerShape { model: "models/SmolLM2-135M-Instruct.Q4_1.gguf".into(), threads: 2, slots: 8, ctx_per_slot: 2048, prefix_cache: true };
+//! let shape = ServerShape { model: "models/SmolLM2-135M-Instruct.Q4_1.gguf".into(), threads: 2, slots: 8, ctx_per_slot: 2048, prefix_cache: true, kv_unified: false };
 //! let ours = ServedBuiltin::start(&shape).await?;
 //! let load = ChatLoad { model_id: ours.model_id.clone(), streams: 4, per_stream: 4, max_tokens: 64 };
 //! let figures = closed_loop(&format!("http://{}", ours.addr), &load).await?;
@@ -63,6 +63,8 @@ pub struct ServerShape {
     pub ctx_per_slot: u32,
     /// Our engine's prefix cache (llama-server keeps its own prompt cache on either way).
     pub prefix_cache: bool,
+    /// Our engine's unified KV cache (`--kv-unified`).
+    pub kv_unified: bool,
 }
 
 /// The closed-loop load of one cell.
@@ -113,6 +115,7 @@ impl ServedBuiltin {
         config.slots = shape.slots;
         config.ctx_per_slot = shape.ctx_per_slot;
         config.prefix_cache = shape.prefix_cache;
+        config.kv_unified = shape.kv_unified;
         let engine = BuiltinEngine::load_async(config).await?;
         let model_id = engine.model_id().to_owned();
         let crate::node::DevNode { addr, stop, server } =

@@ -3,17 +3,25 @@
 //! Continuous batching: each step admits queued jobs (FIFO) into free slots, puts every running
 //! sequence's last sampled token and as many pending prompt tokens as fit into one batch, decodes it
 //! once, and samples one token per sequence whose logits came out. A sequence is a slot: its id is
-//! the llama.cpp sequence id, and its KV cells are cleared when it finishes or its client goes away.
-//! Slot ids and the order of each batch follow [`slots`]: lowest free id first, batches in ascending
-//! id order, which lets llama.cpp decode all running sequences in one pass over the weights.
+//! the llama.cpp sequence id.
 //!
-//! Prefix cache: a finished sequence leaves its KV cells in its slot, and the worker remembers which
-//! token sits at each position. A new sequence in that slot keeps the cells of the longest common
-//! prefix of that list and its prompt (the system prompt and chat template, or the whole earlier
-//! conversation), removes the rest and feeds only what follows, always at least the prompt's last
-//! token, whose logits give the first sampled token. The cells are the ones a fresh prefill of the same
-//! tokens would write, so answers do not change (`tests/it/prefix_cache.rs` pins that).
+//! KV layout ([`KvLayout`]): by default each sequence has its own stream of `ctx_per_slot` cells
+//! (`kv_unified = false`), and a batch is one pass over the weights when its sequence ids rise by
+//! one ([`slots`] keeps them so). No cell is shared, and a sequence's attention reads only its own
+//! stream: `tests/it/batching.rs` pins greedy answers that are the same alone and under load. With the unified layout all sequences share one pool of `slots * ctx_per_slot`
+//! cells: any batch is one pass, whatever its ids, and concurrent prompts share the cells of a
+//! common prefix. llama.cpp then computes attention over the whole pool (in an order that depends on
+//! where each cell landed, and with a split of long caches across threads), so answers can differ in
+//! the last bits with the traffic around them, as llama-server's do. Either way the worker caps each
+//! sequence at `ctx_per_slot` cells, so one long request cannot starve the others.
+//!
+//! Prefix cache ([`prefix`]): a finished sequence leaves its KV cells in its slot. A new prompt goes
+//! to the free slot holding its longest prefix (the system prompt and chat template, or the whole
+//! earlier conversation), or, unified, shares the cells of a running sequence with a longer one, and
+//! feeds only what follows, always at least its last token, whose logits give the first sampled
+//! token. The cells hold what a fresh prefill of the same tokens would write (`prefix_tests.rs`).
 
+mod prefix;
 mod slots;
 
 use std::num::NonZeroU32;
@@ -33,6 +41,8 @@ use llama_cpp_2::vocab::LlamaVocab;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
+pub(crate) use self::prefix::KvLayout;
+use self::prefix::{Placement, PrefixCache};
 use self::slots::{SlotId, Slots, Want};
 use super::params::{GenParams, Sampling};
 use super::text::{StopMatcher, StopScan, Utf8Decoder};
@@ -123,12 +133,9 @@ pub(crate) struct WorkerConfig {
     pub(crate) threads: i32,
     /// Keep finished sequences' KV cells for the next prompt with the same prefix.
     pub(crate) prefix_cache: bool,
+    /// One KV stream per sequence, or one pool for all.
+    pub(crate) layout: KvLayout,
 }
-
-/// A new sequence takes a free slot other than the lowest one only when that slot's cached prefix
-/// is at least this many tokens longer while other sequences run: a gap in the running ids costs a
-/// pass over the weights in every decode step (see [`slots`]), more than prefilling a few tokens.
-const SLOT_SWITCH_GAIN: usize = 64;
 
 /// Running totals of the prefix cache, shared with the engine handle.
 #[derive(Debug, Default)]
@@ -185,8 +192,7 @@ fn new_context<'m>(
         .with_n_batch(cfg.n_batch)
         .with_n_ubatch(cfg.n_batch)
         .with_n_seq_max(cfg.slots)
-        // Each sequence gets its own `ctx_per_slot` cells: one long request cannot starve the others.
-        .with_kv_unified(false)
+        .with_kv_unified(cfg.layout == KvLayout::Unified)
         .with_n_threads(cfg.threads)
         .with_n_threads_batch(cfg.threads);
     model.new_context(backend, params).map_err(|e| {
@@ -306,6 +312,13 @@ impl Seq {
         tokens
     }
 
+    /// How many leading tokens of `prompt` this sequence's decoded KV cells hold.
+    fn decoded_prefix(&self, prompt: &[LlamaToken]) -> usize {
+        let n = usize::try_from(self.n_past).unwrap_or(0);
+        let held = self.job.prompt.iter().chain(&self.generated).take(n);
+        held.zip(prompt).take_while(|(x, y)| x == y).count()
+    }
+
     /// Everything still held back, for the end of the text.
     fn drain(&mut self) -> (String, bool) {
         let rest = self.decoder.finish();
@@ -334,12 +347,8 @@ struct Worker<'m> {
     active: Slots<Seq>,
     /// The next admission ticket.
     tickets: u64,
-    /// Per slot id, while the slot is free: the token at each position of its KV cells.
-    kept: Vec<Vec<LlamaToken>>,
-    /// Per slot id: when its last sequence left (a count of releases), for least-recently-used.
-    released: Vec<u64>,
-    /// Sequences released so far.
-    releases: u64,
+    /// What the free slots' KV cells hold.
+    prefixes: PrefixCache,
     counters: Arc<PrefixCounters>,
 }
 
@@ -363,9 +372,7 @@ impl<'m> Worker<'m> {
             cfg,
             active: Slots::new(cfg.slots),
             tickets: 0,
-            kept: vec![Vec::new(); cfg.slots as usize],
-            released: vec![0; cfg.slots as usize],
-            releases: 0,
+            prefixes: PrefixCache::new(cfg.slots, cfg.layout),
             counters,
         }
     }
@@ -424,10 +431,13 @@ impl<'m> Worker<'m> {
                 continue;
             }
             let reuse = self.cfg.prefix_cache && job.reuse_prefix;
-            let Some(id) = self.pick_slot(&job.prompt, reuse) else {
+            let running = self.active.iter().map(|s| (s.id, s.decoded_prefix(&job.prompt)));
+            let free: Vec<i32> = self.active.free_ids().collect();
+            let Some(place) = self.prefixes.place(&free, &job.prompt, running, reuse) else {
                 break;
             };
-            let cached = self.prepare_slot(id, &job.prompt, reuse);
+            let id = place.id;
+            let cached = self.prepare_slot(place);
             let c = &self.counters;
             c.prompt_tokens
                 .fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
@@ -439,77 +449,32 @@ impl<'m> Worker<'m> {
         true
     }
 
-    /// The free slot for a prompt. When nothing else runs: the free slot with the longest cached
-    /// prefix, least recently used among equals. Otherwise the lowest free id (dense ids keep a
-    /// step to one pass over the weights), unless another slot's prefix saves
-    /// [`SLOT_SWITCH_GAIN`] tokens more.
-    fn pick_slot(&self, prompt: &[LlamaToken], reuse: bool) -> Option<i32> {
-        let lowest = self.active.lowest_free()?;
-        if !reuse {
-            return Some(lowest);
-        }
-        let cached = |id: i32| {
-            usize::try_from(id)
-                .ok()
-                .and_then(|i| self.kept.get(i))
-                .map_or(0, |kept| common_prefix(kept, prompt))
-        };
-        let idle_since = |id: i32| {
-            usize::try_from(id)
-                .ok()
-                .and_then(|i| self.released.get(i))
-                .copied()
-                .unwrap_or(0)
-        };
-        let base = cached(lowest);
-        // Longest prefix first; among equals, the slot released longest ago (so that a few
-        // alternating prompts each keep a slot instead of overwriting the lowest one in turn),
-        // then the lowest id.
-        let best = self
-            .active
-            .free_ids()
-            .max_by_key(|&id| {
-                (
-                    cached(id),
-                    std::cmp::Reverse(idle_since(id)),
-                    std::cmp::Reverse(id),
-                )
-            })
-            .unwrap_or(lowest);
-        if self.active.is_empty() {
-            return Some(best);
-        }
-        let gain = cached(best) - base;
-        Some(if gain >= SLOT_SWITCH_GAIN { best } else { lowest })
-    }
-
-    /// Readies free slot `id` for `prompt`: keeps the cells of the common prefix (all but the
-    /// prompt's last token at most), removes the others. Returns the number of prompt tokens kept.
-    fn prepare_slot(&mut self, id: i32, prompt: &[LlamaToken], reuse: bool) -> usize {
-        let Some(kept) = usize::try_from(id).ok().and_then(|i| self.kept.get_mut(i)) else {
+    /// Readies the slot of `place` for its new sequence: keeps the cells of its own cached prefix
+    /// and removes the others, or replaces them with the cells a running sequence shares. Returns
+    /// the number of prompt tokens the sequence starts from.
+    fn prepare_slot(&mut self, place: Placement) -> usize {
+        let id = place.id;
+        self.prefixes.take(id);
+        let Ok(seq) = u32::try_from(id) else {
             return 0;
         };
-        let kept = std::mem::take(kept);
-        if kept.is_empty() {
-            return 0;
-        }
-        let common = if reuse {
-            // The last prompt token is decoded again: its logits give the first sampled token.
-            common_prefix(&kept, prompt).min(prompt.len().saturating_sub(1))
-        } else {
-            0
+        let ok = match place.share {
+            Some((src, n)) => {
+                self.ctx.clear_kv_cache_seq(Some(seq), None, None).is_ok()
+                    && u32::try_from(n)
+                        .ok()
+                        .is_some_and(|n| self.ctx.copy_kv_cache_seq(src, id, Some(0), Some(n)).is_ok())
+            }
+            None => u32::try_from(place.own).ok().is_some_and(|from| {
+                matches!(self.ctx.clear_kv_cache_seq(Some(seq), Some(from), None), Ok(true))
+            }),
         };
-        let from = u32::try_from(common).ok();
-        let removed = u32::try_from(id)
-            .ok()
-            .zip(from)
-            .map(|(seq, from)| self.ctx.clear_kv_cache_seq(Some(seq), Some(from), None));
-        if matches!(removed, Some(Ok(true))) {
-            return common;
+        if ok {
+            return place.cached();
         }
         warn!(
             slot = id,
-            "trimming the slot's cached prefix failed; clearing the slot"
+            "preparing the slot's cached prefix failed; clearing the slot"
         );
         self.clear_slot(id);
         0
@@ -530,24 +495,16 @@ impl<'m> Worker<'m> {
     /// stay in the slot as its cached prefix, or are cleared when the prefix cache is off.
     fn release(&mut self, seq: Seq) {
         let id = seq.id;
-        self.releases += 1;
-        if let Some(at) = usize::try_from(id).ok().and_then(|i| self.released.get_mut(i)) {
-            *at = self.releases;
-        }
-        if !self.cfg.prefix_cache {
+        if self.cfg.prefix_cache {
+            self.prefixes.release(id, seq.kv_tokens());
+        } else {
             self.clear_slot(id);
-            return;
-        }
-        if let Some(kept) = usize::try_from(id).ok().and_then(|i| self.kept.get_mut(i)) {
-            *kept = seq.kv_tokens();
         }
     }
 
     /// Clears slot `id`'s KV cells and forgets its cached prefix.
     fn clear_slot(&mut self, id: i32) {
-        if let Some(kept) = usize::try_from(id).ok().and_then(|i| self.kept.get_mut(i)) {
-            kept.clear();
-        }
+        self.prefixes.forget(id);
         let cleared = u32::try_from(id)
             .ok()
             .map(|seq| self.ctx.clear_kv_cache_seq(Some(seq), None, None));
@@ -707,9 +664,4 @@ fn log_finished(slot: i32, reason: FinishReason, s: &Stats) {
         ),
         "request finished"
     );
-}
-
-/// Length of the longest common prefix of two token lists.
-fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

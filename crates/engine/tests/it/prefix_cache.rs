@@ -10,12 +10,18 @@
 use cloister_engine::Engine;
 use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine};
 use cloister_types::openai::{ChatCompletionRequest, ChatMessage};
+use futures::StreamExt;
 
 use crate::model_path;
 
 async fn engine(prefix_cache: bool) -> Option<BuiltinEngine> {
+    engine_with(prefix_cache, false).await
+}
+
+async fn engine_with(prefix_cache: bool, kv_unified: bool) -> Option<BuiltinEngine> {
     let path = model_path()?;
     let mut config = BuiltinConfig::new(path);
+    config.kv_unified = kv_unified;
     // One thread: a greedy answer then does not depend on how work is split between threads.
     config.threads = Some(1);
     config.slots = 2;
@@ -31,20 +37,24 @@ async fn engine(prefix_cache: bool) -> Option<BuiltinEngine> {
 /// Query rows from which llama.cpp's CPU flash attention takes its tiled kernel.
 const TILE: usize = 64;
 
-async fn answer(engine: &BuiltinEngine, messages: &[ChatMessage], max_tokens: u32) -> String {
+fn request(engine: &BuiltinEngine, messages: &[ChatMessage], max_tokens: u32) -> ChatCompletionRequest {
     let prompt = engine.count_prompt_tokens(messages).expect("count");
     assert!(
         prompt < TILE,
         "{prompt} prompt tokens; keep prompts below {TILE} (see the module)"
     );
+    ChatCompletionRequest {
+        model: engine.model_id().to_owned(),
+        messages: messages.to_vec(),
+        max_tokens: Some(max_tokens),
+        temperature: Some(0.0),
+        ..Default::default()
+    }
+}
+
+async fn answer(engine: &BuiltinEngine, messages: &[ChatMessage], max_tokens: u32) -> String {
     let done = engine
-        .complete(ChatCompletionRequest {
-            model: engine.model_id().to_owned(),
-            messages: messages.to_vec(),
-            max_tokens: Some(max_tokens),
-            temperature: Some(0.0),
-            ..Default::default()
-        })
+        .complete(request(engine, messages, max_tokens))
         .await
         .expect("completion");
     done.choices[0].message.text_content()
@@ -154,6 +164,48 @@ async fn concurrent_conversations_keep_their_answers() {
         cached >= openers_len.saturating_sub(4),
         "{cached} tokens cached for follow-ups whose openers take {openers_len}"
     );
+}
+
+/// With the unified KV layout, a prompt asked while the same prompt is being answered shares the
+/// running sequence's cells (all but its last token), in another slot, and gets the same answer.
+#[tokio::test]
+async fn unified_kv_shares_a_running_sequences_prefix() {
+    let Some(engine) = engine_with(true, true).await else {
+        return;
+    };
+    let messages = [user("Write one sentence about the sea.")];
+    let n_prompt = engine.count_prompt_tokens(&messages).expect("count") as u64;
+    let mut first = engine
+        .stream(request(&engine, &messages, 16))
+        .await
+        .expect("stream");
+    // The first content chunk: the first request's prompt is in its KV cells.
+    let mut first_text = String::new();
+    while first_text.is_empty() {
+        let chunk = first.next().await.expect("a chunk").expect("chunk");
+        if let Some(text) = chunk.choices.first().and_then(|c| c.delta.content.as_deref()) {
+            first_text.push_str(text);
+        }
+    }
+    let before = engine.prefix_cache_stats().cached_tokens;
+    let (second, rest) = tokio::join!(answer(&engine, &messages, 16), async {
+        let mut text = String::new();
+        while let Some(chunk) = first.next().await {
+            let chunk = chunk.expect("chunk");
+            if let Some(t) = chunk.choices.first().and_then(|c| c.delta.content.as_deref()) {
+                text.push_str(t);
+            }
+        }
+        text
+    });
+    first_text.push_str(&rest);
+    let shared = engine.prefix_cache_stats().cached_tokens - before;
+    assert_eq!(
+        shared,
+        n_prompt - 1,
+        "the second request should start from the running one's cells"
+    );
+    assert_eq!(second, first_text);
 }
 
 /// `bench_decode` measures prompt processing, so it never starts from a cached prefix.

@@ -1,11 +1,12 @@
 //! Which sequence gets which llama.cpp sequence id, and in what order a step's batch lists them.
 //!
-//! The context keeps one KV stream per sequence (`kv_unified = false`). llama.cpp then splits a batch
-//! into micro-batches with `split_equal(.., sequential = true)`, which accepts a sequence into the
-//! current micro-batch only if its id is the previous one's plus one, scanning in batch order. A step
-//! whose sequences appear as 7, 6, 5, .. runs one pass over the weights per sequence; listed as
-//! 0, 1, 2, .. it runs one pass for all of them. So:
-//! - a new sequence takes the lowest free id, which keeps the running ids dense from 0;
+//! The worker's KV cache is unified, and llama.cpp decodes such a batch in one pass over the
+//! weights whatever its sequence ids. With one KV stream per sequence (`kv_unified = false`) it
+//! would not: `split_equal(.., sequential = true)` accepts a sequence into the current micro-batch
+//! only if its id is the previous one's plus one, so a step listing 7, 6, 5, .. would run one pass
+//! per sequence. The rules below keep batches in the one-pass shape for either layout, and make a
+//! step's batch (and so where its tokens land in the cache) depend only on what runs:
+//! - without a cached prefix to follow, a new sequence takes the lowest free id;
 //! - running sequences are kept sorted by id, and each step's batch lists them in that order.
 //!
 //! Pure bookkeeping, no llama.cpp: the tests below pin both rules.
@@ -107,6 +108,11 @@ impl<T: SlotId> Slots<T> {
     /// The `i`-th running sequence in id order.
     pub(super) fn get_mut(&mut self, i: usize) -> Option<&mut T> {
         self.running.get_mut(i)
+    }
+
+    /// Running sequences in id order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.running.iter()
     }
 
     /// Running sequences in id order, mutably.
