@@ -4,8 +4,8 @@
 # llama.cpp without the server's sources). Built the way llama.cpp builds by default (GGML_NATIVE=ON);
 # PORTABLE=1 builds for x86-64-v3 (AVX2), the ISA level of our own build. TARGETS picks the tools
 # (default: both). Output: tools/llama.cpp/bin/llama-bench, tools/llama.cpp/bin/llama-server.
-# QUICK=1 is the test command's build: llama-server only, its own build folder, ggml and libllama
-# optimised as above and the rest at -O0 (scripts/llama-cc-quick.sh), about half the compile time.
+# QUICK=1 is the test command's build: llama-server only, its own build folder, ggml optimised as
+# above and the rest at -O0 (scripts/llama-cc-quick.sh), well under half the compile time.
 # Output: tools/llama.cpp/test-bin/llama-server. Never benchmark that one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
