@@ -1,12 +1,13 @@
 //! Which sequence gets which llama.cpp sequence id, and in what order a step's batch lists them.
 //!
-//! The worker's KV cache is unified, and llama.cpp decodes such a batch in one pass over the
-//! weights whatever its sequence ids. With one KV stream per sequence (`kv_unified = false`) it
-//! would not: `split_equal(.., sequential = true)` accepts a sequence into the current micro-batch
-//! only if its id is the previous one's plus one, so a step listing 7, 6, 5, .. would run one pass
-//! per sequence. The rules below keep batches in the one-pass shape for either layout, and make a
-//! step's batch (and so where its tokens land in the cache) depend only on what runs:
-//! - without a cached prefix to follow, a new sequence takes the lowest free id;
+//! With one KV stream per sequence (the default layout, `kv_unified = false`), llama.cpp splits a
+//! batch with `split_equal(.., sequential = true)`, which accepts a sequence into the current
+//! micro-batch only if its id is the previous one's plus one, so a step listing 7, 6, 5, .. runs one
+//! pass over the weights per sequence. With the unified layout any batch is one pass, whatever its
+//! ids. The rules below keep batches in the one-pass shape for either layout, and make a step's batch
+//! (and so where its tokens land in the cache) depend only on what runs:
+//! - with per-slot streams, while others run, a new sequence takes the lowest free id unless another
+//!   slot's cached prefix saves many tokens (`prefix.rs` decides; this module offers the ids);
 //! - running sequences are kept sorted by id, and each step's batch lists them in that order.
 //!
 //! Pure bookkeeping, no llama.cpp: the tests below pin both rules.
