@@ -8,9 +8,9 @@
 //! KV layout ([`KvLayout`]): by default each sequence has its own stream of `ctx_per_slot` cells
 //! (`kv_unified = false`), and a batch is one pass over the weights when its sequence ids rise by
 //! one ([`slots`] keeps them so). No cell is shared, and a sequence's attention reads only its own
-//! stream: `tests/it/batching.rs` pins greedy answers that are the same alone and under load. With the unified layout all sequences share one pool of `slots * ctx_per_slot`
-//! cells: any batch is one pass, whatever its ids, and concurrent prompts share the cells of a
-//! common prefix. llama.cpp then computes attention over the whole pool (in an order that depends on
+//! stream: `tests/it/batching.rs` pins greedy answers that are the same alone and under load. With
+//! the unified layout all sequences share one pool of `slots * ctx_per_slot` cells: any batch is one
+//! pass, whatever its ids, and concurrent prompts share the cells of a common prefix. llama.cpp then computes attention over the whole pool (in an order that depends on
 //! where each cell landed, and with a split of long caches across threads), so answers can differ in
 //! the last bits with the traffic around them, as llama-server's do. Either way the worker caps each
 //! sequence at `ctx_per_slot` cells, so one long request cannot starve the others.
@@ -42,7 +42,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
 pub(crate) use self::prefix::KvLayout;
-use self::prefix::{Placement, PrefixCache};
+use self::prefix::{Placement, PrefixCache, common_prefix};
 use self::slots::{SlotId, Slots, Want};
 use super::params::{GenParams, Sampling};
 use super::text::{StopMatcher, StopScan, Utf8Decoder};
@@ -315,8 +315,7 @@ impl Seq {
     /// How many leading tokens of `prompt` this sequence's decoded KV cells hold.
     fn decoded_prefix(&self, prompt: &[LlamaToken]) -> usize {
         let n = usize::try_from(self.n_past).unwrap_or(0);
-        let held = self.job.prompt.iter().chain(&self.generated).take(n);
-        held.zip(prompt).take_while(|(x, y)| x == y).count()
+        common_prefix(self.job.prompt.iter().chain(&self.generated).take(n), prompt)
     }
 
     /// Everything still held back, for the end of the text.
@@ -454,7 +453,8 @@ impl<'m> Worker<'m> {
     /// the number of prompt tokens the sequence starts from.
     fn prepare_slot(&mut self, place: Placement) -> usize {
         let id = place.id;
-        self.prefixes.take(id);
+        // The new sequence's own list replaces what the slot held when it is released.
+        self.prefixes.forget(id);
         let Ok(seq) = u32::try_from(id) else {
             return 0;
         };

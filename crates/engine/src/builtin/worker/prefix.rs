@@ -142,14 +142,6 @@ impl PrefixCache {
         Some(Placement { id, own, share })
     }
 
-    /// Slot `id` is taken by a new sequence: forgets what it held (the sequence's own list
-    /// replaces it on release).
-    pub(super) fn take(&mut self, id: i32) {
-        if let Some(kept) = self.kept_mut(id) {
-            kept.tokens.clear();
-        }
-    }
-
     /// A sequence left slot `id` with its cells intact; `tokens` are what they hold.
     pub(super) fn release(&mut self, id: i32, tokens: Vec<LlamaToken>) {
         self.releases += 1;
@@ -160,15 +152,17 @@ impl PrefixCache {
         }
     }
 
-    /// Slot `id`'s cells were cleared.
+    /// Slot `id`'s cells were cleared or taken by a new sequence: it holds nothing to reuse.
     pub(super) fn forget(&mut self, id: i32) {
-        self.take(id);
+        if let Some(kept) = self.kept_mut(id) {
+            kept.tokens.clear();
+        }
     }
 }
 
 /// Length of the longest common prefix of two token lists.
-pub(super) fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+pub(super) fn common_prefix<'a>(a: impl IntoIterator<Item = &'a LlamaToken>, b: &[LlamaToken]) -> usize {
+    a.into_iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 #[cfg(test)]
@@ -288,10 +282,10 @@ mod tests {
     }
 
     #[test]
-    fn taking_or_forgetting_a_slot_empties_its_list() {
+    fn forgetting_a_slot_empties_its_list() {
         let mut cache = PrefixCache::new(2, KvLayout::Unified);
         cache.release(0, toks(&[1, 2, 3]));
-        cache.take(0);
+        cache.forget(0);
         assert_eq!(cache.place(&[0], &toks(&[1, 2, 3, 4]), [], true).unwrap().own, 0);
         cache.release(1, toks(&[1, 2, 3]));
         cache.forget(1);
