@@ -24,26 +24,19 @@
 mod replay;
 mod request;
 mod stream;
+mod suite;
 
 use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hpke::kem::X25519HkdfSha256;
-use hpke::{Deserializable, Kem as _, Serializable};
+use zeroize::Zeroizing;
 
 use crate::{Error, Result};
 
 pub use replay::ReplayGuard;
 pub use request::{SealedRequest, open_request, seal_request};
 pub use stream::{ClientResponseKeys, NodeResponseKeys, ResponseOpener, ResponseSealer};
-
-/// The KEM: DHKEM(X25519, HKDF-SHA256).
-pub(crate) type Kem = X25519HkdfSha256;
-/// The HPKE KDF: HKDF-SHA256.
-pub(crate) type Kdf = hpke::kdf::HkdfSha256;
-/// The HPKE AEAD: ChaCha20-Poly1305.
-pub(crate) type Aead = hpke::aead::ChaCha20Poly1305;
 
 /// Prefix of the HPKE `info`; the node's 20-byte signing address follows it.
 pub const INFO_PREFIX: &[u8] = b"cloister/e2ee/v1";
@@ -72,12 +65,13 @@ pub(crate) fn info(signing_address: &crate::Address) -> [u8; 36] {
 
 /// A node's E2EE key pair (X25519), held in memory for the node's lifetime.
 ///
-/// The secret is an `x25519_dalek::StaticSecret`, zeroized on drop; there is no accessor for it and
-/// `Debug` prints only the public key.
+/// The secret's 32 bytes are zeroized on drop; there is no public accessor for them and `Debug`
+/// prints only the public key, which the pair holds so that opening a request needs no base-point
+/// multiplication.
 #[derive(Clone)]
 pub struct E2eeKeyPair {
-    secret: <Kem as hpke::Kem>::PrivateKey,
-    public: <Kem as hpke::Kem>::PublicKey,
+    secret: Zeroizing<[u8; 32]>,
+    public: [u8; PUBLIC_KEY_LEN],
 }
 
 impl E2eeKeyPair {
@@ -86,25 +80,26 @@ impl E2eeKeyPair {
     /// # Panics
     /// If the operating system RNG fails (as `EnclaveKey::generate` would).
     pub fn generate() -> Self {
-        let (secret, public) = Kem::gen_keypair_with_rng(&mut request::SysRng);
-        Self { secret, public }
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, secret.as_mut_slice());
+        Self::from_secret(secret)
     }
 
     /// RFC 9180 `DeriveKeyPair(ikm)`: the same `ikm` always gives the same key pair. For test
     /// vectors, or for a key derived from a secret the enclave already holds (a dstack derived key);
     /// `ikm` must carry at least 32 bytes of entropy.
     pub fn derive(ikm: &[u8]) -> Self {
-        let (secret, public) = Kem::derive_keypair(ikm);
+        Self::from_secret(suite::derive_secret(ikm))
+    }
+
+    fn from_secret(secret: Zeroizing<[u8; 32]>) -> Self {
+        let public = suite::public_key(&secret);
         Self { secret, public }
     }
 
     /// The 32-byte X25519 public key that clients seal to.
     pub fn public_key_bytes(&self) -> [u8; PUBLIC_KEY_LEN] {
-        self.public.to_bytes().into()
-    }
-
-    pub(crate) fn secret(&self) -> &<Kem as hpke::Kem>::PrivateKey {
-        &self.secret
+        self.public
     }
 }
 
@@ -114,11 +109,6 @@ impl fmt::Debug for E2eeKeyPair {
             .field("public_key", &hex::encode(self.public_key_bytes()))
             .finish_non_exhaustive()
     }
-}
-
-/// Parses a node public key from its 32 bytes.
-pub(crate) fn parse_public_key(bytes: &[u8]) -> Result<<Kem as hpke::Kem>::PublicKey> {
-    <Kem as hpke::Kem>::PublicKey::from_bytes(bytes).map_err(|_| Error::InvalidPublicKey)
 }
 
 /// Standard base64 with padding (RFC 4648 §4), the text form of every envelope on the wire.

@@ -1,13 +1,12 @@
 //! Sealing a request to a node and opening it there.
 
-use hpke::rand_core::{CryptoRng, Infallible, TryCryptoRng, TryRng};
-use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use zeroize::Zeroizing;
 
 use super::stream::{ClientResponseKeys, NodeResponseKeys, ResponseKeys};
+use super::suite::{self, Context};
 use super::{
-    Aead, E2eeKeyPair, ENC_LEN, Kdf, Kem, RESPONSE_KEY_LABEL, RESPONSE_NONCE_LABEL, TAG_LEN, decode_base64,
-    encode_base64, info, parse_public_key,
+    E2eeKeyPair, ENC_LEN, RESPONSE_KEY_LABEL, RESPONSE_NONCE_LABEL, TAG_LEN, decode_base64, encode_base64,
+    info,
 };
 use crate::{Address, Error, Result};
 
@@ -77,28 +76,12 @@ pub fn seal_request(
     plaintext: &[u8],
     aad: &[u8],
 ) -> Result<(SealedRequest, ClientResponseKeys)> {
-    seal_request_with_rng(node_public_key, signing_address, plaintext, aad, &mut SysRng)
+    let (enc, ciphertext, context) = suite::seal(node_public_key, &info(signing_address), plaintext, aad)?;
+    Ok((
+        SealedRequest { enc, ciphertext },
+        ClientResponseKeys::new(export_response_keys(&context)),
+    ))
 }
-
-/// The OS RNG behind `rand` 0.8 (already a dependency), adapted to the `rand_core` 0.10 traits that
-/// `hpke` takes.
-pub(crate) struct SysRng;
-
-impl TryRng for SysRng {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(rand::RngCore::next_u32(&mut rand::rngs::OsRng))
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        Ok(rand::RngCore::next_u64(&mut rand::rngs::OsRng))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, dst);
-        Ok(())
-    }
-}
-
-impl TryCryptoRng for SysRng {}
 
 /// [`seal_request`] with the ephemeral key derived from `ephemeral_ikm` (RFC 9180 `ikmE`).
 ///
@@ -112,37 +95,16 @@ pub(crate) fn seal_request_deterministic(
     aad: &[u8],
     ephemeral_ikm: &[u8; 32],
 ) -> Result<(SealedRequest, ClientResponseKeys)> {
-    let mut rng = FixedIkm {
-        ikm: *ephemeral_ikm,
-        used: 0,
-    };
-    seal_request_with_rng(node_public_key, signing_address, plaintext, aad, &mut rng)
-}
-
-fn seal_request_with_rng(
-    node_public_key: &[u8; 32],
-    signing_address: &Address,
-    plaintext: &[u8],
-    aad: &[u8],
-    rng: &mut impl CryptoRng,
-) -> Result<(SealedRequest, ClientResponseKeys)> {
-    let pk = parse_public_key(node_public_key)?;
-    let (enc, mut ctx) =
-        hpke::setup_sender_with_rng::<Aead, Kdf, Kem>(&OpModeS::Base, &pk, &info(signing_address), rng)
-            // Encapsulation fails only when the DH output is all zeros: a low-order public key.
-            .map_err(|_| Error::InvalidPublicKey)?;
-    let ciphertext = ctx
-        .seal(plaintext, aad)
-        .map_err(|_| Error::MalformedEnvelope("request too large"))?;
-    let keys = export_response_keys(|label, out| ctx.export(label, out))?;
-    let mut enc_bytes = [0u8; ENC_LEN];
-    enc_bytes.copy_from_slice(&enc.to_bytes());
+    let (enc, ciphertext, context) = suite::seal_deterministic(
+        node_public_key,
+        &info(signing_address),
+        plaintext,
+        aad,
+        ephemeral_ikm,
+    )?;
     Ok((
-        SealedRequest {
-            enc: enc_bytes,
-            ciphertext,
-        },
-        ClientResponseKeys::new(keys),
+        SealedRequest { enc, ciphertext },
+        ClientResponseKeys::new(export_response_keys(&context)),
     ))
 }
 
@@ -157,65 +119,24 @@ pub fn open_request(
     sealed: &SealedRequest,
     aad: &[u8],
 ) -> Result<(Vec<u8>, NodeResponseKeys)> {
-    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&sealed.enc)
-        .map_err(|_| Error::MalformedEnvelope("encapsulated key"))?;
-    let mut ctx = hpke::setup_receiver::<Aead, Kdf, Kem>(
-        &OpModeR::Base,
-        keypair.secret(),
-        &enc,
+    let (plaintext, context) = suite::open(
+        &keypair.secret,
+        &keypair.public,
+        &sealed.enc,
         &info(signing_address),
-    )
-    // Decapsulation fails only when the DH output is all zeros: a low-order `enc`.
-    .map_err(|_| Error::MalformedEnvelope("encapsulated key is a low-order point"))?;
-    let plaintext = ctx.open(&sealed.ciphertext, aad).map_err(|_| Error::Tampered)?;
-    let keys = export_response_keys(|label, out| ctx.export(label, out))?;
-    Ok((plaintext, NodeResponseKeys::new(keys)))
+        &sealed.ciphertext,
+        aad,
+    )?;
+    Ok((plaintext, NodeResponseKeys::new(export_response_keys(&context))))
 }
 
-fn export_response_keys(
-    export: impl Fn(&[u8], &mut [u8]) -> Result<(), hpke::HpkeError>,
-) -> Result<ResponseKeys> {
+fn export_response_keys(context: &Context) -> ResponseKeys {
     let mut key = Zeroizing::new([0u8; 32]);
     let mut base_nonce = [0u8; 12];
-    // Exports of 32 and 12 bytes are far below HKDF-SHA256's 255 * 32 byte limit.
-    export(RESPONSE_KEY_LABEL, key.as_mut_slice())
-        .and_then(|()| export(RESPONSE_NONCE_LABEL, &mut base_nonce))
-        .map_err(|_| Error::MalformedEnvelope("HPKE export"))?;
-    Ok(ResponseKeys { key, base_nonce })
+    context.export(RESPONSE_KEY_LABEL, key.as_mut_slice());
+    context.export(RESPONSE_NONCE_LABEL, &mut base_nonce);
+    ResponseKeys { key, base_nonce }
 }
-
-#[cfg(test)]
-/// An "RNG" that hands out a fixed 32-byte ikm, which is all DHKEM(X25519) encapsulation draws.
-struct FixedIkm {
-    ikm: [u8; 32],
-    used: usize,
-}
-
-#[cfg(test)]
-impl TryRng for FixedIkm {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        let mut b = [0u8; 4];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        let mut b = [0u8; 8];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        // Past the ikm, zeros: a test vector that drew more would visibly change.
-        for byte in dst {
-            *byte = self.ikm.get(self.used).copied().unwrap_or(0);
-            self.used += 1;
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-impl TryCryptoRng for FixedIkm {}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
