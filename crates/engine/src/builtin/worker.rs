@@ -10,9 +10,10 @@
 //! one ([`slots`] keeps them so). No cell is shared, and a sequence's attention reads only its own
 //! stream: `tests/it/batching.rs` pins greedy answers that are the same alone and under load. With
 //! the unified layout all sequences share one pool of `slots * ctx_per_slot` cells: any batch is one
-//! pass, whatever its ids, and concurrent prompts share the cells of a common prefix. llama.cpp then computes attention over the whole pool (in an order that depends on
-//! where each cell landed, and with a split of long caches across threads), so answers can differ in
-//! the last bits with the traffic around them, as llama-server's do. Either way the worker caps each
+//! pass, whatever its ids, and concurrent prompts share the cells of a common prefix. llama.cpp then
+//! computes attention over the whole pool (in an order that depends on where each cell landed, and
+//! with a split of long caches across threads), so answers can differ in the last bits with the
+//! traffic around them, as llama-server's do. Either way the worker caps each
 //! sequence at `ctx_per_slot` cells, so one long request cannot starve the others.
 //!
 //! Prefix cache ([`prefix`]): a finished sequence leaves its KV cells in its slot. A new prompt goes
@@ -22,6 +23,7 @@
 //! token. The cells hold what a fresh prefill of the same tokens would write (`prefix_tests.rs`).
 
 mod prefix;
+mod seq;
 mod slots;
 
 use std::num::NonZeroU32;
@@ -35,17 +37,17 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
 pub(crate) use self::prefix::KvLayout;
-use self::prefix::{Placement, PrefixCache, common_prefix};
-use self::slots::{SlotId, Slots, Want};
-use super::params::{GenParams, Sampling};
-use super::text::{StopMatcher, StopScan, Utf8Decoder};
+use self::prefix::{Placement, PrefixCache};
+use self::seq::Seq;
+use self::slots::Slots;
+use super::params::GenParams;
+use super::text::StopScan;
 use crate::{Error, Result};
 
 /// One request, tokenized and validated.
@@ -202,135 +204,6 @@ fn new_context<'m>(
     })
 }
 
-/// A running sequence.
-struct Seq {
-    id: i32,
-    /// Admission order: older prompts are fed first.
-    ticket: u64,
-    job: Job,
-    sampler: LlamaSampler,
-    /// Prompt tokens in the KV cache or in the current batch.
-    fed: usize,
-    /// Prompt tokens found in the slot's prefix cache at admission.
-    cached: usize,
-    /// Sampled tokens put in a batch, in order: with the prompt, what the KV cells hold.
-    generated: Vec<LlamaToken>,
-    /// Tokens in the KV cache.
-    n_past: i32,
-    /// Sampled token not yet decoded (generation phase).
-    next: Option<LlamaToken>,
-    /// Tokens this sequence put in the current batch.
-    in_batch: i32,
-    /// Index of this sequence's logits in the current batch.
-    logits_at: Option<i32>,
-    n_gen: usize,
-    decoder: Utf8Decoder,
-    stops: StopMatcher,
-    admitted: Instant,
-    first_token: Option<Instant>,
-    last_token: Option<Instant>,
-    #[cfg(test)]
-    sampled_logits: Vec<Vec<f32>>,
-}
-
-impl Seq {
-    fn new(id: i32, ticket: u64, job: Job, cached: usize) -> Self {
-        let sampler = match job.params.sampling {
-            Sampling::Greedy => LlamaSampler::greedy(),
-            Sampling::Random {
-                temperature,
-                top_p,
-                seed,
-            } => LlamaSampler::chain_simple([
-                LlamaSampler::temp(temperature),
-                LlamaSampler::top_p(top_p, 1),
-                LlamaSampler::dist(seed),
-            ]),
-        };
-        let stops = StopMatcher::new(job.params.stop.clone());
-        Self {
-            id,
-            ticket,
-            job,
-            sampler,
-            fed: cached,
-            cached,
-            generated: Vec::new(),
-            n_past: i32::try_from(cached).unwrap_or(0),
-            next: None,
-            in_batch: 0,
-            logits_at: None,
-            n_gen: 0,
-            decoder: Utf8Decoder::default(),
-            stops,
-            admitted: Instant::now(),
-            first_token: None,
-            last_token: None,
-            #[cfg(test)]
-            sampled_logits: Vec::new(),
-        }
-    }
-
-    /// What this sequence puts in the next batch.
-    fn want(&self) -> (u64, Want) {
-        let want = if self.next.is_some() {
-            Want::Decode
-        } else if self.fed < self.job.prompt.len() {
-            Want::Prompt {
-                left: self.job.prompt.len() - self.fed,
-            }
-        } else {
-            Want::Nothing
-        };
-        (self.ticket, want)
-    }
-
-    fn stats(&self) -> Stats {
-        let secs = |a: Option<Instant>, b: Instant| a.map_or(0.0, |a| a.duration_since(b).as_secs_f64());
-        Stats {
-            prompt_tokens: self.job.prompt.len(),
-            cached_tokens: self.cached,
-            completion_tokens: self.n_gen,
-            prompt_secs: secs(self.first_token, self.admitted),
-            gen_secs: match (self.first_token, self.last_token) {
-                (Some(first), last) => secs(last, first),
-                (None, _) => 0.0,
-            },
-        }
-    }
-
-    /// The tokens at positions `0..n_past` of this sequence's KV cells.
-    fn kv_tokens(self) -> Vec<LlamaToken> {
-        let n = usize::try_from(self.n_past).unwrap_or(0);
-        let mut tokens = self.job.prompt;
-        if n <= tokens.len() {
-            tokens.truncate(n);
-        } else {
-            tokens.extend_from_slice(&self.generated);
-            tokens.truncate(n);
-        }
-        tokens
-    }
-
-    /// How many leading tokens of `prompt` this sequence's decoded KV cells hold.
-    fn decoded_prefix(&self, prompt: &[LlamaToken]) -> usize {
-        let n = usize::try_from(self.n_past).unwrap_or(0);
-        common_prefix(self.job.prompt.iter().chain(&self.generated).take(n), prompt)
-    }
-
-    /// Everything still held back, for the end of the text.
-    fn drain(&mut self) -> (String, bool) {
-        let rest = self.decoder.finish();
-        match self.stops.push(&rest) {
-            StopScan::Stopped(before) => (before, true),
-            StopScan::Continue(mut out) => {
-                out.push_str(&self.stops.finish());
-                (out, false)
-            }
-        }
-    }
-}
-
 /// What became of a sequence after a step.
 enum Outcome {
     Running,
@@ -349,12 +222,6 @@ struct Worker<'m> {
     /// What the free slots' KV cells hold.
     prefixes: PrefixCache,
     counters: Arc<PrefixCounters>,
-}
-
-impl SlotId for Seq {
-    fn slot_id(&self) -> i32 {
-        self.id
-    }
 }
 
 impl<'m> Worker<'m> {
