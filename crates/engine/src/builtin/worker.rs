@@ -238,7 +238,7 @@ impl<'m> Worker<'m> {
             cfg,
             active: Slots::new(cfg.slots),
             tickets: 0,
-            prefixes: PrefixCache::new(cfg.slots, cfg.layout),
+            prefixes: PrefixCache::new(cfg.slots, cfg.layout, cfg.ctx_per_slot),
             counters,
         }
     }
@@ -316,8 +316,9 @@ impl<'m> Worker<'m> {
     }
 
     /// Readies the slot of `place` for its new sequence: keeps the cells of its own cached prefix
-    /// and removes the others, or replaces them with the cells a running sequence shares. Returns
-    /// the number of prompt tokens the sequence starts from.
+    /// and removes the others, or replaces them with another slot's (unified: a running sequence's
+    /// cells, shared; per-sequence: a free slot's stream, copied). Returns the number of prompt
+    /// tokens the sequence starts from.
     fn prepare_slot(&mut self, place: Placement) -> usize {
         let id = place.id;
         // The new sequence's own list replaces what the slot held when it is released.
@@ -325,14 +326,30 @@ impl<'m> Worker<'m> {
         let Ok(seq) = u32::try_from(id) else {
             return 0;
         };
-        let ok = match place.share {
-            Some((src, n)) => {
+        let ok = match (place.share, self.cfg.layout) {
+            // One pool: the new sequence joins the source's first `n` cells (metadata only).
+            (Some((src, n)), KvLayout::Unified) => {
                 self.ctx.clear_kv_cache_seq(Some(seq), None, None).is_ok()
                     && u32::try_from(n)
                         .ok()
                         .is_some_and(|n| self.ctx.copy_kv_cache_seq(src, id, Some(0), Some(n)).is_ok())
             }
-            None => u32::try_from(place.own).ok().is_some_and(|from| {
+            // Separate streams: llama.cpp copies only whole streams (a partial range across streams
+            // is a failed assertion, so the range stays open here), at the next decode, before the
+            // batch's cells are written; the copy's cells past the prefix are then dropped.
+            (Some((src, n)), KvLayout::PerSequence) => {
+                debug!(
+                    slot = id,
+                    from = src,
+                    tokens = n,
+                    "copying a free slot's KV stream"
+                );
+                self.ctx.copy_kv_cache_seq(src, id, None, None).is_ok()
+                    && u32::try_from(n).ok().is_some_and(|n| {
+                        matches!(self.ctx.clear_kv_cache_seq(Some(seq), Some(n), None), Ok(true))
+                    })
+            }
+            (None, _) => u32::try_from(place.own).ok().is_some_and(|from| {
                 matches!(self.ctx.clear_kv_cache_seq(Some(seq), Some(from), None), Ok(true))
             }),
         };

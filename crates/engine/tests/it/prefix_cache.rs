@@ -19,12 +19,16 @@ async fn engine(prefix_cache: bool) -> Option<BuiltinEngine> {
 }
 
 async fn engine_with(prefix_cache: bool, kv_unified: bool) -> Option<BuiltinEngine> {
+    engine_slots(prefix_cache, kv_unified, 2).await
+}
+
+async fn engine_slots(prefix_cache: bool, kv_unified: bool, slots: usize) -> Option<BuiltinEngine> {
     let path = model_path()?;
     let mut config = BuiltinConfig::new(path);
     config.kv_unified = kv_unified;
     // One thread: a greedy answer then does not depend on how work is split between threads.
     config.threads = Some(1);
-    config.slots = 2;
+    config.slots = slots;
     config.ctx_per_slot = 512;
     config.prefix_cache = prefix_cache;
     Some(
@@ -206,6 +210,82 @@ async fn unified_kv_shares_a_running_sequences_prefix() {
         "the second request should start from the running one's cells"
     );
     assert_eq!(second, first_text);
+}
+
+/// Streams `messages` until the first chunk with text: the request then runs in a slot.
+async fn started(
+    engine: &BuiltinEngine,
+    messages: &[ChatMessage],
+    max_tokens: u32,
+) -> impl futures::Stream<Item = cloister_engine::Result<cloister_types::openai::ChatCompletionChunk>> + use<>
+{
+    let mut stream = engine
+        .stream(request(engine, messages, max_tokens))
+        .await
+        .expect("stream");
+    loop {
+        let chunk = stream.next().await.expect("a chunk").expect("chunk");
+        if chunk
+            .choices
+            .first()
+            .and_then(|c| c.delta.content.as_deref())
+            .is_some_and(|t| !t.is_empty())
+        {
+            return stream;
+        }
+    }
+}
+
+async fn drain(
+    stream: impl futures::Stream<Item = cloister_engine::Result<cloister_types::openai::ChatCompletionChunk>>,
+) {
+    futures::pin_mut!(stream);
+    while let Some(chunk) = stream.next().await {
+        chunk.expect("chunk");
+    }
+}
+
+/// With one KV stream per slot, a prompt that arrives while another sequence runs takes the
+/// lowest free slot (dense ids); when another free slot holds a longer prefix, that slot's stream
+/// is copied into it, and the answer is the one the prompt got before.
+#[tokio::test]
+async fn per_slot_kv_copies_a_free_slots_longer_prefix() {
+    let Some(engine) = engine_slots(true, false, 3).await else {
+        return;
+    };
+    let a = [user("Name a color.")];
+    let b = [user("What is two plus two?")];
+    let x = [user("Write one sentence about the colour of the sky at noon.")];
+    // Admitted one after the other while the earlier ones run: slots 0, 1 and 2.
+    let sa = started(&engine, &a, 24).await;
+    let sb = started(&engine, &b, 24).await;
+    let x_first = async {
+        let sx = engine.stream(request(&engine, &x, 12)).await.expect("stream");
+        futures::pin_mut!(sx);
+        let mut text = String::new();
+        while let Some(chunk) = sx.next().await {
+            let chunk = chunk.expect("chunk");
+            if let Some(t) = chunk.choices.first().and_then(|c| c.delta.content.as_deref()) {
+                text.push_str(t);
+            }
+        }
+        text
+    };
+    let (x_first, (), ()) = tokio::join!(x_first, drain(sa), drain(sb));
+    // `b` again, alone: it takes slot 1, which holds it, and runs.
+    let sb = started(&engine, &b, 24).await;
+    // `x` again: slots 0 (holding `a`) and 2 (holding `x`) are free, slot 1 runs. It takes slot 0
+    // and copies slot 2's stream.
+    let before = engine.prefix_cache_stats().cached_tokens;
+    let (x_again, ()) = tokio::join!(answer(&engine, &x, 12), drain(sb));
+    let cached = engine.prefix_cache_stats().cached_tokens - before;
+    let n_x = engine.count_prompt_tokens(&x).expect("count") as u64;
+    assert_eq!(
+        cached,
+        n_x - 1,
+        "the copied stream should hold all of x but its last token"
+    );
+    assert_eq!(x_again, x_first);
 }
 
 /// `bench_decode` measures prompt processing, so it never starts from a cached prefix.

@@ -4,11 +4,13 @@
 //! A finished sequence leaves its KV cells in its slot, with the list of tokens at their positions.
 //! A new prompt goes to the free slot whose list shares the longest prefix with it (least recently
 //! released among equals, then the lowest id), keeps those cells and feeds only the rest. With one
-//! KV stream per sequence, while others run it takes the lowest free id instead unless the saving
-//! is large (dense ids keep a step to one pass). With the unified KV cache, when a running
-//! sequence holds a longer prefix (the same system prompt or question, asked twice at once), the
-//! new sequence shares that sequence's cells: a cell can belong to several sequences, so sharing
-//! is a copy of metadata, not of data (`llama_memory_seq_cp`).
+//! KV stream per sequence, while others run it takes the lowest free id instead (dense ids keep a
+//! step to one pass), and when another free slot holds a prefix longer by enough tokens, that
+//! slot's stream is copied into its own (`llama_memory_seq_cp` across streams copies the whole
+//! stream's data, `ctx_per_slot` cells, at the next decode; the cells past the prefix are then
+//! dropped). With the unified KV cache, when a running sequence holds a longer prefix (the same
+//! system prompt or question, asked twice at once), the new sequence shares that sequence's cells:
+//! a cell can belong to several sequences, so sharing is a copy of metadata, not of data.
 //!
 //! At most all but the prompt's last token is kept: its logits give the first sampled token.
 //!
@@ -37,14 +39,22 @@ pub(crate) enum KvLayout {
     Unified,
 }
 
-/// With [`KvLayout::PerSequence`], a new sequence takes a free slot other than the lowest one only
-/// when that slot's cached prefix is at least this many tokens longer while other sequences run.
-const SLOT_SWITCH_GAIN: usize = 64;
+/// With [`KvLayout::PerSequence`], while other sequences run, another free slot's stream is copied
+/// into the lowest one when it holds at least `max(MIN_COPY_GAIN, ctx_per_slot / CELLS_PER_TOKEN)`
+/// more prompt tokens. Copying a stream moves all its `ctx_per_slot` cells. Measured with the demo
+/// model (SmolLM2-135M, 23 KB of K and V a cell) on the 2-core development machine: a copy of 2,048
+/// cells added 5 to 15 ms to its step, one more prompt token in a step 12 ms at 1 thread (about 6
+/// at 2), so a token saved pays for 850 cells or more; one per 256 leaves a margin of three.
+const MIN_COPY_GAIN: usize = 8;
+/// See [`MIN_COPY_GAIN`].
+const CELLS_PER_TOKEN: usize = 256;
 
 /// Per slot, what its cells hold.
 #[derive(Debug)]
 pub(super) struct PrefixCache {
     layout: KvLayout,
+    /// Prompt tokens a stream copy must save ([`MIN_COPY_GAIN`]).
+    copy_gain: usize,
     slots: Vec<Kept>,
     /// Sequences released so far.
     releases: u64,
@@ -57,8 +67,10 @@ pub(super) struct Placement {
     pub(super) id: i32,
     /// Leading prompt tokens whose cells the slot already holds (its own cached prefix).
     pub(super) own: usize,
-    /// A running sequence whose cells for the first `n` prompt tokens the new sequence shares,
-    /// when that is more than `own`: `(its slot id, n)`. The slot's own cells are dropped first.
+    /// Another slot whose cells for the first `n` prompt tokens the new sequence starts from,
+    /// when that is more than `own`: `(its slot id, n)`; the slot's own cells are dropped. Unified:
+    /// a running sequence, whose cells are shared. Per-sequence: a free slot, whose stream is
+    /// copied.
     pub(super) share: Option<(i32, usize)>,
 }
 
@@ -70,10 +82,11 @@ impl Placement {
 }
 
 impl PrefixCache {
-    /// `slots` slots holding nothing.
-    pub(super) fn new(slots: u32, layout: KvLayout) -> Self {
+    /// `slots` slots of `ctx_per_slot` cells, holding nothing.
+    pub(super) fn new(slots: u32, layout: KvLayout, ctx_per_slot: u32) -> Self {
         Self {
             layout,
+            copy_gain: MIN_COPY_GAIN.max(ctx_per_slot as usize / CELLS_PER_TOKEN),
             slots: vec![Kept::default(); slots as usize],
             releases: 0,
         }
@@ -121,25 +134,30 @@ impl PrefixCache {
             .max_by_key(|&id| (own(id), std::cmp::Reverse(idle_since(id)), std::cmp::Reverse(id)))
             .unwrap_or(lowest);
         let mut running = running.into_iter().peekable();
-        let id = match self.layout {
-            KvLayout::Unified => best,
+        let (id, share) = match self.layout {
+            KvLayout::Unified => {
+                let own = own(best);
+                let share = running
+                    .map(|(src, n)| (src, n.min(limit)))
+                    .filter(|&(_, n)| n > own)
+                    // The longest; the lowest id among equals.
+                    .max_by_key(|&(src, n)| (n, std::cmp::Reverse(src)));
+                (best, share)
+            }
+            KvLayout::PerSequence if running.peek().is_none() => (best, None),
             // Per-sequence streams: a gap in the running ids costs a pass over the weights in every
-            // step (see `slots`), more than prefilling a few tokens.
-            KvLayout::PerSequence if running.peek().is_none() => best,
-            KvLayout::PerSequence if own(best) - own(lowest) >= SLOT_SWITCH_GAIN => best,
-            KvLayout::PerSequence => lowest,
+            // step (see `slots`), so the lowest id, with a copy of the best slot's stream when that
+            // saves enough prefill. (A running sequence's stream is not copied: its cells change.)
+            KvLayout::PerSequence => {
+                let copy = best != lowest && own(best) >= own(lowest) + self.copy_gain;
+                (lowest, copy.then(|| (best, own(best))))
+            }
         };
-        let own = own(id);
-        let share = match self.layout {
-            KvLayout::Unified => running
-                .map(|(src, n)| (src, n.min(limit)))
-                .filter(|&(_, n)| n > own)
-                // The longest; the lowest id among equals.
-                .max_by_key(|&(src, n)| (n, std::cmp::Reverse(src))),
-            // Cells cannot be shared across streams without copying a whole stream.
-            KvLayout::PerSequence => None,
-        };
-        Some(Placement { id, own, share })
+        Some(Placement {
+            id,
+            own: own(id),
+            share,
+        })
     }
 
     /// A sequence left slot `id` with its cells intact; `tokens` are what they hold.
@@ -180,7 +198,7 @@ mod tests {
     #[test]
     fn an_empty_cache_takes_the_lowest_free_slot() {
         for layout in LAYOUTS {
-            let cache = PrefixCache::new(4, layout);
+            let cache = PrefixCache::new(4, layout, 2048);
             let p = cache.place(&[2, 0, 3], &toks(&[1, 2, 3]), [], true);
             let want = Placement {
                 id: 0,
@@ -195,7 +213,7 @@ mod tests {
     #[test]
     fn an_idle_engine_takes_the_longest_prefix_but_never_the_last_prompt_token() {
         for layout in LAYOUTS {
-            let mut cache = PrefixCache::new(3, layout);
+            let mut cache = PrefixCache::new(3, layout, 2048);
             cache.release(0, toks(&[1, 2, 9, 9]));
             cache.release(1, toks(&[1, 2, 3, 4, 5, 6]));
             cache.release(2, toks(&[7]));
@@ -210,7 +228,7 @@ mod tests {
     #[test]
     fn equal_prefixes_go_to_the_slot_released_longest_ago() {
         for layout in LAYOUTS {
-            let mut cache = PrefixCache::new(3, layout);
+            let mut cache = PrefixCache::new(3, layout, 2048);
             cache.release(2, toks(&[5, 1]));
             cache.release(0, toks(&[5, 2]));
             cache.release(1, toks(&[5, 3]));
@@ -220,31 +238,49 @@ mod tests {
     }
 
     #[test]
-    fn per_sequence_streams_keep_running_ids_dense_unless_the_saving_is_large() {
-        let mut cache = PrefixCache::new(4, KvLayout::PerSequence);
-        let short: Vec<i32> = (0..20).collect();
-        let long: Vec<i32> = (100..100 + SLOT_SWITCH_GAIN as i32 + 1).collect();
-        cache.release(3, toks(&short));
-        cache.release(2, toks(&long));
-        // Slot 0 runs: a 19-token saving in slot 3 does not justify a gap.
-        let prompt = toks(&[short.as_slice(), &[7]].concat());
+    fn per_sequence_streams_keep_running_ids_dense_and_copy_a_free_slots_longer_prefix() {
+        // 2,048 cells a slot: a copy must save 8 tokens.
+        let mut cache = PrefixCache::new(4, KvLayout::PerSequence, 2048);
+        let system: Vec<i32> = (0..20).collect();
+        cache.release(1, toks(&system));
+        cache.release(
+            3,
+            toks(&[system.as_slice(), &[50, 51, 52, 53, 54, 55, 56, 57]].concat()),
+        );
+        cache.release(
+            2,
+            toks(&[system.as_slice(), &[60, 61, 62, 63, 64, 65, 66]].concat()),
+        );
+        // Slot 0 runs: the new sequence takes slot 1 (dense ids) and copies slot 3's stream, which
+        // holds 8 more of its tokens.
+        let prompt = toks(&[system.as_slice(), &[50, 51, 52, 53, 54, 55, 56, 57, 9]].concat());
         let p = cache.place(&[1, 2, 3], &prompt, [(0, 0)], true).unwrap();
-        assert_eq!((p.id, p.own, p.share), (1, 0, None));
-        // Nothing runs: the longest prefix wins.
+        assert_eq!((p.id, p.own, p.share, p.cached()), (1, 20, Some((3, 28)), 28));
+        // Nothing runs: the longest prefix's own slot, no copy.
         let p = cache.place(&[1, 2, 3], &prompt, [], true).unwrap();
-        assert_eq!((p.id, p.own), (3, 20));
-        // A saving of SLOT_SWITCH_GAIN tokens does.
-        let prompt = toks(&[long.as_slice(), &[7]].concat());
+        assert_eq!((p.id, p.own, p.share), (3, 28, None));
+        // Seven tokens more are not worth a copy.
+        let prompt = toks(&[system.as_slice(), &[60, 61, 62, 63, 64, 65, 66, 9]].concat());
         let p = cache.place(&[1, 2, 3], &prompt, [(0, 0)], true).unwrap();
-        assert_eq!((p.id, p.own), (2, SLOT_SWITCH_GAIN + 1));
-        // Running sequences' cells are never shared across streams.
-        let p = cache.place(&[1], &prompt, [(0, 40)], true).unwrap();
+        assert_eq!((p.id, p.own, p.share), (1, 20, None));
+        // Running sequences' streams are never copied, however long their match.
+        let p = cache.place(&[1], &prompt, [(0, 27)], true).unwrap();
         assert_eq!(p.share, None);
+        // Longer slots raise the bar: at 4,096 cells a copy must save 16 tokens.
+        let mut cache = PrefixCache::new(4, KvLayout::PerSequence, 4096);
+        cache.release(1, toks(&system));
+        cache.release(
+            3,
+            toks(&[system.as_slice(), &[50, 51, 52, 53, 54, 55, 56, 57]].concat()),
+        );
+        let prompt = toks(&[system.as_slice(), &[50, 51, 52, 53, 54, 55, 56, 57, 9]].concat());
+        let p = cache.place(&[1, 3], &prompt, [(0, 0)], true).unwrap();
+        assert_eq!((p.id, p.share), (1, None));
     }
 
     #[test]
     fn unified_takes_its_prefix_anywhere_and_shares_a_running_sequences_longer_one() {
-        let mut cache = PrefixCache::new(4, KvLayout::Unified);
+        let mut cache = PrefixCache::new(4, KvLayout::Unified, 2048);
         cache.release(3, toks(&[1, 2, 7]));
         cache.release(2, toks(&[1, 2]));
         let prompt = toks(&[1, 2, 3, 4, 5]);
@@ -267,7 +303,7 @@ mod tests {
     #[test]
     fn without_reuse_nothing_is_kept_or_shared() {
         for layout in LAYOUTS {
-            let mut cache = PrefixCache::new(2, layout);
+            let mut cache = PrefixCache::new(2, layout, 2048);
             cache.release(1, toks(&[1, 2, 3]));
             let p = cache
                 .place(&[1, 0], &toks(&[1, 2, 3, 4]), [(0, 3)], false)
@@ -283,7 +319,7 @@ mod tests {
 
     #[test]
     fn forgetting_a_slot_empties_its_list() {
-        let mut cache = PrefixCache::new(2, KvLayout::Unified);
+        let mut cache = PrefixCache::new(2, KvLayout::Unified, 2048);
         cache.release(0, toks(&[1, 2, 3]));
         cache.forget(0);
         assert_eq!(cache.place(&[0], &toks(&[1, 2, 3, 4]), [], true).unwrap().own, 0);
