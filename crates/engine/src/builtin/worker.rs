@@ -18,9 +18,11 @@
 //!
 //! Prefix cache ([`prefix`]): a finished sequence leaves its KV cells in its slot. A new prompt goes
 //! to the free slot holding its longest prefix (the system prompt and chat template, or the whole
-//! earlier conversation), or, unified, shares the cells of a running sequence with a longer one, and
-//! feeds only what follows, always at least its last token, whose logits give the first sampled
-//! token. The cells hold what a fresh prefill of the same tokens would write (`prefix_tests.rs`).
+//! earlier conversation); per slot while others run, to the lowest free slot, into which a slot
+//! (free or running) with a longer prefix is copied; unified, it shares the cells of a running
+//! sequence with a longer one. It feeds only what follows, always at least its last token, whose logits give the
+//! first sampled token. The cells hold what a fresh prefill of the same tokens would write
+//! (`prefix_tests.rs`).
 
 mod prefix;
 mod seq;
@@ -317,8 +319,8 @@ impl<'m> Worker<'m> {
 
     /// Readies the slot of `place` for its new sequence: keeps the cells of its own cached prefix
     /// and removes the others, or replaces them with another slot's (unified: a running sequence's
-    /// cells, shared; per-sequence: a free slot's stream, copied). Returns the number of prompt
-    /// tokens the sequence starts from.
+    /// cells, shared; per-sequence: a free or running slot's stream, copied). Returns the number of
+    /// prompt tokens the sequence starts from.
     fn prepare_slot(&mut self, place: Placement) -> usize {
         let id = place.id;
         // The new sequence's own list replaces what the slot held when it is released.
@@ -336,14 +338,10 @@ impl<'m> Worker<'m> {
             }
             // Separate streams: llama.cpp copies only whole streams (a partial range across streams
             // is a failed assertion, so the range stays open here), at the next decode, before the
-            // batch's cells are written; the copy's cells past the prefix are then dropped.
+            // batch's cells are written (a running source's cells up to `n` are final); the copy's
+            // cells past the prefix are then dropped.
             (Some((src, n)), KvLayout::PerSequence) => {
-                debug!(
-                    slot = id,
-                    from = src,
-                    tokens = n,
-                    "copying a free slot's KV stream"
-                );
+                debug!(slot = id, from = src, tokens = n, "copying a KV stream");
                 self.ctx.copy_kv_cache_seq(src, id, None, None).is_ok()
                     && u32::try_from(n).ok().is_some_and(|n| {
                         matches!(self.ctx.clear_kv_cache_seq(Some(seq), Some(n), None), Ok(true))

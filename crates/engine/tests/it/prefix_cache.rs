@@ -170,11 +170,18 @@ async fn concurrent_conversations_keep_their_answers() {
     );
 }
 
-/// With the unified KV layout, a prompt asked while the same prompt is being answered shares the
-/// running sequence's cells (all but its last token), in another slot, and gets the same answer.
+/// A prompt asked while the same prompt is being answered starts from the running sequence's
+/// cells (all but its last token), in another slot, and gets the same answer: with the unified KV
+/// layout the cells are shared, with one stream per slot that stream is copied.
 #[tokio::test]
-async fn unified_kv_shares_a_running_sequences_prefix() {
-    let Some(engine) = engine_with(true, true).await else {
+async fn a_running_sequences_prefix_is_shared_or_copied() {
+    for kv_unified in [true, false] {
+        starts_from_a_running_sequence(kv_unified).await;
+    }
+}
+
+async fn starts_from_a_running_sequence(kv_unified: bool) {
+    let Some(engine) = engine_with(true, kv_unified).await else {
         return;
     };
     let messages = [user("Write one sentence about the sea.")];
@@ -207,7 +214,7 @@ async fn unified_kv_shares_a_running_sequences_prefix() {
     assert_eq!(
         shared,
         n_prompt - 1,
-        "the second request should start from the running one's cells"
+        "the second request should start from the running one's cells (unified: {kv_unified})"
     );
     assert_eq!(second, first_text);
 }

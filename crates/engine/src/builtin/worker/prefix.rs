@@ -5,10 +5,10 @@
 //! A new prompt goes to the free slot whose list shares the longest prefix with it (least recently
 //! released among equals, then the lowest id), keeps those cells and feeds only the rest. With one
 //! KV stream per sequence, while others run it takes the lowest free id instead (dense ids keep a
-//! step to one pass), and when another free slot holds a prefix longer by enough tokens, that
-//! slot's stream is copied into its own (`llama_memory_seq_cp` across streams copies the whole
-//! stream's data, `ctx_per_slot` cells, at the next decode; the cells past the prefix are then
-//! dropped). With the unified KV cache, when a running sequence holds a longer prefix (the same
+//! step to one pass), and when another slot, free or running, holds a prefix longer by enough
+//! tokens, that slot's stream is copied into its own (`llama_memory_seq_cp` across streams copies
+//! the whole stream's data, `ctx_per_slot` cells, at the next decode, before that decode writes any
+//! cell; the cells past the prefix are then dropped). With the unified KV cache, when a running sequence holds a longer prefix (the same
 //! system prompt or question, asked twice at once), the new sequence shares that sequence's cells:
 //! a cell can belong to several sequences, so sharing is a copy of metadata, not of data.
 //!
@@ -39,7 +39,7 @@ pub(crate) enum KvLayout {
     Unified,
 }
 
-/// With [`KvLayout::PerSequence`], while other sequences run, another free slot's stream is copied
+/// With [`KvLayout::PerSequence`], while other sequences run, another slot's stream is copied
 /// into the lowest one when it holds at least `max(MIN_COPY_GAIN, ctx_per_slot / CELLS_PER_TOKEN)`
 /// more prompt tokens. Copying a stream moves all its `ctx_per_slot` cells. Measured with the demo
 /// model (SmolLM2-135M, 23 KB of K and V a cell) on the 2-core development machine: a copy of 2,048
@@ -69,8 +69,8 @@ pub(super) struct Placement {
     pub(super) own: usize,
     /// Another slot whose cells for the first `n` prompt tokens the new sequence starts from,
     /// when that is more than `own`: `(its slot id, n)`; the slot's own cells are dropped. Unified:
-    /// a running sequence, whose cells are shared. Per-sequence: a free slot, whose stream is
-    /// copied.
+    /// a running sequence, whose cells are shared. Per-sequence: a free slot or a running
+    /// sequence, whose stream is copied.
     pub(super) share: Option<(i32, usize)>,
 }
 
@@ -146,11 +146,18 @@ impl PrefixCache {
             }
             KvLayout::PerSequence if running.peek().is_none() => (best, None),
             // Per-sequence streams: a gap in the running ids costs a pass over the weights in every
-            // step (see `slots`), so the lowest id, with a copy of the best slot's stream when that
-            // saves enough prefill. (A running sequence's stream is not copied: its cells change.)
+            // step (see `slots`), so the lowest id, with a copy of the stream holding the longest
+            // prefix, free or running, when that saves enough prefill.
             KvLayout::PerSequence => {
-                let copy = best != lowest && own(best) >= own(lowest) + self.copy_gain;
-                (lowest, copy.then(|| (best, own(best))))
+                let bar = own(lowest) + self.copy_gain;
+                let share = (best != lowest)
+                    .then(|| (best, own(best)))
+                    .into_iter()
+                    .chain(running.map(|(src, n)| (src, n.min(limit))))
+                    .filter(|&(_, n)| n >= bar)
+                    // The longest; the lowest id among equals.
+                    .max_by_key(|&(src, n)| (n, std::cmp::Reverse(src)));
+                (lowest, share)
             }
         };
         Some(Placement {
@@ -238,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn per_sequence_streams_keep_running_ids_dense_and_copy_a_free_slots_longer_prefix() {
+    fn per_sequence_streams_keep_running_ids_dense_and_copy_a_longer_prefix() {
         // 2,048 cells a slot: a copy must save 8 tokens.
         let mut cache = PrefixCache::new(4, KvLayout::PerSequence, 2048);
         let system: Vec<i32> = (0..20).collect();
@@ -263,9 +270,19 @@ mod tests {
         let prompt = toks(&[system.as_slice(), &[60, 61, 62, 63, 64, 65, 66, 9]].concat());
         let p = cache.place(&[1, 2, 3], &prompt, [(0, 0)], true).unwrap();
         assert_eq!((p.id, p.own, p.share), (1, 20, None));
-        // Running sequences' streams are never copied, however long their match.
+        // A running sequence's stream is copied too, by the same bar (8 tokens over slot 1's 20);
+        // the last prompt token stays out.
         let p = cache.place(&[1], &prompt, [(0, 27)], true).unwrap();
         assert_eq!(p.share, None);
+        let prompt = toks(&[system.as_slice(), &[60, 61, 62, 63, 64, 65, 66, 67, 9]].concat());
+        let p = cache.place(&[1], &prompt, [(2, 40), (0, 40)], true).unwrap();
+        assert_eq!((p.id, p.share, p.cached()), (1, Some((0, 28)), 28));
+        // The longest of free and running.
+        let prompt = toks(&[system.as_slice(), &[50, 51, 52, 53, 54, 55, 56, 57, 58, 9]].concat());
+        let p = cache.place(&[1, 3], &prompt, [(0, 29)], true).unwrap();
+        assert_eq!(p.share, Some((0, 29)));
+        let p = cache.place(&[1, 3], &prompt, [(0, 27)], true).unwrap();
+        assert_eq!(p.share, Some((3, 28)));
         // Longer slots raise the bar: at 4,096 cells a copy must save 16 tokens.
         let mut cache = PrefixCache::new(4, KvLayout::PerSequence, 4096);
         cache.release(1, toks(&system));

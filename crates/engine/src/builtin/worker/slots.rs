@@ -6,8 +6,9 @@
 //! pass over the weights per sequence. With the unified layout any batch is one pass, whatever its
 //! ids. The rules below keep batches in the one-pass shape for either layout, and make a step's batch
 //! (and so where its tokens land in the cache) depend only on what runs:
-//! - with per-slot streams, while others run, a new sequence takes the lowest free id unless another
-//!   slot's cached prefix saves many tokens (`prefix.rs` decides; this module offers the ids);
+//! - with per-slot streams, while others run, a new sequence takes the lowest free id (and copies
+//!   another slot's stream when that holds more of its prompt: `prefix.rs` decides; this module
+//!   offers the ids);
 //! - running sequences are kept sorted by id, and each step's batch lists them in that order.
 //!
 //! Pure bookkeeping, no llama.cpp: the tests below pin both rules.
@@ -76,7 +77,7 @@ impl<T: SlotId> Slots<T> {
     }
 
     /// Starts `make(id)` in slot `id`; `None` (and `make` not called) when `id` is taken or out of
-    /// range. The worker passes the lowest free id unless a cached prompt prefix is worth a gap.
+    /// range. With per-slot streams the worker passes the lowest free id while others run.
     pub(super) fn admit_at(&mut self, id: i32, make: impl FnOnce(i32) -> T) -> Option<i32> {
         if !(0..self.capacity).contains(&id) {
             return None;
