@@ -7,8 +7,8 @@
 //! cached prefix plus short suffix can differ in the last bits, and a greedy answer at a near-tie
 //! (`src/builtin/prefix_tests.rs` has the figures and compares logits).
 
-use cloister_engine::Engine;
 use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine};
+use cloister_engine::{ChunkStream, Engine};
 use cloister_types::openai::{ChatCompletionRequest, ChatMessage};
 use futures::StreamExt;
 
@@ -186,29 +186,10 @@ async fn starts_from_a_running_sequence(kv_unified: bool) {
     };
     let messages = [user("Write one sentence about the sea.")];
     let n_prompt = engine.count_prompt_tokens(&messages).expect("count") as u64;
-    let mut first = engine
-        .stream(request(&engine, &messages, 16))
-        .await
-        .expect("stream");
-    // The first content chunk: the first request's prompt is in its KV cells.
-    let mut first_text = String::new();
-    while first_text.is_empty() {
-        let chunk = first.next().await.expect("a chunk").expect("chunk");
-        if let Some(text) = chunk.choices.first().and_then(|c| c.delta.content.as_deref()) {
-            first_text.push_str(text);
-        }
-    }
+    // Once the first content chunk came, the first request's prompt is in its KV cells.
+    let (first, mut first_text) = started(&engine, &messages, 16).await;
     let before = engine.prefix_cache_stats().cached_tokens;
-    let (second, rest) = tokio::join!(answer(&engine, &messages, 16), async {
-        let mut text = String::new();
-        while let Some(chunk) = first.next().await {
-            let chunk = chunk.expect("chunk");
-            if let Some(t) = chunk.choices.first().and_then(|c| c.delta.content.as_deref()) {
-                text.push_str(t);
-            }
-        }
-        text
-    });
+    let (second, rest) = tokio::join!(answer(&engine, &messages, 16), drain(first));
     first_text.push_str(&rest);
     let shared = engine.prefix_cache_stats().cached_tokens - before;
     assert_eq!(
@@ -219,37 +200,33 @@ async fn starts_from_a_running_sequence(kv_unified: bool) {
     assert_eq!(second, first_text);
 }
 
-/// Streams `messages` until the first chunk with text: the request then runs in a slot.
-async fn started(
-    engine: &BuiltinEngine,
-    messages: &[ChatMessage],
-    max_tokens: u32,
-) -> impl futures::Stream<Item = cloister_engine::Result<cloister_types::openai::ChatCompletionChunk>> + use<>
-{
+/// Streams `messages` until the first chunk with text, which it returns with the stream: the
+/// request then runs in a slot.
+async fn started(engine: &BuiltinEngine, messages: &[ChatMessage], max_tokens: u32) -> (ChunkStream, String) {
     let mut stream = engine
         .stream(request(engine, messages, max_tokens))
         .await
         .expect("stream");
     loop {
         let chunk = stream.next().await.expect("a chunk").expect("chunk");
-        if chunk
-            .choices
-            .first()
-            .and_then(|c| c.delta.content.as_deref())
-            .is_some_and(|t| !t.is_empty())
+        if let Some(text) = chunk.choices.first().and_then(|c| c.delta.content.as_deref())
+            && !text.is_empty()
         {
-            return stream;
+            return (stream, text.to_owned());
         }
     }
 }
 
-async fn drain(
-    stream: impl futures::Stream<Item = cloister_engine::Result<cloister_types::openai::ChatCompletionChunk>>,
-) {
-    futures::pin_mut!(stream);
+/// The rest of a stream's text.
+async fn drain(mut stream: ChunkStream) -> String {
+    let mut text = String::new();
     while let Some(chunk) = stream.next().await {
-        chunk.expect("chunk");
+        let chunk = chunk.expect("chunk");
+        if let Some(t) = chunk.choices.first().and_then(|c| c.delta.content.as_deref()) {
+            text.push_str(t);
+        }
     }
+    text
 }
 
 /// With one KV stream per slot, a prompt that arrives while another sequence runs takes the
@@ -264,27 +241,15 @@ async fn per_slot_kv_copies_a_free_slots_longer_prefix() {
     let b = [user("What is two plus two?")];
     let x = [user("Write one sentence about the colour of the sky at noon.")];
     // Admitted one after the other while the earlier ones run: slots 0, 1 and 2.
-    let sa = started(&engine, &a, 24).await;
-    let sb = started(&engine, &b, 24).await;
-    let x_first = async {
-        let sx = engine.stream(request(&engine, &x, 12)).await.expect("stream");
-        futures::pin_mut!(sx);
-        let mut text = String::new();
-        while let Some(chunk) = sx.next().await {
-            let chunk = chunk.expect("chunk");
-            if let Some(t) = chunk.choices.first().and_then(|c| c.delta.content.as_deref()) {
-                text.push_str(t);
-            }
-        }
-        text
-    };
-    let (x_first, (), ()) = tokio::join!(x_first, drain(sa), drain(sb));
+    let (sa, _) = started(&engine, &a, 24).await;
+    let (sb, _) = started(&engine, &b, 24).await;
+    let (x_first, _, _) = tokio::join!(answer(&engine, &x, 12), drain(sa), drain(sb));
     // `b` again, alone: it takes slot 1, which holds it, and runs.
-    let sb = started(&engine, &b, 24).await;
+    let (sb, _) = started(&engine, &b, 24).await;
     // `x` again: slots 0 (holding `a`) and 2 (holding `x`) are free, slot 1 runs. It takes slot 0
     // and copies slot 2's stream.
     let before = engine.prefix_cache_stats().cached_tokens;
-    let (x_again, ()) = tokio::join!(answer(&engine, &x, 12), drain(sb));
+    let (x_again, _) = tokio::join!(answer(&engine, &x, 12), drain(sb));
     let cached = engine.prefix_cache_stats().cached_tokens - before;
     let n_x = engine.count_prompt_tokens(&x).expect("count") as u64;
     assert_eq!(
