@@ -72,6 +72,11 @@ pub(crate) struct RunArgs {
     #[arg(long, conflicts_with = "upstream")]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub no_prefix_cache: bool,
+    /// Built-in engine: MiB of host memory for the KV state of prompt prefixes that left their slot
+    /// (another prompt took it), so that they come back without being processed again; 0 keeps
+    /// none [default: 256].
+    #[arg(long, conflicts_with = "upstream")]
+    pub prompt_cache_mib: Option<usize>,
     /// Built-in engine: one pool of KV cells for all slots (llama.cpp's unified KV cache) instead of
     /// one per slot. Any mix of requests decodes in one pass over the weights and concurrent
     /// prompts share a common prefix's cells (more tokens/s under load), but a greedy answer can
@@ -246,6 +251,8 @@ mod tests {
             "--gpu-layers",
             "1",
             "--no-prefix-cache",
+            "--prompt-cache-mib",
+            "3",
             "--kv-unified",
             "--dev-simulated-tee",
             "--dstack-socket",
@@ -293,6 +300,7 @@ mod tests {
         assert_eq!(s.upstream_api_key.as_ref().map(|k| k.expose()), Some("k"));
         assert!(s.operator_key.is_some() && s.no_oracle && s.dev_simulated_tee);
         assert!(s.no_prefix_cache && s.kv_unified);
+        assert_eq!(s.prompt_cache_mib, Some(3));
         assert_eq!(s.settle_interval_secs, 9);
         assert_eq!(s.gpu, GpuMode::Required);
         assert_eq!(s.dev_gpu_replay.as_deref(), Some(std::path::Path::new("/g.json")));

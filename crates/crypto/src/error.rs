@@ -56,6 +56,10 @@ pub enum Error {
     /// An envelope's bytes do not have the layout of `docs/protocol.md` §8.
     #[error("malformed E2EE envelope: {0}")]
     MalformedEnvelope(&'static str),
+    /// The operating system's random number generator failed (sealing a request needs a fresh
+    /// ephemeral key).
+    #[error("the operating system's random number generator failed")]
+    Rng,
 }
 
 /// Result alias for this crate.

@@ -70,6 +70,10 @@ const N_BATCH: u32 = 512;
 /// Longest rendered prompt accepted for tokenization, in bytes (llama.cpp counts in `i32`).
 const MAX_PROMPT_BYTES: usize = 256 << 20;
 
+/// Default of [`BuiltinConfig::prompt_cache_mib`]: about a hundred 110-token prefixes of the demo
+/// model (23 KB of K and V a token), a dozen of an 8B model's (128 KB a token).
+pub const DEFAULT_PROMPT_CACHE_MIB: usize = 256;
+
 /// How to load and run a GGUF model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuiltinConfig {
@@ -97,11 +101,14 @@ pub struct BuiltinConfig {
     /// in one pass over the weights, and concurrent prompts share a common prefix's cells; answers
     /// then differ in the last bits with the traffic around them (no batch invariance).
     pub kv_unified: bool,
+    /// MiB of KV state the prefix cache may keep in host memory for prefixes that left their slot
+    /// (0: none); used only with `prefix_cache`.
+    pub prompt_cache_mib: usize,
 }
 
 impl BuiltinConfig {
-    /// Defaults: 4 slots of 2048 tokens, a queue of 64, all cores, CPU only, prefix cache on, one KV
-    /// stream per slot.
+    /// Defaults: 4 slots of 2048 tokens, a queue of 64, all cores, CPU only, prefix cache on with
+    /// [`DEFAULT_PROMPT_CACHE_MIB`] of host memory, one KV stream per slot.
     pub fn new(model_path: impl Into<PathBuf>) -> Self {
         Self {
             model_path: model_path.into(),
@@ -114,6 +121,7 @@ impl BuiltinConfig {
             embedding_model: None,
             prefix_cache: true,
             kv_unified: false,
+            prompt_cache_mib: DEFAULT_PROMPT_CACHE_MIB,
         }
     }
 }
@@ -283,6 +291,7 @@ impl BuiltinEngine {
             } else {
                 KvLayout::PerSequence
             },
+            host_cache_bytes: config.prompt_cache_mib.saturating_mul(1 << 20),
         };
         let prefix_counters = Arc::new(PrefixCounters::default());
         worker::spawn(

@@ -81,6 +81,10 @@ pub struct NodeSettings {
     /// Built-in engine: no prefix cache; every prompt is processed in full (a cached prefix answers
     /// faster, which other clients can time).
     pub no_prefix_cache: bool,
+    /// Built-in engine: MiB of host memory for the KV state of prefixes that left their slot (0:
+    /// none) [default: the engine's, 256].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_cache_mib: Option<usize>,
     /// Built-in engine: one pool of KV cells for all slots (llama.cpp's unified KV cache): more
     /// throughput under concurrent load, but answers no longer independent of other traffic.
     pub kv_unified: bool,
@@ -171,6 +175,7 @@ impl Default for NodeSettings {
             gpu_layers: None,
             embedding_model: None,
             no_prefix_cache: false,
+            prompt_cache_mib: None,
             kv_unified: false,
             dev_simulated_tee: false,
             dstack_socket: None,

@@ -215,6 +215,9 @@ async fn build_engine(settings: &NodeSettings) -> Result<Arc<dyn Engine>, NodeEr
             }
             config.embedding_model.clone_from(&settings.embedding_model);
             config.prefix_cache = !settings.no_prefix_cache;
+            if let Some(mib) = settings.prompt_cache_mib {
+                config.prompt_cache_mib = mib;
+            }
             config.kv_unified = settings.kv_unified;
             let engine = BuiltinEngine::load_async(config).await.map_err(model_error)?;
             Ok(Arc::new(engine))

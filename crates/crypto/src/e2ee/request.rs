@@ -68,8 +68,9 @@ impl std::fmt::Debug for SealedRequest {
 ///
 /// Returns the envelope and the keys with which the client opens the response.
 ///
-/// # Panics
-/// If the operating system RNG fails.
+/// # Errors
+/// [`Error::InvalidPublicKey`] for a node key of low order (the Diffie-Hellman result is all
+/// zeros), [`Error::Rng`] if the operating system's RNG fails.
 pub fn seal_request(
     node_public_key: &[u8; 32],
     signing_address: &Address,

@@ -192,7 +192,7 @@ impl Context {
 
 /// `SetupBaseS` + `Seal`: a fresh ephemeral key from the operating system's RNG (ring). Returns
 /// `enc`, the ciphertext and the context (for the exporter). A low-order `pk_r` is
-/// [`Error::InvalidPublicKey`].
+/// [`Error::InvalidPublicKey`], a failed RNG [`Error::Rng`].
 pub(crate) fn seal(
     pk_r: &[u8; PUBLIC_KEY_LEN],
     info: &[u8],
@@ -200,15 +200,11 @@ pub(crate) fn seal(
     aad: &[u8],
 ) -> Result<([u8; ENC_LEN], Vec<u8>, Context)> {
     let rng = ring::rand::SystemRandom::new();
-    let ephemeral = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng)
-        .map_err(|_| Error::MalformedEnvelope("the operating system RNG failed"))?;
+    let ephemeral =
+        agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng).map_err(|_| Error::Rng)?;
     let mut enc = [0u8; ENC_LEN];
-    enc.copy_from_slice(
-        ephemeral
-            .compute_public_key()
-            .map_err(|_| Error::MalformedEnvelope("the operating system RNG failed"))?
-            .as_ref(),
-    );
+    // ring computes an X25519 public key without failing; its `Result` is for other curves.
+    enc.copy_from_slice(ephemeral.compute_public_key().map_err(|_| Error::Rng)?.as_ref());
     let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, pk_r);
     // ring refuses an all-zero result itself; `non_zero` states the RFC's check here too.
     let dh = agreement::agree_ephemeral(ephemeral, &peer, |dh| {

@@ -24,6 +24,7 @@
 //! first sampled token. The cells hold what a fresh prefill of the same tokens would write
 //! (`prefix_tests.rs`).
 
+mod host_cache;
 mod prefix;
 mod seq;
 mod slots;
@@ -36,6 +37,7 @@ use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -44,6 +46,7 @@ use llama_cpp_2::vocab::LlamaVocab;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
+use self::host_cache::HostCache;
 pub(crate) use self::prefix::KvLayout;
 use self::prefix::{Placement, PrefixCache};
 use self::seq::Seq;
@@ -139,6 +142,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) prefix_cache: bool,
     /// One KV stream per sequence, or one pool for all.
     pub(crate) layout: KvLayout,
+    /// Bytes of KV state the prompt cache may keep in host memory (0: none).
+    pub(crate) host_cache_bytes: usize,
 }
 
 /// Running totals of the prefix cache, shared with the engine handle.
@@ -223,6 +228,11 @@ struct Worker<'m> {
     tickets: u64,
     /// What the free slots' KV cells hold.
     prefixes: PrefixCache,
+    /// Prefixes that left their slot, in host memory.
+    host: HostCache<SeqState>,
+    /// Slots whose streams a copy admitted this step reads at the next decode: their cells must
+    /// not be overwritten before it.
+    copy_sources: Vec<i32>,
     counters: Arc<PrefixCounters>,
 }
 
@@ -241,6 +251,8 @@ impl<'m> Worker<'m> {
             active: Slots::new(cfg.slots),
             tickets: 0,
             prefixes: PrefixCache::new(cfg.slots, cfg.layout, cfg.ctx_per_slot),
+            host: HostCache::new(cfg.host_cache_bytes),
+            copy_sources: Vec::new(),
             counters,
         }
     }
@@ -305,7 +317,7 @@ impl<'m> Worker<'m> {
                 break;
             };
             let id = place.id;
-            let cached = self.prepare_slot(place);
+            let cached = self.prepare_slot(place, &job.prompt, reuse);
             let c = &self.counters;
             c.prompt_tokens
                 .fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
@@ -319,15 +331,27 @@ impl<'m> Worker<'m> {
 
     /// Readies the slot of `place` for its new sequence: keeps the cells of its own cached prefix
     /// and removes the others, or replaces them with another slot's (unified: a running sequence's
-    /// cells, shared; per-sequence: a free or running slot's stream, copied). Returns the number of
-    /// prompt tokens the sequence starts from.
-    fn prepare_slot(&mut self, place: Placement) -> usize {
+    /// cells, shared; per-sequence: a free or running slot's stream, copied) or with a longer
+    /// prefix from the host-memory cache. What the slot held is saved to that cache first when
+    /// enough of it would be lost. Returns the number of prompt tokens the sequence starts from.
+    fn prepare_slot(&mut self, place: Placement, prompt: &[LlamaToken], reuse: bool) -> usize {
         let id = place.id;
-        // The new sequence's own list replaces what the slot held when it is released.
-        self.prefixes.forget(id);
         let Ok(seq) = u32::try_from(id) else {
             return 0;
         };
+        if reuse {
+            self.save_to_host(id, place.own);
+            // A copy admitted this step reads this slot's stream at the next decode, and a restore
+            // writes at once: no restore into it before then.
+            if !self.copy_sources.contains(&id)
+                && let Some(n) = self.restore_from_host(id, seq, prompt, place.cached())
+            {
+                self.prefixes.forget(id);
+                return n;
+            }
+        }
+        // The new sequence's own list replaces what the slot held when it is released.
+        self.prefixes.forget(id);
         let ok = match (place.share, self.cfg.layout) {
             // One pool: the new sequence joins the source's first `n` cells (metadata only).
             (Some((src, n)), KvLayout::Unified) => {
@@ -342,6 +366,7 @@ impl<'m> Worker<'m> {
             // cells past the prefix are then dropped.
             (Some((src, n)), KvLayout::PerSequence) => {
                 debug!(slot = id, from = src, tokens = n, "copying a KV stream");
+                self.copy_sources.push(src);
                 self.ctx.copy_kv_cache_seq(src, id, None, None).is_ok()
                     && u32::try_from(n).ok().is_some_and(|n| {
                         matches!(self.ctx.clear_kv_cache_seq(Some(seq), Some(n), None), Ok(true))
@@ -360,6 +385,61 @@ impl<'m> Worker<'m> {
         );
         self.clear_slot(id);
         0
+    }
+
+    /// Saves free slot `id`'s sequence state to the host-memory cache when its new sequence keeps
+    /// only `keep` of its tokens and the rest is worth keeping (at least a copy's worth of tokens,
+    /// not held there already).
+    fn save_to_host(&mut self, id: i32, keep: usize) {
+        let kept = self.prefixes.kept_tokens(id);
+        if kept.len() < keep + self.prefixes.copy_gain() || !self.host.wants(kept) {
+            return;
+        }
+        match self.ctx.state_seq_get(id, LlamaStateSeqFlags::empty()) {
+            Ok(state) => {
+                let bytes = state.byte_len();
+                let tokens = kept.len();
+                self.host.insert(kept.to_vec(), state, bytes);
+                debug!(
+                    slot = id,
+                    tokens,
+                    bytes,
+                    held = self.host.bytes(),
+                    "prefix saved to host memory"
+                );
+            }
+            Err(e) => debug!(slot = id, error = %e, "saving the slot's state failed; not cached"),
+        }
+    }
+
+    /// Writes the host-memory cache's longest prefix of `prompt` into slot `id` when it beats
+    /// `cached` (what the slots offer) by a copy's worth of tokens; returns the tokens it holds.
+    /// A failed write leaves the slot cleared and starts from nothing.
+    fn restore_from_host(
+        &mut self,
+        id: i32,
+        seq: u32,
+        prompt: &[LlamaToken],
+        cached: usize,
+    ) -> Option<usize> {
+        let limit = prompt.len().saturating_sub(1);
+        let at_least = cached + self.prefixes.copy_gain();
+        let (state, n) = self.host.best(prompt, limit, at_least)?;
+        let ok = self.ctx.clear_kv_cache_seq(Some(seq), None, None).is_ok()
+            && self.ctx.state_seq_set(state, id).is_ok()
+            && u32::try_from(n)
+                .ok()
+                .is_some_and(|n| matches!(self.ctx.clear_kv_cache_seq(Some(seq), Some(n), None), Ok(true)));
+        if ok {
+            debug!(slot = id, tokens = n, "prefix restored from host memory");
+            return Some(n);
+        }
+        warn!(
+            slot = id,
+            "restoring a prefix from host memory failed; clearing the slot"
+        );
+        self.clear_slot(id);
+        Some(0)
     }
 
     fn drop_abandoned(&mut self) {
@@ -402,6 +482,8 @@ impl<'m> Worker<'m> {
         }
         let decode_started = Instant::now();
         let decoded = self.ctx.decode(&mut self.batch);
+        // The decode ran the pending stream copies first.
+        self.copy_sources.clear();
         tracing::trace!(
             tokens = self.batch.n_tokens(),
             sequences = self.active.len(),

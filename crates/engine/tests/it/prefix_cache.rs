@@ -23,8 +23,24 @@ async fn engine_with(prefix_cache: bool, kv_unified: bool) -> Option<BuiltinEngi
 }
 
 async fn engine_slots(prefix_cache: bool, kv_unified: bool, slots: usize) -> Option<BuiltinEngine> {
+    engine_config(
+        prefix_cache,
+        kv_unified,
+        slots,
+        cloister_engine::builtin::DEFAULT_PROMPT_CACHE_MIB,
+    )
+    .await
+}
+
+async fn engine_config(
+    prefix_cache: bool,
+    kv_unified: bool,
+    slots: usize,
+    prompt_cache_mib: usize,
+) -> Option<BuiltinEngine> {
     let path = model_path()?;
     let mut config = BuiltinConfig::new(path);
+    config.prompt_cache_mib = prompt_cache_mib;
     config.kv_unified = kv_unified;
     // One thread: a greedy answer then does not depend on how work is split between threads.
     config.threads = Some(1);
@@ -275,4 +291,42 @@ async fn bench_decode_processes_the_whole_prompt() {
     .await
     .expect("bench thread");
     assert_eq!(on.prefix_cache_stats().cached_tokens, 0);
+}
+
+/// A prefix its slot lost to another prompt comes back from host memory: with one slot, `a`, then
+/// `b` (which keeps only the chat template's cells of `a`), then `a` again, which starts from all of
+/// `a` but its last token and is answered as before. Without the host-memory cache, `a` again
+/// finds only the template.
+#[tokio::test]
+async fn a_prefix_that_left_its_slot_comes_back_from_host_memory() {
+    for mib in [cloister_engine::builtin::DEFAULT_PROMPT_CACHE_MIB, 0] {
+        let Some(engine) = engine_config(true, false, 1, mib).await else {
+            return;
+        };
+        let a = [user("Write one sentence about the colour of the sky at noon.")];
+        let b = [user("Name a color.")];
+        let first = answer(&engine, &a, 12).await;
+        let template = {
+            let before = engine.prefix_cache_stats().cached_tokens;
+            answer(&engine, &b, 4).await;
+            engine.prefix_cache_stats().cached_tokens - before
+        };
+        let before = engine.prefix_cache_stats().cached_tokens;
+        let again = answer(&engine, &a, 12).await;
+        let cached = engine.prefix_cache_stats().cached_tokens - before;
+        let n_a = engine.count_prompt_tokens(&a).expect("count") as u64;
+        assert!(
+            template + 8 < n_a,
+            "the test needs a's question to run 8 tokens past the template"
+        );
+        if mib > 0 {
+            assert_eq!(cached, n_a - 1, "a should come back from host memory");
+        } else {
+            assert_eq!(
+                cached, template,
+                "without the host cache only the template is cached"
+            );
+        }
+        assert_eq!(again, first);
+    }
 }

@@ -167,6 +167,16 @@ impl PrefixCache {
         })
     }
 
+    /// What slot `id`'s cells hold (nothing while a sequence runs there).
+    pub(super) fn kept_tokens(&self, id: i32) -> &[LlamaToken] {
+        self.kept(id).map_or(&[], |k| k.tokens.as_slice())
+    }
+
+    /// Prompt tokens a copy of cells from elsewhere must save.
+    pub(super) fn copy_gain(&self) -> usize {
+        self.copy_gain
+    }
+
     /// A sequence left slot `id` with its cells intact; `tokens` are what they hold.
     pub(super) fn release(&mut self, id: i32, tokens: Vec<LlamaToken>) {
         self.releases += 1;
