@@ -20,9 +20,10 @@
 //! to the free slot holding its longest prefix (the system prompt and chat template, or the whole
 //! earlier conversation); per slot while others run, to the lowest free slot, into which a slot
 //! (free or running) with a longer prefix is copied; unified, it shares the cells of a running
-//! sequence with a longer one. It feeds only what follows, always at least its last token, whose logits give the
-//! first sampled token. The cells hold what a fresh prefill of the same tokens would write
-//! (`prefix_tests.rs`).
+//! sequence with a longer one. It feeds only what follows, always at least its last token, whose
+//! logits give the first sampled token. The cells hold what a fresh prefill of the same tokens would
+//! write (`prefix_tests.rs`). What a slot held and its new sequence does not keep goes to host
+//! memory first ([`host_cache`]), from where a later prompt can have it written back.
 
 mod host_cache;
 mod prefix;
