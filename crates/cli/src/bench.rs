@@ -240,7 +240,14 @@ async fn engine_served(args: EngineArgs) -> anyhow::Result<ExitCode> {
         args.slots,
         opts.max_tokens,
         opts.per_stream,
-        if args.no_prefix_cache { "off" } else { "on" },
+        if args.no_prefix_cache {
+            "off".to_owned()
+        } else {
+            format!(
+                "on, {} MiB in host memory",
+                cloister_engine::builtin::DEFAULT_PROMPT_CACHE_MIB
+            )
+        },
         if args.kv_unified { "unified" } else { "per slot" },
         opts.rounds
     );

@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
-use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
+use llama_cpp_2::context::session::SeqState;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -386,61 +386,6 @@ impl<'m> Worker<'m> {
         );
         self.clear_slot(id);
         0
-    }
-
-    /// Saves free slot `id`'s sequence state to the host-memory cache when its new sequence keeps
-    /// only `keep` of its tokens and the rest is worth keeping (at least a copy's worth of tokens,
-    /// not held there already).
-    fn save_to_host(&mut self, id: i32, keep: usize) {
-        let kept = self.prefixes.kept_tokens(id);
-        if kept.len() < keep + self.prefixes.copy_gain() || !self.host.wants(kept) {
-            return;
-        }
-        match self.ctx.state_seq_get(id, LlamaStateSeqFlags::empty()) {
-            Ok(state) => {
-                let bytes = state.byte_len();
-                let tokens = kept.len();
-                self.host.insert(kept.to_vec(), state, bytes);
-                debug!(
-                    slot = id,
-                    tokens,
-                    bytes,
-                    held = self.host.bytes(),
-                    "prefix saved to host memory"
-                );
-            }
-            Err(e) => debug!(slot = id, error = %e, "saving the slot's state failed; not cached"),
-        }
-    }
-
-    /// Writes the host-memory cache's longest prefix of `prompt` into slot `id` when it beats
-    /// `cached` (what the slots offer) by a copy's worth of tokens; returns the tokens it holds.
-    /// A failed write leaves the slot cleared and starts from nothing.
-    fn restore_from_host(
-        &mut self,
-        id: i32,
-        seq: u32,
-        prompt: &[LlamaToken],
-        cached: usize,
-    ) -> Option<usize> {
-        let limit = prompt.len().saturating_sub(1);
-        let at_least = cached + self.prefixes.copy_gain();
-        let (state, n) = self.host.best(prompt, limit, at_least)?;
-        let ok = self.ctx.clear_kv_cache_seq(Some(seq), None, None).is_ok()
-            && self.ctx.state_seq_set(state, id).is_ok()
-            && u32::try_from(n)
-                .ok()
-                .is_some_and(|n| matches!(self.ctx.clear_kv_cache_seq(Some(seq), Some(n), None), Ok(true)));
-        if ok {
-            debug!(slot = id, tokens = n, "prefix restored from host memory");
-            return Some(n);
-        }
-        warn!(
-            slot = id,
-            "restoring a prefix from host memory failed; clearing the slot"
-        );
-        self.clear_slot(id);
-        Some(0)
     }
 
     fn drop_abandoned(&mut self) {
