@@ -28,11 +28,7 @@ impl ResponseKeys {
     }
 
     fn sealing_key(&self) -> ring::aead::LessSafeKey {
-        ring::aead::LessSafeKey::new(
-            ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &*self.key)
-                // ring refuses only a key of the wrong length, and this one is 32 bytes by type.
-                .unwrap_or_else(|_| unreachable!("a ChaCha20-Poly1305 key is 32 bytes")),
-        )
+        super::suite::chacha20_poly1305_key(&self.key)
     }
 }
 

@@ -13,6 +13,8 @@
 //! - The sender's ephemeral key and Diffie-Hellman run in ring (assembly X25519).
 //! - HKDF, HMAC and the AEAD are ring's.
 
+use std::sync::OnceLock;
+
 use curve25519_dalek::{EdwardsPoint, MontgomeryPoint};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use ring::{agreement, hkdf, hmac};
@@ -28,6 +30,16 @@ const HPKE_SUITE: &[u8] = b"HPKE\x00\x20\x00\x01\x00\x03";
 const VERSION: &[u8] = b"HPKE-v1";
 /// `mode_base`.
 const MODE_BASE: u8 = 0x00;
+
+/// ring's ChaCha20-Poly1305 under `key`: the request's AEAD here, the response chunks' in
+/// `stream.rs`.
+pub(crate) fn chacha20_poly1305_key(key: &[u8; 32]) -> LessSafeKey {
+    // ring refuses only a key of the wrong length, and this one is 32 bytes by type.
+    let Ok(unbound) = UnboundKey::new(&CHACHA20_POLY1305, key) else {
+        unreachable!("a ChaCha20-Poly1305 key is 32 bytes")
+    };
+    LessSafeKey::new(unbound)
+}
 
 /// `LabeledExtract(salt, label, ikm)` = HMAC-SHA256(salt, "HPKE-v1" ‖ suite ‖ label ‖ ikm).
 fn labeled_extract(suite: &[u8], salt: &[u8], label: &[u8], ikm: &[u8]) -> Zeroizing<[u8; 32]> {
@@ -125,11 +137,13 @@ pub(crate) struct Context {
 
 impl Context {
     fn new(shared_secret: &[u8; 32], info: &[u8]) -> Self {
-        let psk_id_hash = labeled_extract(HPKE_SUITE, b"", b"psk_id_hash", b"");
+        // Base mode has no PSK: the hash of its empty id is a constant of the suite.
+        static PSK_ID_HASH: OnceLock<[u8; 32]> = OnceLock::new();
+        let psk_id_hash = PSK_ID_HASH.get_or_init(|| *labeled_extract(HPKE_SUITE, b"", b"psk_id_hash", b""));
         let info_hash = labeled_extract(HPKE_SUITE, b"", b"info_hash", info);
         let mut context = [0u8; 65];
         context[0] = MODE_BASE;
-        context[1..33].copy_from_slice(&*psk_id_hash);
+        context[1..33].copy_from_slice(psk_id_hash);
         context[33..].copy_from_slice(&*info_hash);
         let secret = labeled_extract(HPKE_SUITE, shared_secret, b"secret", b"");
         let mut key = Zeroizing::new([0u8; 32]);
@@ -144,11 +158,8 @@ impl Context {
             &context,
             exporter_secret.as_mut_slice(),
         );
-        let Ok(unbound) = UnboundKey::new(&CHACHA20_POLY1305, &*key) else {
-            unreachable!("a ChaCha20-Poly1305 key is 32 bytes")
-        };
         Self {
-            key: LessSafeKey::new(unbound),
+            key: chacha20_poly1305_key(&key),
             base_nonce,
             exporter_secret,
         }
