@@ -13,8 +13,8 @@
 //! pass, whatever its ids, and concurrent prompts share the cells of a common prefix. llama.cpp then
 //! computes attention over the whole pool (in an order that depends on where each cell landed, and
 //! with a split of long caches across threads), so answers can differ in the last bits with the
-//! traffic around them, as llama-server's do. Either way the worker caps each
-//! sequence at `ctx_per_slot` cells, so one long request cannot starve the others.
+//! traffic around them, as llama-server's do. Either way the worker caps each sequence at
+//! `ctx_per_slot` cells, so one long request cannot starve the others.
 //!
 //! Prefix cache ([`prefix`]): a finished sequence leaves its KV cells in its slot. A new prompt goes
 //! to the free slot holding its longest prefix (the system prompt and chat template, or the whole
@@ -342,17 +342,17 @@ impl<'m> Worker<'m> {
         };
         if reuse {
             self.save_to_host(id, place.own);
-            // A copy admitted this step reads this slot's stream at the next decode, and a restore
-            // writes at once: no restore into it before then.
-            if !self.copy_sources.contains(&id)
-                && let Some(n) = self.restore_from_host(id, seq, prompt, place.cached())
-            {
-                self.prefixes.forget(id);
-                return n;
-            }
         }
         // The new sequence's own list replaces what the slot held when it is released.
         self.prefixes.forget(id);
+        // A copy admitted this step reads this slot's stream at the next decode, and a restore
+        // writes at once: no restore into it before then.
+        if reuse
+            && !self.copy_sources.contains(&id)
+            && let Some(n) = self.restore_from_host(id, seq, prompt, place.cached())
+        {
+            return n;
+        }
         let ok = match (place.share, self.cfg.layout) {
             // One pool: the new sequence joins the source's first `n` cells (metadata only).
             (Some((src, n)), KvLayout::Unified) => {

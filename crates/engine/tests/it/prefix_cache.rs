@@ -7,7 +7,7 @@
 //! cached prefix plus short suffix can differ in the last bits, and a greedy answer at a near-tie
 //! (`src/builtin/prefix_tests.rs` has the figures and compares logits).
 
-use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine};
+use cloister_engine::builtin::{BuiltinConfig, BuiltinEngine, DEFAULT_PROMPT_CACHE_MIB};
 use cloister_engine::{ChunkStream, Engine};
 use cloister_types::openai::{ChatCompletionRequest, ChatMessage};
 use futures::StreamExt;
@@ -19,17 +19,7 @@ async fn engine(prefix_cache: bool) -> Option<BuiltinEngine> {
 }
 
 async fn engine_with(prefix_cache: bool, kv_unified: bool) -> Option<BuiltinEngine> {
-    engine_slots(prefix_cache, kv_unified, 2).await
-}
-
-async fn engine_slots(prefix_cache: bool, kv_unified: bool, slots: usize) -> Option<BuiltinEngine> {
-    engine_config(
-        prefix_cache,
-        kv_unified,
-        slots,
-        cloister_engine::builtin::DEFAULT_PROMPT_CACHE_MIB,
-    )
-    .await
+    engine_config(prefix_cache, kv_unified, 2, DEFAULT_PROMPT_CACHE_MIB).await
 }
 
 async fn engine_config(
@@ -250,7 +240,7 @@ async fn drain(mut stream: ChunkStream) -> String {
 /// is copied into it, and the answer is the one the prompt got before.
 #[tokio::test]
 async fn per_slot_kv_copies_a_free_slots_longer_prefix() {
-    let Some(engine) = engine_slots(true, false, 3).await else {
+    let Some(engine) = engine_config(true, false, 3, DEFAULT_PROMPT_CACHE_MIB).await else {
         return;
     };
     let a = [user("Name a color.")];
@@ -299,7 +289,7 @@ async fn bench_decode_processes_the_whole_prompt() {
 /// finds only the template.
 #[tokio::test]
 async fn a_prefix_that_left_its_slot_comes_back_from_host_memory() {
-    for mib in [cloister_engine::builtin::DEFAULT_PROMPT_CACHE_MIB, 0] {
+    for mib in [DEFAULT_PROMPT_CACHE_MIB, 0] {
         let Some(engine) = engine_config(true, false, 1, mib).await else {
             return;
         };

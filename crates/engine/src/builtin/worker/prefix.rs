@@ -8,9 +8,10 @@
 //! step to one pass), and when another slot, free or running, holds a prefix longer by enough
 //! tokens, that slot's stream is copied into its own (`llama_memory_seq_cp` across streams copies
 //! the whole stream's data, `ctx_per_slot` cells, at the next decode, before that decode writes any
-//! cell; the cells past the prefix are then dropped). With the unified KV cache, when a running sequence holds a longer prefix (the same
-//! system prompt or question, asked twice at once), the new sequence shares that sequence's cells:
-//! a cell can belong to several sequences, so sharing is a copy of metadata, not of data.
+//! cell; the cells past the prefix are then dropped). With the unified KV cache, when a running
+//! sequence holds a longer prefix (the same system prompt or question, asked twice at once), the new
+//! sequence shares that sequence's cells: a cell can belong to several sequences, so sharing is a
+//! copy of metadata, not of data.
 //!
 //! At most all but the prompt's last token is kept: its logits give the first sampled token.
 //!
@@ -133,16 +134,12 @@ impl PrefixCache {
             .copied()
             .max_by_key(|&id| (own(id), std::cmp::Reverse(idle_since(id)), std::cmp::Reverse(id)))
             .unwrap_or(lowest);
-        let mut running = running.into_iter().peekable();
+        // Running sequences' decoded prefixes, capped like the slots' own.
+        let mut running = running.into_iter().map(|(src, n)| (src, n.min(limit))).peekable();
         let (id, share) = match self.layout {
             KvLayout::Unified => {
                 let own = own(best);
-                let share = running
-                    .map(|(src, n)| (src, n.min(limit)))
-                    .filter(|&(_, n)| n > own)
-                    // The longest; the lowest id among equals.
-                    .max_by_key(|&(src, n)| (n, std::cmp::Reverse(src)));
-                (best, share)
+                (best, longest(running.filter(|&(_, n)| n > own)))
             }
             KvLayout::PerSequence if running.peek().is_none() => (best, None),
             // Per-sequence streams: a gap in the running ids costs a pass over the weights in every
@@ -150,14 +147,11 @@ impl PrefixCache {
             // prefix, free or running, when that saves enough prefill.
             KvLayout::PerSequence => {
                 let bar = own(lowest) + self.copy_gain;
-                let share = (best != lowest)
-                    .then(|| (best, own(best)))
-                    .into_iter()
-                    .chain(running.map(|(src, n)| (src, n.min(limit))))
-                    .filter(|&(_, n)| n >= bar)
-                    // The longest; the lowest id among equals.
-                    .max_by_key(|&(src, n)| (n, std::cmp::Reverse(src)));
-                (lowest, share)
+                let free = (best != lowest).then(|| (best, own(best)));
+                (
+                    lowest,
+                    longest(free.into_iter().chain(running).filter(|&(_, n)| n >= bar)),
+                )
             }
         };
         Some(Placement {
@@ -193,6 +187,11 @@ impl PrefixCache {
             kept.tokens.clear();
         }
     }
+}
+
+/// Of `(slot id, prefix length)` candidates, the longest prefix; the lowest id among equals.
+fn longest(candidates: impl Iterator<Item = (i32, usize)>) -> Option<(i32, usize)> {
+    candidates.max_by_key(|&(src, n)| (n, std::cmp::Reverse(src)))
 }
 
 /// Length of the longest common prefix of two token lists.
