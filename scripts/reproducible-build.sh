@@ -23,10 +23,13 @@ mkdir -p "$work"
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
 export CARGO_INCREMENTAL=0
-# The workspace's .cargo/config.toml sets `target-cpu=x86-64-v3`; RUSTFLAGS replaces the config's
-# rustflags, so it is repeated here.
+# The workspace's .cargo/config.toml sets `target-cpu=x86-64-v3` and curve25519-dalek's AVX-512
+# backend cfg; RUSTFLAGS replaces the config's rustflags, so both are repeated here.
 target_cpu=$(sed -n 's/.*"target-cpu=\([^"]*\)".*/\1/p' .cargo/config.toml)
-target_cpu=${target_cpu:-x86-64-v3}
+config_flags="-C target-cpu=${target_cpu:-x86-64-v3}"
+if grep -q 'curve25519_dalek_backend=\\"avx512\\"' .cargo/config.toml; then
+  config_flags="$config_flags --cfg curve25519_dalek_backend=\"avx512\""
+fi
 
 build() { # $1: source dir, $2: target dir
   local src=$1 target=$2 start
@@ -40,7 +43,7 @@ build() { # $1: source dir, $2: target dir
   (
     cd "$src"
     CARGO_TARGET_DIR="$target" \
-      RUSTFLAGS="-C target-cpu=$target_cpu --remap-path-prefix=$src=/build --remap-path-prefix=$target=/target --remap-path-prefix=$cargo_home=/cargo" \
+      RUSTFLAGS="$config_flags --remap-path-prefix=$src=/build --remap-path-prefix=$target=/target --remap-path-prefix=$cargo_home=/cargo" \
       CFLAGS="$maps" CXXFLAGS="$maps" \
       cargo build --release --locked -p cloister-cli --bin cloister --quiet
   )

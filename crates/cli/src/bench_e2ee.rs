@@ -48,8 +48,11 @@ fn print_crypto(f: &CryptoFigures) {
         ..
     } = *f;
     println!(
-        "E2EE crypto ({n} iterations; request {} B, answer {} B, stream event {} B)",
-        f.request_len, f.answer_len, f.event_len
+        "E2EE crypto ({n} iterations; request {} B, answer {} B, stream event {} B; node X25519: {})",
+        f.request_len,
+        f.answer_len,
+        f.event_len,
+        cloister_crypto::e2ee::x25519_backend()
     );
     println!("| work | µs | ratio to the signature work every request already pays |");
     println!("|---|---:|---:|");

@@ -111,6 +111,12 @@ impl fmt::Debug for E2eeKeyPair {
     }
 }
 
+/// The arithmetic of the node's X25519 (opening a sealed request) on this CPU: `"AVX-512 IFMA"`,
+/// `"AVX2"` or `"serial"`, curve25519-dalek's backend as chosen at run time.
+pub fn x25519_backend() -> &'static str {
+    suite::x25519_backend()
+}
+
 /// Standard base64 with padding (RFC 4648 §4), the text form of every envelope on the wire.
 pub fn encode_base64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)

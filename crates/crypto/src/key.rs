@@ -104,7 +104,8 @@ impl EnclaveKey {
         let address = address_of(inner.verifying_key());
         let secret = Zeroizing::new(inner.to_bytes());
         // Same curve, same scalar range: a k256 key is always a valid libsecp256k1 key.
-        let signer = secp256k1::SecretKey::from_slice(&secret[..]).map_err(|_| Error::InvalidSecretKey)?;
+        let signer =
+            secp256k1::SecretKey::from_byte_array((*secret).into()).map_err(|_| Error::InvalidSecretKey)?;
         Ok(Self {
             inner,
             signer,
@@ -136,7 +137,7 @@ impl EnclaveKey {
     pub fn sign_prehash(&self, digest: &[u8; 32]) -> Signature {
         let message = secp256k1::Message::from_digest(*digest);
         let (recovery, rs) = signing_context()
-            .sign_ecdsa_recoverable(&message, &self.signer)
+            .sign_ecdsa_recoverable(message, &self.signer)
             .serialize_compact();
         let mut out = [0u8; 65];
         out[..64].copy_from_slice(&rs);

@@ -81,7 +81,7 @@ pub fn recover_address(digest: &[u8; 32], signature: &[u8; 65]) -> Result<Addres
     let sig = RecoverableSignature::from_compact(&signature[..64], recovery_id)
         .map_err(|_| RecoverError::ScalarOutOfRange)?;
     let key = context()
-        .recover_ecdsa(&secp256k1::Message::from_digest(*digest), &sig)
+        .recover_ecdsa(secp256k1::Message::from_digest(*digest), &sig)
         .map_err(|_| RecoverError::NoKey)?;
     let uncompressed = key.serialize_uncompressed();
     Ok(Address::from_raw_public_key(&uncompressed[1..]))

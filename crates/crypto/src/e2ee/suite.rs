@@ -7,10 +7,11 @@
 //!   at every decapsulation (a base-point multiplication); [`super::E2eeKeyPair`] holds it.
 //! - The receiver's Diffie-Hellman maps the sender's Montgomery `u` to an Edwards point and
 //!   multiplies there (curve25519-dalek's vectorised Edwards arithmetic, constant time in the
-//!   scalar), about 1.3× faster here than the Montgomery ladder. The map needs only public data; a
-//!   `u` on the twist, which no honest sender produces, goes through the ladder. Both give X25519's
-//!   result (RFC 7748), which a test checks on random and low-order inputs.
-//! - The sender's ephemeral key and Diffie-Hellman run in ring (assembly X25519).
+//!   scalar: AVX-512 IFMA where the CPU has it, see `.cargo/config.toml`, else AVX2). The map needs
+//!   only public data; a `u` on the twist, which no honest sender produces, goes through the ladder.
+//!   Both give X25519's result (RFC 7748), which a test checks on random and low-order inputs.
+//! - The sender's ephemeral key and Diffie-Hellman run in ring (assembly X25519): clients run on
+//!   any CPU (ARM, x86 without AVX-512), where ring is the faster of the two.
 //! - HKDF, HMAC and the AEAD are ring's.
 
 use std::sync::OnceLock;
@@ -90,6 +91,20 @@ pub(crate) fn derive_secret(ikm: &[u8]) -> Zeroizing<[u8; 32]> {
 /// tables).
 pub(crate) fn public_key(secret: &[u8; 32]) -> [u8; PUBLIC_KEY_LEN] {
     EdwardsPoint::mul_base_clamped(*secret).to_montgomery().to_bytes()
+}
+
+/// The arithmetic the receiver's X25519 runs on this CPU: curve25519-dalek's backend, which it
+/// picks at run time among those compiled in (the benchmarks print it beside their figures).
+pub(crate) fn x25519_backend() -> &'static str {
+    #[cfg(all(target_arch = "x86_64", curve25519_dalek_backend = "avx512"))]
+    if std::arch::is_x86_feature_detected!("avx512ifma") && std::arch::is_x86_feature_detected!("avx512vl") {
+        return "AVX-512 IFMA";
+    }
+    #[cfg(all(target_arch = "x86_64", not(curve25519_dalek_backend = "serial")))]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        return "AVX2";
+    }
+    "serial"
 }
 
 /// X25519(secret, u) (RFC 7748 §5), or `None` when the result is all zeros (`u` of low order:
