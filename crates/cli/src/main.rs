@@ -90,13 +90,29 @@ enum Command {
 }
 
 fn init_logging(filter: &str) {
-    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+
+    tracing_subscriber::registry().with(log_layer(filter)).init();
+}
+
+/// The stderr log: `filter` (or `RUST_LOG`), with llama.cpp's info-level chatter held back.
+///
+/// The layer states the filter's most verbose level as its hint: tracing then skips every
+/// `debug!`/`trace!` call site and span below it with one comparison. A filter without a hint (a
+/// bare `filter_fn`) makes every call site ask the filters at run time, on the node's hot path.
+fn log_layer<S>(filter: &str) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer;
 
     let env = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let hint = env
+        .max_level_hint()
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::TRACE);
     // llama.cpp reports every loader and graph detail at info level; keep its warnings only, unless
     // the user asks for debug output.
     let verbose_engine = filter.contains("debug") || filter.contains("trace");
@@ -104,15 +120,12 @@ fn init_logging(filter: &str) {
         verbose_engine
             || !(meta.target().starts_with("llama") || meta.target().starts_with("ggml"))
             || *meta.level() <= tracing::Level::WARN
-    });
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(env)
-                .with_filter(quiet_llama),
-        )
-        .init();
+    })
+    .with_max_level_hint(hint);
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(env)
+        .with_filter(quiet_llama)
 }
 
 fn main() -> ExitCode {
@@ -150,5 +163,27 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::LevelFilter;
+
+    fn hint(filter: &str) -> Option<LevelFilter> {
+        super::log_layer::<tracing_subscriber::Registry>(filter).max_level_hint()
+    }
+
+    /// The node runs with `--log warn` in production and benchmarks: tracing must know that no
+    /// `debug!` can pass, or every call site is filtered at run time.
+    #[test]
+    fn the_log_layer_states_its_most_verbose_level() {
+        if std::env::var_os("RUST_LOG").is_some() {
+            return; // RUST_LOG replaces the filter under test
+        }
+        assert_eq!(hint("warn"), Some(LevelFilter::WARN));
+        assert_eq!(hint("info"), Some(LevelFilter::INFO));
+        assert_eq!(hint("warn,cloister_node=debug"), Some(LevelFilter::DEBUG));
     }
 }
