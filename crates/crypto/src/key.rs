@@ -8,6 +8,8 @@ use cloister_types::RecoverError;
 
 use crate::{Error, Result};
 
+mod nonce;
+
 pub use cloister_types::Address;
 
 /// A 65-byte `r‖s‖v` signature, `v` in {27, 28}.
@@ -135,10 +137,13 @@ impl EnclaveKey {
     /// Signs a 32-byte digest (RFC 6979 deterministic nonce, low `s`); returns `r‖s‖v` with `v`
     /// in {27, 28}.
     pub fn sign_prehash(&self, digest: &[u8; 32]) -> Signature {
-        let message = secp256k1::Message::from_digest(*digest);
-        let (recovery, rs) = signing_context()
-            .sign_ecdsa_recoverable(message, &self.signer)
-            .serialize_compact();
+        let context = signing_context();
+        // The nonce in Rust (SHA-NI) where it can be; libsecp256k1's own in the < 2^-127 case that
+        // needs a second candidate: the same RFC 6979 signature either way (`key/nonce.rs`).
+        let signature = nonce::sign_recoverable(context, digest, &self.signer).unwrap_or_else(|| {
+            context.sign_ecdsa_recoverable(secp256k1::Message::from_digest(*digest), &self.signer)
+        });
+        let (recovery, rs) = signature.serialize_compact();
         let mut out = [0u8; 65];
         out[..64].copy_from_slice(&rs);
         // The recovery id is 0..=3, and 0 or 1 for any signature a real key makes.
