@@ -141,38 +141,24 @@ mod tests {
     /// with a nonce libsecp256k1 would not have used.
     #[test]
     fn only_the_first_plain_attempt_is_answered() {
-        let (msg, key) = ([1u8; 32], [2u8; 32]);
+        let (msg, key, extra) = ([1u8; 32], [2u8; 32], [3u8; 32]);
         let mut out = [0u8; 32];
-        let extra = [3u8; 32];
-        // SAFETY: 32-byte buffers, as libsecp256k1 passes them.
-        let (first, second, with_data) = unsafe {
-            (
+        let mut call = |data: *const u8, attempt| {
+            // SAFETY: 32-byte buffers, as libsecp256k1 passes them.
+            unsafe {
                 nonce_function(
                     out.as_mut_ptr(),
                     msg.as_ptr(),
                     key.as_ptr(),
                     std::ptr::null(),
-                    std::ptr::null_mut(),
-                    0,
-                ),
-                nonce_function(
-                    out.as_mut_ptr(),
-                    msg.as_ptr(),
-                    key.as_ptr(),
-                    std::ptr::null(),
-                    std::ptr::null_mut(),
-                    1,
-                ),
-                nonce_function(
-                    out.as_mut_ptr(),
-                    msg.as_ptr(),
-                    key.as_ptr(),
-                    std::ptr::null(),
-                    extra.as_ptr().cast_mut().cast(),
-                    0,
-                ),
-            )
+                    data.cast_mut().cast(),
+                    attempt,
+                )
+            }
         };
+        let first = call(std::ptr::null(), 0);
+        let second = call(std::ptr::null(), 1);
+        let with_data = call(extra.as_ptr(), 0);
         assert_eq!((first, second, with_data), (1, 0, 0));
     }
 }
