@@ -88,7 +88,8 @@ pub struct ModelCard {
 /// Something that answers chat completions.
 #[async_trait]
 pub trait Engine: Send + Sync {
-    /// The models served.
+    /// The models served: the same list for the engine's whole life (the node reads it once for
+    /// its metrics labels).
     fn models(&self) -> Vec<ModelCard>;
 
     /// One whole completion. `req.stream` is ignored.

@@ -19,12 +19,16 @@ const DURATION_BUCKETS: [f64; 12] = [
 /// The node's counters.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    http_requests: Mutex<BTreeMap<(String, u16), u64>>,
-    chat_requests: Mutex<BTreeMap<(String, bool), u64>>,
-    tokens: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// By route, then status. Keyed by name first so a count is found without allocating.
+    http_requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
+    /// By model, then streamed or not.
+    chat_requests: Mutex<BTreeMap<String, BTreeMap<bool, u64>>>,
+    /// By model, then kind (`prompt`, `completion`).
+    tokens: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     engine_errors: Mutex<BTreeMap<&'static str, u64>>,
     in_flight: AtomicI64,
     e2ee_requests: AtomicU64,
+    signatures: AtomicU64,
     duration: Histogram,
 }
 
@@ -41,6 +45,31 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, by: u64) {
     let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let slot = map.entry(key).or_insert(0);
     *slot = slot.saturating_add(by);
+}
+
+/// Adds `counts` (inner key, amount) under `name`, allocating the name only the first time.
+fn bump_named<K: Ord + Copy>(
+    map: &Mutex<BTreeMap<String, BTreeMap<K, u64>>>,
+    name: &str,
+    counts: &[(K, u64)],
+) {
+    let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let inner = match map.get_mut(name) {
+        Some(inner) => inner,
+        None => map.entry(name.to_owned()).or_default(),
+    };
+    for &(key, by) in counts {
+        let slot = inner.entry(key).or_insert(0);
+        *slot = slot.saturating_add(by);
+    }
+}
+
+/// (name, inner key, count) in order.
+fn snapshot_named<K: Ord + Copy>(map: &Mutex<BTreeMap<String, BTreeMap<K, u64>>>) -> Vec<(String, K, u64)> {
+    let map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    map.iter()
+        .flat_map(|(name, inner)| inner.iter().map(|(k, v)| (name.clone(), *k, *v)))
+        .collect()
 }
 
 fn snapshot<K: Ord + Clone>(map: &Mutex<BTreeMap<K, u64>>) -> Vec<(K, u64)> {
@@ -65,12 +94,12 @@ fn escape(value: &str) -> String {
 impl Metrics {
     /// One HTTP response produced for `route` (a route template, or `unmatched`).
     pub(crate) fn http_request(&self, route: &str, status: u16) {
-        bump(&self.http_requests, (route.to_owned(), status), 1);
+        bump_named(&self.http_requests, route, &[(status, 1)]);
     }
 
     /// One chat request accepted for `model` (a served id, or `other`).
     pub(crate) fn chat_request(&self, model: &str, stream: bool) {
-        bump(&self.chat_requests, (model.to_owned(), stream), 1);
+        bump_named(&self.chat_requests, model, &[(stream, 1)]);
     }
 
     /// One sealed (E2EE) request opened.
@@ -78,17 +107,20 @@ impl Metrics {
         self.e2ee_requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One answer signed (at once, or a stream's on its first fetch).
+    pub(crate) fn signature_made(&self) {
+        self.signatures.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Tokens used by one completion.
     pub(crate) fn usage(&self, model: &str, usage: &Usage) {
-        bump(
+        bump_named(
             &self.tokens,
-            (model.to_owned(), "prompt"),
-            u64::from(usage.prompt_tokens),
-        );
-        bump(
-            &self.tokens,
-            (model.to_owned(), "completion"),
-            u64::from(usage.completion_tokens),
+            model,
+            &[
+                ("prompt", u64::from(usage.prompt_tokens)),
+                ("completion", u64::from(usage.completion_tokens)),
+            ],
         );
     }
 
@@ -131,7 +163,7 @@ impl Metrics {
             "# HELP cloister_http_requests_total HTTP responses by route and status."
         );
         let _ = writeln!(out, "# TYPE cloister_http_requests_total counter");
-        for ((route, status), n) in snapshot(&self.http_requests) {
+        for (route, status, n) in snapshot_named(&self.http_requests) {
             let _ = writeln!(
                 out,
                 "cloister_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
@@ -143,7 +175,7 @@ impl Metrics {
             "# HELP cloister_chat_requests_total Chat completion requests by model and mode."
         );
         let _ = writeln!(out, "# TYPE cloister_chat_requests_total counter");
-        for ((model, stream), n) in snapshot(&self.chat_requests) {
+        for (model, stream, n) in snapshot_named(&self.chat_requests) {
             let _ = writeln!(
                 out,
                 "cloister_chat_requests_total{{model=\"{}\",stream=\"{stream}\"}} {n}",
@@ -155,7 +187,7 @@ impl Metrics {
             "# HELP cloister_tokens_total Tokens processed by model and kind."
         );
         let _ = writeln!(out, "# TYPE cloister_tokens_total counter");
-        for ((model, kind), n) in snapshot(&self.tokens) {
+        for (model, kind, n) in snapshot_named(&self.tokens) {
             let _ = writeln!(
                 out,
                 "cloister_tokens_total{{model=\"{}\",kind=\"{kind}\"}} {n}",
@@ -182,10 +214,6 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP cloister_signature_cache_entries Signatures held for /v1/signature."
-        );
-        let _ = writeln!(
-            out,
             "# HELP cloister_e2ee_requests_total Sealed (E2EE) requests opened."
         );
         let _ = writeln!(out, "# TYPE cloister_e2ee_requests_total counter");
@@ -194,8 +222,23 @@ impl Metrics {
             "cloister_e2ee_requests_total {}",
             self.e2ee_requests.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP cloister_signature_cache_entries Signed texts held for /v1/signature."
+        );
         let _ = writeln!(out, "# TYPE cloister_signature_cache_entries gauge");
         let _ = writeln!(out, "cloister_signature_cache_entries {signature_cache_entries}");
+        let _ = writeln!(
+            out,
+            "# HELP cloister_signatures_total Answers signed: plain answers and inline-signed \
+             streams when they end, other streams when their signature is first fetched."
+        );
+        let _ = writeln!(out, "# TYPE cloister_signatures_total counter");
+        let _ = writeln!(
+            out,
+            "cloister_signatures_total {}",
+            self.signatures.load(Ordering::Relaxed)
+        );
         self.render_histogram(&mut out);
         out
     }
@@ -271,6 +314,18 @@ mod tests {
         );
         assert!(text.contains("cloister_requests_in_flight 1"), "{text}");
         assert!(text.contains("cloister_signature_cache_entries 5"), "{text}");
+        m.signature_made();
+        assert!(m.render(0).contains("cloister_signatures_total 1\n"));
+        // Each family's lines are contiguous: HELP, then TYPE, then its samples (a parser refuses a
+        // family split by another's lines).
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or_default();
+                let next = lines.get(i + 1).copied().unwrap_or_default();
+                assert!(next.starts_with(&format!("# TYPE {name} ")), "{name}: {next}");
+            }
+        }
         assert!(
             text.contains("cloister_chat_request_duration_seconds_bucket{le=\"0.25\"} 0"),
             "{text}"

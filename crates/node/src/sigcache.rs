@@ -1,17 +1,61 @@
 //! A bounded, expiring store keyed by completion id: response signatures
 //! ([`SignatureCache`]) and ACI receipts.
 //!
+//! A stream's signature is made when it is first asked for (`GET /v1/signature/{id}`), not when
+//! the stream ends ([`SignedText`]): RFC 6979 nonces make an ECDSA signature a function of key and
+//! text, so the signature made later is byte for byte the one made at once, and a stream whose
+//! signature nobody fetches never pays for one.
+//!
 //! Bounded twice: by age (`ttl`) and by count (`max`). Entries are kept in insertion order, which is
 //! also expiry order, so expired entries are dropped from the front on every insert (and lazily on
 //! lookup), and a full cache drops its oldest entry first. Memory is O(max) whatever clients do.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use cloister_types::SignatureRecord;
+use cloister_crypto::EnclaveKey;
 
-/// Signatures served by `GET /v1/signature/{id}`.
-pub(crate) type SignatureCache = ExpiringCache<SignatureRecord>;
+/// Signed texts served by `GET /v1/signature/{id}`.
+pub(crate) type SignatureCache = ExpiringCache<Arc<SignedText>>;
+
+/// An answer's signed text (`sha256(request):sha256(response)`) and its EIP-191 signature, made
+/// at most once, when first needed.
+#[derive(Debug)]
+pub(crate) struct SignedText {
+    text: String,
+    signature: OnceLock<String>,
+}
+
+impl SignedText {
+    /// A text whose signature is made by the first [`Self::signature`] call.
+    pub(crate) fn unsigned(text: String) -> Self {
+        Self {
+            text,
+            signature: OnceLock::new(),
+        }
+    }
+
+    /// The signed text.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The `0x` signature of the text by `key` (always the same key: the node's), made on the first
+    /// call, which also calls `made`; concurrent first calls wait for one signing.
+    pub(crate) fn signature(&self, key: &EnclaveKey, made: impl FnOnce()) -> &str {
+        self.signature.get_or_init(|| {
+            made();
+            key.sign_personal_hex(self.text.as_bytes())
+        })
+    }
+
+    /// Whether the signature has been made.
+    #[cfg(test)]
+    pub(crate) fn is_signed(&self) -> bool {
+        self.signature.get().is_some()
+    }
+}
 
 #[derive(Debug)]
 struct Entry<V> {
@@ -141,6 +185,28 @@ impl<V: Clone> ExpiringCache<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloister_types::SignatureRecord;
+
+    type SignatureCache = ExpiringCache<SignatureRecord>;
+
+    #[test]
+    fn a_deferred_signature_is_the_one_made_at_once() {
+        let key = EnclaveKey::generate();
+        let text = format!("{}:{}", "ab".repeat(32), "cd".repeat(32));
+        let signed = SignedText::unsigned(text.clone());
+        assert!(!signed.is_signed());
+        assert_eq!(signed.text(), text);
+        let mut made = 0;
+        let first = signed.signature(&key, || made += 1).to_owned();
+        assert!(signed.is_signed());
+        assert_eq!(first, key.sign_personal_hex(text.as_bytes()));
+        assert_eq!(
+            signed.signature(&key, || made += 1),
+            first,
+            "made once, then kept"
+        );
+        assert_eq!(made, 1);
+    }
 
     fn record(n: u32) -> SignatureRecord {
         SignatureRecord {

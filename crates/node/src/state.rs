@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::aci::{AciService, ReceiptMeta};
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
-use crate::sigcache::SignatureCache;
+use crate::sigcache::{SignatureCache, SignedText};
 
 /// How long an accepted envelope is remembered: longer than the whole window in which its
 /// timestamp is accepted (± `MAX_CLOCK_SKEW_SECS`), so a replay is caught for as long as it could
@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) started_unix: u64,
     /// EIP-55 address of `key`, computed once.
     pub(crate) address_hex: String,
+    /// Ids of the models the engine serves (fixed for an engine's life), read once.
+    model_ids: Vec<String>,
 }
 
 impl AppState {
@@ -79,6 +81,7 @@ impl AppState {
             )),
             started_unix,
             address_hex: key.address_hex(),
+            model_ids: engine.models().into_iter().map(|m| m.id).collect(),
         };
         let e2ee = Arc::new(E2eeKeyPair::generate());
         let aci = Arc::new(AciService::new(
@@ -135,33 +138,52 @@ impl AppState {
     /// A metrics label for a requested model: the id if served here, else `other` (a client must
     /// not be able to create label values).
     pub(crate) fn model_label(&self, requested: &str) -> String {
-        if self.engine.models().iter().any(|m| m.id == requested) {
+        if self.shared.model_ids.iter().any(|id| id == requested) {
             requested.to_owned()
         } else {
             "other".to_owned()
         }
     }
 
-    /// Signs `text` with the enclave key and keeps the record under `id` for `/v1/signature/{id}`.
-    /// Signs `text` for exchange `id`, stores the record for `GET /v1/signature/{id}`, and issues
-    /// the exchange's ACI receipt over the same hashes.
+    /// Signs `text` for exchange `id` now, stores it for `GET /v1/signature/{id}`, and issues the
+    /// exchange's ACI receipt over the same hashes. For answers that carry their signature (a
+    /// header, an inline stream event).
     pub(crate) fn sign_and_store(&self, id: &str, text: String, receipt: ReceiptMeta<'_>) -> SignatureRecord {
-        self.aci.issue(id, &text, receipt);
-        let signature = self.key.sign_personal_hex(text.as_bytes());
-        let record = SignatureRecord {
-            text,
-            signature,
-            signing_address: self.shared.address_hex.clone(),
-            signing_algo: "ecdsa".to_owned(),
-        };
-        self.signatures()
-            .insert(id.to_owned(), record.clone(), Instant::now());
-        record
+        let signed = self.store_signed_text(id, text, receipt);
+        self.record_of(&signed)
     }
 
-    /// The signature record under `id`, if still held.
+    /// Stores `text` for exchange `id` and issues its ACI receipt; the signature is made when
+    /// `GET /v1/signature/{id}` first asks for it (the same bytes as [`Self::sign_and_store`]:
+    /// see [`SignedText`]). For streams that do not carry their signature.
+    pub(crate) fn store_for_signing(&self, id: &str, text: String, receipt: ReceiptMeta<'_>) {
+        self.store_signed_text(id, text, receipt);
+    }
+
+    fn store_signed_text(&self, id: &str, text: String, receipt: ReceiptMeta<'_>) -> Arc<SignedText> {
+        self.aci.issue(id, &text, receipt);
+        let signed = Arc::new(SignedText::unsigned(text));
+        self.signatures()
+            .insert(id.to_owned(), Arc::clone(&signed), Instant::now());
+        signed
+    }
+
+    /// The signature record under `id`, if still held; signed here (outside the cache's lock) if
+    /// no one has asked for it before.
     pub(crate) fn signature(&self, id: &str) -> Option<SignatureRecord> {
-        self.signatures().get(id, Instant::now())
+        let signed = self.signatures().get(id, Instant::now())?;
+        Some(self.record_of(&signed))
+    }
+
+    fn record_of(&self, signed: &SignedText) -> SignatureRecord {
+        SignatureRecord {
+            text: signed.text().to_owned(),
+            signature: signed
+                .signature(&self.key, || self.metrics().signature_made())
+                .to_owned(),
+            signing_address: self.shared.address_hex.clone(),
+            signing_algo: "ecdsa".to_owned(),
+        }
     }
 
     /// The X25519 public key clients seal requests to.

@@ -1,5 +1,5 @@
 //! The SSE body of a streamed completion: forwards chunks as they arrive, hashes every byte sent,
-//! and signs those bytes before the last one leaves.
+//! and stores the text to sign over them before the last one leaves.
 //!
 //! Wire format, after the headers:
 //!
@@ -12,8 +12,9 @@
 //! The signed text is `sha256(request body) ":" sha256(every byte up to and including [DONE])`. The
 //! last event is sent only to a request with `x-cloister-inline-signature` ([`Inline::Yes`]); by
 //! default the body ends at `data: [DONE]`, so its bytes hash whole to the signed text (what NEAR's
-//! and Phala's verifiers compute), and the record is fetched from `GET /v1/signature/{id}`. Either
-//! way the usage is charged and the record stored before `[DONE]` is sent. An engine failure, a
+//! and Phala's verifiers compute), and the record is fetched from `GET /v1/signature/{id}`, which
+//! signs it on the first fetch (RFC 6979: the same bytes as signing at once). Either way the usage
+//! is charged and the signed text stored before `[DONE]` is sent. An engine failure, a
 //! timeout after the first chunk or a failed charge ends the stream with
 //! `data: {"error": {...}}\n\n` instead, with no `[DONE]` and no signature.
 //!
@@ -256,13 +257,15 @@ impl<C: Answer> SseStream<C> {
         let mut sent = std::mem::take(&mut self.sent);
         sent.update(DONE);
         let text = format!("{}:{}", self.request_hash, hex::encode(sent.finalize()));
-        let record = self
-            .state
-            .sign_and_store(&self.exchange.id, text, self.exchange.receipt_meta());
-        self.state
-            .metrics()
-            .chat_duration(self.exchange.started.elapsed());
-        if self.inline == Inline::Yes {
+        if self.inline == Inline::No {
+            // Signed when `GET /v1/signature/{id}` first asks: the same bytes (RFC 6979), and a
+            // stream nobody verifies costs no signature.
+            self.state
+                .store_for_signing(&self.exchange.id, text, self.exchange.receipt_meta());
+        } else {
+            let record = self
+                .state
+                .sign_and_store(&self.exchange.id, text, self.exchange.receipt_meta());
             let event = SignatureEvent {
                 id: &self.exchange.id,
                 record: &record,
@@ -278,6 +281,9 @@ impl<C: Answer> SseStream<C> {
                 }
             }
         }
+        self.state
+            .metrics()
+            .chat_duration(self.exchange.started.elapsed());
         Bytes::from_static(DONE)
     }
 }

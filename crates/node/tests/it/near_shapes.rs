@@ -25,7 +25,7 @@ use cloister_types::wire;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::common::{TestNode, chat_body, engine, split_sse};
+use crate::common::{TestNode, address, chat_body, engine, get_text, signer, split_sse};
 
 /// An interpreter with eth_account: `$CLOISTER_PYTHON`, else the test-clients venv. None (with a
 /// reason on stderr) when neither has it, unless `CLOISTER_REQUIRE_CLIENTS=1`.
@@ -117,6 +117,16 @@ async fn post_chat(node: &TestNode, request: &[u8], inline: bool) -> (reqwest::h
     assert_eq!(resp.status(), 200);
     let headers = resp.headers().clone();
     (headers, resp.bytes().await.unwrap().to_vec())
+}
+
+/// The node's `cloister_signatures_total`.
+async fn signatures_made(node: &TestNode) -> u64 {
+    let metrics = get_text(&reqwest::Client::new(), node.url(wire::METRICS_PATH)).await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("cloister_signatures_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no cloister_signatures_total in {metrics}"))
 }
 
 /// GET /v1/signature/{id}, raw bytes.
@@ -262,7 +272,9 @@ async fn a_default_stream_hashes_whole_to_the_signed_text() {
     );
     assert!(split_sse(&body).chunks().len() >= 2, "{text}");
 
-    // Stored before the body ended: fetched right after, it covers every byte received.
+    // Its text is stored before the body ends, its signature made on the first fetch (and only
+    // then: a stream nobody verifies costs no signature).
+    assert_eq!(signatures_made(&node).await, 0);
     let record = fetch_signature(&node, &id).await;
     let fetched: Value = serde_json::from_slice(&record).unwrap();
     assert_eq!(
@@ -270,6 +282,19 @@ async fn a_default_stream_hashes_whole_to_the_signed_text() {
         cloister_types::signature_text(&request, &body).as_str()
     );
     assert_eq!(fetched["signing_address"], node.state.signing_address());
+    let signature = fetched["signature"].as_str().unwrap();
+    assert_eq!(
+        signer(&request, &body, signature),
+        address(node.state.signing_address()),
+        "the deferred signature recovers to the attested key"
+    );
+    assert_eq!(signatures_made(&node).await, 1);
+    assert_eq!(
+        fetch_signature(&node, &id).await,
+        record,
+        "a second fetch serves the same signature, not a new one"
+    );
+    assert_eq!(signatures_made(&node).await, 1);
 
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
