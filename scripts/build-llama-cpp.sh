@@ -28,6 +28,12 @@ if [ "${QUICK:-0}" = 1 ]; then
   extra+=(-DCMAKE_C_COMPILER_LAUNCHER="$PWD/scripts/llama-cc-quick.sh" -DCMAKE_CXX_COMPILER_LAUNCHER="$PWD/scripts/llama-cc-quick.sh")
 fi
 if [ "${PORTABLE:-0}" = 1 ]; then native=OFF; extra+=(-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON); fi
+# No AMX: on a CPU with AMX, -march=native compiles in ggml's AMX matmul (ggml-cpu/amx), and in this
+# vendored version it dies in `ldtilecfg` (SIGSEGV) at the first Q4_1 matmul, seen on a Sapphire
+# Rapids-class VM where AMX itself works (a tile config loads in a standalone test). Our own engine is
+# built for x86-64-v3 and never runs AMX either, so the peer stays comparable.
+no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+extra+=(-DCMAKE_C_FLAGS="$no_amx" -DCMAKE_CXX_FLAGS="$no_amx")
 export PATH="$PWD/$root/venv/bin:$PATH"
 echo "llama.cpp: configuring (llama-cpp-python $VERSION's vendored llama.cpp, GGML_NATIVE=$native)"
 cmake -S "$root/src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \

@@ -98,11 +98,19 @@ pub fn llama_server(model: &std::path::Path, args: &[&str]) -> Option<LlamaServe
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    let server = LlamaServer {
+    let mut server = LlamaServer {
         child,
         base_url: format!("http://127.0.0.1:{port}/v1"),
     };
     for _ in 0..600 {
+        // A server that died (a crash at its first matmul, a bad flag) is reported as such.
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!(
+                "llama-server ({}) exited before it became healthy: {status} (rerun it by hand with \
+                 the same arguments to see its log)",
+                bin.display()
+            );
+        }
         let healthy = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut tcp| {
             let mut answer = String::new();
             tcp.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_ok()
