@@ -27,9 +27,22 @@ const REPLAY_CAPACITY: usize = 200_000;
 
 /// The node's shared state: engine, attester, signing key, limits, signatures and metrics.
 ///
-/// Cheap to clone (reference-counted). The HTTP layer knows the engine only as `Arc<dyn Engine>`.
+/// Cheap to clone: one reference count (axum clones the state for every middleware layer of every
+/// request). The HTTP layer knows the engine only as `Arc<dyn Engine>`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<StateParts>);
+
+impl std::ops::Deref for AppState {
+    type Target = StateParts;
+
+    fn deref(&self) -> &StateParts {
+        &self.0
+    }
+}
+
+/// What an [`AppState`] holds (its fields are the node's own).
+#[derive(Clone)]
+pub struct StateParts {
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) attester: Arc<dyn Attester>,
     /// GPU evidence for reports (`nvidia_payload`); `None`: reports carry none.
@@ -89,7 +102,7 @@ impl AppState {
             config.signature_ttl,
             config.signature_cache_max,
         ));
-        Self {
+        Self(Arc::new(StateParts {
             engine,
             attester,
             gpu: None,
@@ -99,20 +112,20 @@ impl AppState {
             config: Arc::new(config),
             billing: None,
             shared: Arc::new(shared),
-        }
+        }))
     }
 
     /// Turns on paid access: every chat request needs an API key and is metered into `billing`.
     #[must_use]
     pub fn with_billing(mut self, billing: Arc<crate::billing::Billing>) -> Self {
-        self.billing = Some(billing);
+        Arc::make_mut(&mut self.0).billing = Some(billing);
         self
     }
 
     /// Puts GPU evidence from `gpu` into every attestation report, for the report's nonce.
     #[must_use]
     pub fn with_gpu(mut self, gpu: Arc<dyn GpuEvidence>) -> Self {
-        self.gpu = Some(gpu);
+        Arc::make_mut(&mut self.0).gpu = Some(gpu);
         self
     }
 
